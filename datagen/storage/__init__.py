@@ -1,0 +1,47 @@
+"""Storage: the only package that knows SQL. Everything else calls these functions."""
+
+from datagen.storage.db import DEFAULT_URL, StorageError, connect, dispose_all, resolve_url
+from datagen.storage.models import Audit, InstanceRow, Request, Run, Sample
+from datagen.storage.runs import (
+    RunStats,
+    add_sample,
+    finish_sample,
+    get_run,
+    indexed_instructions,
+    kept_instructions,
+    list_runs,
+    log_request,
+    open_run,
+    load_instances,
+    pending_samples,
+    run_stats,
+    set_run_state,
+)
+from datagen.storage.export_rows import iter_samples
+
+__all__ = [
+    "DEFAULT_URL",
+    "StorageError",
+    "connect",
+    "dispose_all",
+    "resolve_url",
+    "Audit",
+    "InstanceRow",
+    "Request",
+    "Run",
+    "Sample",
+    "RunStats",
+    "add_sample",
+    "finish_sample",
+    "get_run",
+    "indexed_instructions",
+    "kept_instructions",
+    "list_runs",
+    "log_request",
+    "open_run",
+    "load_instances",
+    "pending_samples",
+    "run_stats",
+    "set_run_state",
+    "iter_samples",
+]

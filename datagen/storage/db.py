@@ -1,0 +1,82 @@
+"""Engine set-up: SQLite (WAL) by default, any SQLAlchemy URL otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlmodel import SQLModel, create_engine
+
+from datagen.storage import models  # noqa: F401  (registers the tables)
+
+DEFAULT_URL = "sqlite:///datagen.db"
+
+
+class StorageError(RuntimeError):
+    """A database problem worth one clear line to the user."""
+
+
+def resolve_url(url: str | None) -> str:
+    url = url or os.environ.get("DATAGEN_DATABASE_URL") or DEFAULT_URL
+    if "://" not in url:  # a bare path means a SQLite file
+        url = f"sqlite:///{url}"
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the dashboard read while a run writes; NORMAL sync is durable across process crashes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+_engines: dict[str, Engine] = {}
+
+
+def connect(url: str | None = None, create: bool = True) -> Engine:
+    """Open (and on first use create) the database; raise StorageError with one line on failure."""
+    url = resolve_url(url)
+    if url in _engines:
+        return _engines[url]
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"bad database URL: {url!r}") from None
+    kwargs: dict = {}
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            parent = Path(db).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StorageError(f"database directory does not exist: {parent}")
+            if not create and not Path(db).exists():
+                raise StorageError(f"no database at {db}")
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+        raise StorageError(f"cannot use database URL {parsed.render_as_string(hide_password=True)}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        SQLModel.metadata.create_all(engine)
+        from datagen.storage import search
+
+        search.install(engine)
+    except OperationalError as exc:
+        msg = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+        raise StorageError(f"cannot open database {parsed.render_as_string(hide_password=True)}: {msg}") from None
+    _engines[url] = engine
+    return engine
+
+
+def dispose_all() -> None:
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()

@@ -1,0 +1,106 @@
+"""Tables. One SQLModel class per table; the rest of the code talks to storage functions, not SQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Run(SQLModel, table=True):
+    """A named, resumable generation job. `config` keeps the options it was started with (never keys)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    lang: str
+    api: str
+    model: str
+    target: int
+    config: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    state: str = "running"  # running | finished | failed
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Request(SQLModel, table=True):
+    """Every call to a model, one row per attempt (retries included), like `llm`'s log."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    stage: str
+    model: str
+    prompt_hash: str
+    prompt: str = Field(sa_column=Column(Text, nullable=False))
+    response: str = Field(default="", sa_column=Column(Text, nullable=False))
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    finish_reason: str | None = None
+    latency_ms: int = 0
+    error: str | None = None
+    attempt: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Sample(SQLModel, table=True):
+    """One machine-written instruction with its verdict; rejected ones are kept to show why."""
+
+    __table_args__ = (
+        Index("ix_sample_run_status", "run_id", "status"),
+        # Resume must never store the same kept instruction twice.
+        Index(
+            "ux_sample_kept",
+            "run_id",
+            "instruction_hash",
+            unique=True,
+            sqlite_where=text("status IN ('pending','accepted','approved')"),
+            postgresql_where=text("status IN ('pending','accepted','approved')"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    lang: str
+    instruction: str = Field(sa_column=Column(Text, nullable=False))
+    instruction_hash: str
+    is_classification: bool | None = None
+    status: str = Field(default="pending", index=True)
+    reason: str | None = Field(default=None, index=True)  # why rejected (filter name)
+    detail: str | None = None  # human-readable detail of the reason
+    nearest: str | None = Field(default=None, sa_column=Column(Text))  # nearest kept instruction
+    nearest_score: float | None = Field(default=None, index=True)  # its ROUGE-L
+    indexed: bool = False  # in the similarity index (passed the ROUGE-L check)
+    request_id: int | None = Field(default=None, foreign_key="request.id")
+    review_note: str | None = None
+    reviewed_by: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class InstanceRow(SQLModel, table=True):
+    __tablename__ = "instance"
+    __table_args__ = (UniqueConstraint("sample_id", "idx"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sample_id: int = Field(foreign_key="sample.id", index=True)
+    idx: int
+    input: str = Field(default="", sa_column=Column(Text, nullable=False))
+    output: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Audit(SQLModel, table=True):
+    """Who changed a sample, when, and how (review actions and edits)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    sample_id: int = Field(foreign_key="sample.id", index=True)
+    action: str  # approve | reject | discard | edit | ...
+    actor: str
+    note: str | None = None
+    before: str | None = Field(default=None, sa_column=Column(Text))
+    after: str | None = Field(default=None, sa_column=Column(Text))
+    at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,235 @@
+"""What the generation pipeline writes and reads: runs, the request log, samples."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from datagen.records import Candidate, Generation, Instance, Status
+from datagen.storage.models import InstanceRow, Request, Run, Sample, utcnow
+
+KEPT = (Status.pending.value, Status.accepted.value, Status.approved.value)
+
+
+def instruction_hash(text: str) -> str:
+    norm = re.sub(r"\s+", " ", text.strip().lower())
+    return hashlib.sha1(norm.encode("utf-8")).hexdigest()
+
+
+def prompt_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def get_run(engine: Engine, name: str) -> Run | None:
+    with Session(engine) as s:
+        return s.exec(select(Run).where(Run.name == name)).scalars().first()
+
+
+def open_run(engine: Engine, name: str, *, lang: str, api: str, model: str, target: int, config: dict) -> tuple[Run, bool]:
+    """Return (run, created). An existing run keeps its language; target and config are updated."""
+    with Session(engine, expire_on_commit=False) as s:
+        run = s.exec(select(Run).where(Run.name == name)).scalars().first()
+        created = run is None
+        if run is None:
+            run = Run(name=name, lang=lang, api=api, model=model, target=target, config=json.dumps(config))
+        else:
+            run.target, run.api, run.model = target, api, model
+            run.config = json.dumps(config)
+            run.state = "running"
+            run.updated_at = utcnow()
+        s.add(run)
+        s.commit()
+        return run, created
+
+
+def set_run_state(engine: Engine, run_id: int, state: str) -> None:
+    with Session(engine) as s:
+        s.execute(update(Run).where(Run.id == run_id).values(state=state, updated_at=utcnow()))
+        s.commit()
+
+
+def log_request(
+    engine: Engine, run_id: int, stage: str, model: str, prompt: str, gen: Generation, *, attempt: int = 1, cost: float = 0.0
+) -> int:
+    row = Request(
+        run_id=run_id,
+        stage=stage,
+        model=model,
+        prompt_hash=prompt_hash(prompt),
+        prompt=prompt,
+        response=gen.text,
+        tokens_in=gen.tokens_in,
+        tokens_out=gen.tokens_out,
+        cost=cost,
+        finish_reason=gen.finish_reason,
+        latency_ms=int(gen.latency_s * 1000),
+        error=gen.error,
+        attempt=attempt,
+    )
+    with Session(engine) as s:
+        s.add(row)
+        s.commit()
+        return row.id
+
+
+def _sample_row(run_id: int, c: Candidate) -> Sample:
+    return Sample(
+        run_id=run_id,
+        lang=c.lang,
+        instruction=c.instruction,
+        instruction_hash=instruction_hash(c.instruction),
+        is_classification=c.is_classification,
+        status=c.status.value,
+        reason=c.reason,
+        detail=c.detail,
+        nearest=c.nearest,
+        nearest_score=c.nearest_score,
+        # Kept at insert time means it passed the ROUGE-L check; it stays in the index even if a
+        # later stage rejects it, so a resumed run rebuilds exactly the index the crashed one had.
+        indexed=c.status.value in KEPT,
+        request_id=c.request_id,
+    )
+
+
+def add_sample(engine: Engine, run_id: int, c: Candidate) -> int | None:
+    """Insert one candidate in its own transaction. None if an identical kept instruction exists."""
+    row = _sample_row(run_id, c)
+    with Session(engine) as s:
+        s.add(row)
+        try:
+            s.flush()
+        except IntegrityError:
+            s.rollback()
+            return None
+        for i, inst in enumerate(c.instances):
+            s.add(InstanceRow(sample_id=row.id, idx=i, input=inst.input, output=inst.output))
+        s.commit()
+        return row.id
+
+
+def finish_sample(engine: Engine, sample_id: int, c: Candidate) -> None:
+    """Record the verdict on a pending sample and its instances, atomically."""
+    with Session(engine) as s:
+        s.execute(
+            update(Sample)
+            .where(Sample.id == sample_id)
+            .values(
+                status=c.status.value,
+                reason=c.reason,
+                detail=c.detail,
+                is_classification=c.is_classification,
+                updated_at=utcnow(),
+            )
+        )
+        s.execute(delete(InstanceRow).where(InstanceRow.sample_id == sample_id))
+        for i, inst in enumerate(c.instances):
+            s.add(InstanceRow(sample_id=sample_id, idx=i, input=inst.input, output=inst.output))
+        s.commit()
+
+
+def pending_samples(engine: Engine, run_id: int) -> list[Candidate]:
+    with Session(engine) as s:
+        rows = s.execute(
+            select(Sample).where(Sample.run_id == run_id, Sample.status == Status.pending.value).order_by(Sample.id)
+        ).scalars()
+        return [
+            Candidate(
+                instruction=r.instruction,
+                lang=r.lang,
+                request_id=r.request_id,
+                nearest=r.nearest,
+                nearest_score=r.nearest_score,
+                sample_id=r.id,
+            )
+            for r in rows
+        ]
+
+
+def indexed_instructions(engine: Engine, run_id: int) -> list[str]:
+    """Instructions that passed the ROUGE-L check in this run, in order: the resumed index's contents."""
+    with Session(engine) as s:
+        return list(
+            s.execute(select(Sample.instruction).where(Sample.run_id == run_id, Sample.indexed).order_by(Sample.id)).scalars()
+        )
+
+
+def kept_instructions(engine: Engine, run_id: int) -> list[str]:
+    with Session(engine) as s:
+        q = select(Sample.instruction).where(
+            Sample.run_id == run_id, Sample.status.in_((Status.accepted.value, Status.approved.value))
+        )
+        return list(s.execute(q.order_by(Sample.id)).scalars())
+
+
+@dataclass
+class RunStats:
+    by_status: Counter = field(default_factory=Counter)
+    by_reason: Counter = field(default_factory=Counter)
+    requests: int = 0
+    errors: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    first_request: datetime | None = None
+    last_request: datetime | None = None
+
+    @property
+    def kept(self) -> int:
+        return self.by_status[Status.accepted.value] + self.by_status[Status.approved.value]
+
+    @property
+    def judged(self) -> int:
+        return sum(n for st, n in self.by_status.items() if st != Status.pending.value)
+
+    @property
+    def acceptance(self) -> float:
+        return self.kept / self.judged if self.judged else 0.0
+
+
+def run_stats(engine: Engine, run_id: int) -> RunStats:
+    st = RunStats()
+    with Session(engine) as s:
+        for status, n in s.execute(
+            select(Sample.status, func.count()).where(Sample.run_id == run_id).group_by(Sample.status)
+        ):
+            st.by_status[status] = n
+        for reason, n in s.execute(
+            select(Sample.reason, func.count())
+            .where(Sample.run_id == run_id, Sample.status == Status.rejected.value)
+            .group_by(Sample.reason)
+        ):
+            st.by_reason[reason or "unknown"] = n
+        row = s.execute(
+            select(
+                func.count(),
+                func.count(Request.error),
+                func.coalesce(func.sum(Request.tokens_in), 0),
+                func.coalesce(func.sum(Request.tokens_out), 0),
+                func.coalesce(func.sum(Request.cost), 0.0),
+                func.min(Request.created_at),
+                func.max(Request.created_at),
+            ).where(Request.run_id == run_id)
+        ).one()
+        (st.requests, st.errors, st.tokens_in, st.tokens_out, st.cost, st.first_request, st.last_request) = row
+    return st
+
+
+def list_runs(engine: Engine) -> list[tuple[Run, RunStats]]:
+    with Session(engine) as s:
+        runs = list(s.execute(select(Run).order_by(Run.id)).scalars())
+    return [(r, run_stats(engine, r.id)) for r in runs]
+
+
+def load_instances(engine: Engine, sample_id: int) -> list[Instance]:
+    with Session(engine) as s:
+        rows = s.execute(select(InstanceRow).where(InstanceRow.sample_id == sample_id).order_by(InstanceRow.idx)).scalars()
+        return [Instance(input=r.input, output=r.output) for r in rows]
