@@ -194,10 +194,13 @@ class OpenAIBackend:
                     kwargs["stop"] = p0.stop[:4]
                 resp = await self.client.completions.create(**kwargs)
                 by_index = {c.index: c for c in resp.choices}
-                if len(by_index) < len(prompts):
-                    raise BackendError(f"server answered {len(by_index)} of {len(prompts)} prompts", retryable=True)
+                if len(by_index) < len(prompts):  # e.g. llama-cpp-python's server reads only the first prompt
+                    raise FatalBackendError(
+                        f"server answered {len(by_index)} of {len(prompts)} prompts sent in one request; "
+                        "it does not batch: use --prompts-per-request 1"
+                    )
                 texts = [(by_index[i].text or "", by_index[i].finish_reason) for i in range(len(prompts))]
-        except BackendError:
+        except (BackendError, FatalBackendError):
             raise
         except Exception as exc:
             raise self._classify(exc) from None
