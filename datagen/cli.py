@@ -49,7 +49,7 @@ def generate(
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompt template TOML [default: built-in for --lang]"),
     db: Optional[str] = DB,
     concurrency: int = typer.Option(16, "--concurrency", help="Requests in flight (API backends)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per forward pass (--api local)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass (--api local)."),
     prompts_per_request: int = typer.Option(1, "--prompts-per-request", help="Prompts per Completion API request."),
     rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute limit."),
     tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute limit (estimated prompt + max answer)."),
@@ -63,7 +63,7 @@ def generate(
     max_instances: int = typer.Option(5, "--max-instances"),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
-    max_tokens: int = typer.Option(1024, "--max-tokens", help="Answer budget for instruction and instance prompts."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Answer budget for instruction and instance prompts [default: 1024; 320 for --api local]."),
     price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per 1M input tokens (overrides prices.toml)."),
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M output tokens."),
     random_seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for example sampling."),
@@ -82,7 +82,8 @@ def generate(
             pipeline=PipelineConfig(
                 target=num_instructions, threshold=threshold, num_seed_examples=num_seed_examples,
                 num_machine_examples=num_machine_examples, new_per_prompt=new_per_prompt, max_instances=max_instances,
-                temperature=temperature, top_p=top_p, bootstrap_max_tokens=max_tokens, instances_max_tokens=max_tokens,
+                temperature=temperature, top_p=top_p,
+                **({"bootstrap_max_tokens": max_tokens, "instances_max_tokens": max_tokens} if max_tokens else {}),
                 random_seed=random_seed,
             ),
         )

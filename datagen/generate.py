@@ -32,7 +32,7 @@ class GenerateOptions(BaseModel):
     prompts: Path | None = None
     db: str | None = None
     concurrency: int = 16
-    batch_size: int = 8
+    batch_size: int = 16
     prompts_per_request: int = 1
     rpm: float | None = None
     tpm: float | None = None
@@ -112,7 +112,13 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     # Local batches fill from concurrent stages, so let enough prompts be in flight to fill them.
     cfg = opts.pipeline
     if api == "local":
-        cfg = cfg.model_copy(update={"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size)})
+        # A batch runs until its longest row ends, so a small model that rambles costs the whole
+        # batch: cap answers unless the user chose a budget (8 tasks or 5 examples fit in 320 tokens).
+        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size)}
+        for key in ("bootstrap_max_tokens", "instances_max_tokens"):
+            if key not in cfg.model_fields_set:
+                update[key] = 320
+        cfg = cfg.model_copy(update=update)
         client.batch_wait = 0.2
     pipe = Pipeline(cfg, client, engine, run.id, opts.lang, seeds, prompts)
     task = asyncio.create_task(pipe.run())

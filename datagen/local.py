@@ -176,6 +176,8 @@ class LocalBackend:
             if ended:
                 row = row[: row.index(tok.eos_token_id)]
             row = [t for t in row if t != tok.pad_token_id]
+            if len(row) > p.max_tokens:  # the batch ran to its largest budget; each prompt keeps its own
+                row, ended = row[: p.max_tokens], False
             text = tok.decode(row, skip_special_tokens=True)
             finish = "stop" if ended else "length"
             for s in p.stop:
