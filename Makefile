@@ -1,0 +1,22 @@
+# The two commands a new user needs:
+#   make demo   set up, generate a small dataset on the embedded model (no key, no network), export it
+#   make test   set up with test tools, run the whole test suite
+.PHONY: setup demo test bench
+
+N ?= 20
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/datagen generate --num-instructions $(N) --run demo
+	.venv/bin/datagen export --out alpaca_data.json --run demo
+
+test:
+	bash scripts/setup.sh test
+	.venv/bin/python -m pytest -q
+
+bench: setup
+	.venv/bin/python bench/generate.py
+	.venv/bin/python bench/dedup.py
+	.venv/bin/python bench/api.py

