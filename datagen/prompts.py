@@ -154,6 +154,9 @@ def classify_prompt(ps: PromptSet, fewshot: list[SeedTask], instruction: str) ->
 
 def parse_yes_no(ps: PromptSet, text: str) -> bool | None:
     head = text.strip().lstrip("*:： ").lower()
+    label = ps.classify.query.rsplit("\n", 1)[-1].strip().rstrip(":：").lower()
+    if label and head.startswith(label):  # a chat model restating "Classification: No"
+        head = head[len(label) :].lstrip("*:： ")
     if head.startswith(ps.classify.yes.lower()):
         return True
     if head.startswith(ps.classify.no.lower()):
