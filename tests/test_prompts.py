@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 
 from datagen.prompts import (
@@ -245,9 +247,7 @@ def test_load_prompts_incomplete(tmp_path):
 
 def test_load_prompts_user_copy_roundtrip(tmp_path):
     p = tmp_path / "mine.toml"
-    p.write_text(
-        (load_prompts.__globals__["resources"].files("datagen") / "prompts" / "en.toml").read_text("utf-8"), encoding="utf-8"
-    )
+    p.write_text((resources.files("datagen") / "prompts" / "en.toml").read_text("utf-8"), encoding="utf-8")
     assert load_prompts("en", p) == EN
 
 
