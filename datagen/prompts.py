@@ -62,7 +62,7 @@ def load_prompts(lang: str, path: str | Path | None = None) -> PromptSet:
         else:
             raw = Path(path).read_text("utf-8")
         data = tomllib.loads(raw)
-        return PromptSet(lang=lang, **data)
+        return PromptSet(**{**data, "lang": lang})  # a file's own `lang` key must not clash
     except FileNotFoundError:
         raise PromptError(f"prompt file not found: {path or lang + '.toml'}") from None
     except tomllib.TOMLDecodeError as exc:

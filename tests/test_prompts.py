@@ -251,6 +251,12 @@ def test_load_prompts_user_copy_roundtrip(tmp_path):
     assert load_prompts("en", p) == EN
 
 
+def test_load_prompts_file_with_own_lang_key(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_text('lang = "zh"\n' + (resources.files("datagen") / "prompts" / "en.toml").read_text("utf-8"), encoding="utf-8")
+    assert load_prompts("en", p).classify.yes == "Yes"
+
+
 def test_unknown_builtin_language():
     with pytest.raises(PromptError):
         load_prompts("xx")
