@@ -75,7 +75,7 @@ def stub_server():
         proc.terminate()
     for proc in procs:
         try:
-            proc.wait(10)
+            proc.wait(3)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -45,7 +45,7 @@ def call(base_url: str, *, max_tries: int = 3, timeout: float = 20.0, api_key: s
 
 
 def test_429_retry_after_is_honoured(stub_server):
-    server = stub_server("--faults", "429,429,none", "--fault-rate", "1")
+    server = stub_server("--faults", "429,429,truncated", "--fault-rate", "1")
     gen, rows = call(server.base_url, max_tries=3)
     assert [r["attempt"] for r in rows] == [1, 2, 3]
     assert rows[0]["error"] == rows[1]["error"] == "rate limited (429)"
@@ -57,7 +57,7 @@ def test_429_retry_after_is_honoured(stub_server):
 
 
 def test_500_is_retried(stub_server):
-    server = stub_server("--faults", "500,none", "--fault-rate", "1")
+    server = stub_server("--faults", "500,truncated", "--fault-rate", "1")
     gen, rows = call(server.base_url)
     assert gen.error is None and gen.text
     assert rows[0]["error"].startswith("HTTP 500") and rows[1]["error"] is None
@@ -65,7 +65,7 @@ def test_500_is_retried(stub_server):
 
 
 def test_timeout_is_retried(stub_server):
-    server = stub_server("--faults", "timeout,none", "--fault-rate", "1", "--hang", "20")
+    server = stub_server("--faults", "timeout,truncated", "--fault-rate", "1", "--hang", "5")
     t0 = time.monotonic()
     gen, rows = call(server.base_url, timeout=1.0)
     assert gen.error is None and gen.text
@@ -76,7 +76,7 @@ def test_timeout_is_retried(stub_server):
 
 
 def test_malformed_body_is_retried(stub_server):
-    server = stub_server("--faults", "malformed,none", "--fault-rate", "1")
+    server = stub_server("--faults", "malformed,truncated", "--fault-rate", "1")
     gen, rows = call(server.base_url)
     assert rows[0]["error"].startswith("bad response"), rows[0]
     assert gen.error is None and gen.text

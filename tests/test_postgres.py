@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def core_pg_url():
             raise RuntimeError(f"{' '.join(args[:2])} failed: {proc.stdout[-1500:]}{proc.stderr[-1500:]}")
 
     pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C")
-    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+    # A server clock zone other than UTC, as many servers have: stored times must still be UTC.
+    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c timezone=Asia/Shanghai"
     pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", opts, "-w", "-t", "60", "start")
     try:
         pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "datagen")
@@ -93,3 +95,10 @@ def test_generate_resume_export_on_postgres(core_pg_url, stub_server, tmp_path):
     assert pending == 0 and dupes == 0
     assert n_inst == len(rows)
     assert "UNIQUE" in partial and "WHERE" in partial
+
+    from datagen import storage
+
+    run = storage.get_run(storage.connect(core_pg_url), "pg")
+    storage.dispose_all()
+    created = run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=timezone.utc)
+    assert abs(datetime.now(timezone.utc) - created) < timedelta(minutes=10), run.created_at
