@@ -109,7 +109,10 @@ def parse_task_list(text: str, first: int, truncated: bool) -> list[str]:
     cut short, so it is dropped.
     """
     lines = text.replace("\r\n", "\n").split("\n")
-    if lines and not _ITEM.match(lines[0]):
+    # Unnumbered text before the list is item `first` continued, unless the model numbers
+    # `first` itself further down: then it is a chat model's preamble ("Here are the tasks:").
+    restarts = any(m and int(next(g for g in m.groups()[:3] if g)) == first for m in map(_ITEM.match, lines[1:]))
+    if lines and not _ITEM.match(lines[0]) and not restarts:
         lines[0] = f"{first}. {lines[0]}"
     items: list[str] = []
     blank = False

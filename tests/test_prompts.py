@@ -96,6 +96,23 @@ def test_task_list_prefixes_and_quotes_removed():
     ]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Here are 8 new tasks:\n\n9. Write a poem about the sea.\n10. Explain how tides work.",
+        "Sure! Here are eight new tasks:\n9. Write a poem about the sea.\n10. Explain how tides work.",
+        "Sure!\nHere are the tasks:\n\n9) Write a poem about the sea.\n10) Explain how tides work.",
+    ],
+)
+def test_task_list_chat_preamble_is_not_a_task(text):
+    assert parse_task_list(text, 9, truncated=False) == ["Write a poem about the sea.", "Explain how tides work."]
+
+
+def test_task_list_chat_preamble_zh():
+    text = "以下是新的任务：\n\n９．写一首关于大海的诗。\n10. 解释潮汐的成因。"
+    assert parse_task_list(text, 9, truncated=False) == ["写一首关于大海的诗。", "解释潮汐的成因。"]
+
+
 def test_task_list_closing_remark_after_blank_line_ends_list():
     text = " Write a poem about the sea.\n10. Explain how tides work.\n\nI hope these tasks are useful for your dataset!"
     assert parse_task_list(text, 9, truncated=False) == ["Write a poem about the sea.", "Explain how tides work."]
