@@ -62,7 +62,7 @@ def load_prompts(lang: str, path: str | Path | None = None) -> PromptSet:
         else:
             raw = Path(path).read_text("utf-8")
         data = tomllib.loads(raw)
-        return PromptSet(lang=lang, **data)
+        return PromptSet(**{**data, "lang": lang})  # a file's own `lang` key must not clash
     except FileNotFoundError:
         raise PromptError(f"prompt file not found: {path or lang + '.toml'}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -93,7 +93,7 @@ def _one_line(text: str) -> str:
 # "9.", "9)", "(9)", "（9）", "9、", "9：", "Task 9:", "第9条：", full-width digits (\d is Unicode-aware).
 _ITEM = re.compile(
     r"^\s*(?:[-*#]+\s*)?(?:\*\*)?(?:task|instruction|任务|指令)?\s*"
-    r"(?:[(（]\s*(\d{1,3})\s*[)）]|第\s*(\d{1,3})\s*[条个项]?|(\d{1,3})\s*(?:[.)．、:：]|\s+-))"
+    r"(?:[(（]\s*(\d{1,3})\s*[)）]|第\s*(\d{1,3})\s*[条个项]?\s*[.:：、．]?|(\d{1,3})\s*(?:[.)．、:：]|\s+-))"
     r"(?:\*\*)?\s*(.*)$",
     re.IGNORECASE,
 )
@@ -109,7 +109,10 @@ def parse_task_list(text: str, first: int, truncated: bool) -> list[str]:
     cut short, so it is dropped.
     """
     lines = text.replace("\r\n", "\n").split("\n")
-    if lines and not _ITEM.match(lines[0]):
+    # Unnumbered text before the list is item `first` continued, unless the model numbers
+    # `first` itself further down: then it is a chat model's preamble ("Here are the tasks:").
+    restarts = any(m and int(next(g for g in m.groups()[:3] if g)) == first for m in map(_ITEM.match, lines[1:]))
+    if lines and not _ITEM.match(lines[0]) and not restarts:
         lines[0] = f"{first}. {lines[0]}"
     items: list[str] = []
     blank = False
@@ -154,6 +157,9 @@ def classify_prompt(ps: PromptSet, fewshot: list[SeedTask], instruction: str) ->
 
 def parse_yes_no(ps: PromptSet, text: str) -> bool | None:
     head = text.strip().lstrip("*:： ").lower()
+    label = ps.classify.query.rsplit("\n", 1)[-1].strip().rstrip(":：").lower()
+    if label and head.startswith(label):  # a chat model restating "Classification: No"
+        head = head[len(label) :].lstrip("*:： ")
     if head.startswith(ps.classify.yes.lower()):
         return True
     if head.startswith(ps.classify.no.lower()):

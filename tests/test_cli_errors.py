@@ -1,0 +1,67 @@
+"""Bad input on the command line: a non-zero exit and one `error:` line, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import core_cli, core_env, core_free_port, core_one_line_error
+from datagen import storage
+
+
+def generate(*extra: str, env=None):
+    return core_cli("generate", "--api", "chat", "--model", "stub", "-n", "2", "--no-progress", *extra, env=env)
+
+
+@pytest.fixture
+def core_closed_url():
+    return f"http://127.0.0.1:{core_free_port()}/v1"
+
+
+def test_bad_db_url(core_closed_url):
+    err = core_one_line_error(generate("--base-url", core_closed_url, "--db", "notadb://x"))
+    assert "notadb://x" in err
+    assert "notadb://x" in core_one_line_error(core_cli("runs", "--db", "notadb://x"))
+
+
+def test_db_directory_missing(tmp_path, core_closed_url):
+    db = tmp_path / "no" / "such" / "dir" / "x.db"
+    assert "does not exist" in core_one_line_error(generate("--base-url", core_closed_url, "--db", str(db)))
+    assert not (tmp_path / "no").exists()
+
+
+def test_export_unknown_run_and_missing_db(tmp_path):
+    db = tmp_path / "x.db"
+    storage.connect(str(db))
+    storage.dispose_all()
+    out = tmp_path / "o.json"
+    assert "no run named 'ghost'" in core_one_line_error(core_cli("export", "--db", str(db), "--out", str(out), "--run", "ghost"))
+    assert "no database" in core_one_line_error(core_cli("export", "--db", str(tmp_path / "none.db"), "--out", str(out)))
+    assert not out.exists() and not (tmp_path / "none.db").exists()
+
+
+def test_unreachable_server(tmp_path, core_closed_url):
+    err = core_one_line_error(generate("--base-url", core_closed_url, "--db", str(tmp_path / "x.db")))
+    assert "cannot reach" in err and core_closed_url in err
+
+
+def test_bad_base_url(tmp_path):
+    assert "bad base URL 'notaurl'" in core_one_line_error(generate("--base-url", "notaurl", "--db", str(tmp_path / "x.db")))
+
+
+def test_wrong_api_key(stub_server, tmp_path):
+    server = stub_server("--api-key", "the-right-key")
+    env = core_env(OPENAI_API_KEY="a-wrong-key")
+    err = core_one_line_error(generate("--base-url", server.base_url, "--db", str(tmp_path / "x.db"), env=env))
+    assert "authentication failed" in err
+    assert "a-wrong-key" not in err
+
+
+def test_unknown_lang(tmp_path, core_closed_url):
+    assert "--lang 'xx'" in core_one_line_error(generate("--base-url", core_closed_url, "--lang", "xx", "--db", str(tmp_path / "x.db")))
+
+
+def test_broken_prompt_file(tmp_path, core_closed_url):
+    bad = tmp_path / "p.toml"
+    bad.write_text("[bootstrap\n", encoding="utf-8")
+    err = core_one_line_error(generate("--base-url", core_closed_url, "--prompts", str(bad), "--db", str(tmp_path / "x.db")))
+    assert "not valid TOML" in err

@@ -1,0 +1,135 @@
+"""Heuristic instruction rules (en, zh) and instance rules, by their stable reason names."""
+
+from __future__ import annotations
+
+import pytest
+
+from datagen.filters import InstructionFilter, filter_instances
+from datagen.records import Instance
+
+EN = InstructionFilter("en")
+ZH = InstructionFilter("zh")
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        ("Do it", "too_short"),
+        ("Write " + "word " * 150, "too_long"),
+        ("Describe the image below in detail.", "blacklist"),
+        ("Draw a cat sitting on a mat.", "blacklist"),
+        ("Go to the store and list the fruits.", "blacklist"),
+        ("Summarize the attached report for me.", "blacklist"),
+        ('"Write a poem about cats."', "leading_punctuation"),
+        ("- Write a poem about cats.", "leading_punctuation"),
+        ("Écrivez un poème sur les chats.", "non_english_start"),
+        ("写 a short poem about cats.", "non_english_start"),
+        ("Write a program that sorts numbers.", "write_a_program"),
+        ("Say hello world hello world hello world hello world please.", "repetition"),
+    ],
+)
+def test_en_rules(text, reason):
+    got = EN.check(text)
+    assert got is not None and got[0] == reason, got
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Write a poem about the sea.",
+        "Describe the imagery in this poem.",  # "image" is whole-word only
+        "Explain how a mapping function works in Python.",
+        "Write a short program description for a radio show.",
+    ],
+)
+def test_en_good_instructions_pass(text):
+    assert EN.check(text) is None
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("写诗", "too_short"),
+        ("请" + "写" * 300, "too_long"),
+        ("请描述这张图片的内容。", "blacklist"),
+        ("请画出一只猫的样子。", "blacklist"),
+        ("打开这个链接并总结内容。", "blacklist"),
+        ("“请写一首关于秋天的诗。", "leading_punctuation"),
+        ("《红楼梦》的主要人物有哪些？", "leading_punctuation"),
+        ("Write a poem about autumn please.", "not_chinese"),
+        ("哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈", "repetition"),
+    ],
+)
+def test_zh_rules(text, reason):
+    got = ZH.check(text)
+    assert got is not None and got[0] == reason, got
+
+
+@pytest.mark.parametrize("text", ["请写一首关于秋天的诗。", "用Python写一个快速排序函数。", "解释一下光合作用的过程。"])
+def test_zh_good_instructions_pass(text):
+    assert ZH.check(text) is None
+
+
+def test_length_units():
+    # English counts words, Chinese counts non-space characters.
+    assert EN.check("Name three birds.") is None
+    assert EN.check("Name birds") == ("too_short", "2 < 3")
+    assert ZH.check("列出三种鸟") is None
+    assert ZH.check("列出 鸟") == ("too_short", "3 < 5")
+    assert EN.check(" ".join(f"w{i}" for i in range(150))) is None
+
+
+def test_blacklist_detail_names_the_word():
+    assert EN.check("Explain the URL structure of a site.") == ("blacklist", "URL")
+    assert ZH.check("请总结这个视频的要点。") == ("blacklist", "视频")
+
+
+# ---------------------------------------------------------------- instances
+
+
+def I(inp: str, out: str) -> Instance:  # noqa: E743
+    return Instance(input=inp, output=out)
+
+
+@pytest.mark.parametrize(
+    "inst, reason",
+    [
+        (I("a", ""), "empty_output"),
+        (I("a", "   "), "empty_output"),
+        (I("same text", "same text"), "input_equals_output"),
+        (I(" same ", "same"), "input_equals_output"),
+        (I("q", "The answer is:"), "trailing_colon"),
+        (I("q", "答案如下："), "trailing_colon"),
+        (I("q", "x" * 4001), "output_too_long"),
+    ],
+)
+def test_instance_rules(inst, reason):
+    kept, reasons = filter_instances([inst, I("", "A fine answer.")])
+    assert reasons == [reason]
+    assert kept == [I("", "A fine answer.")]
+
+
+def test_empty_input_equal_output_is_not_input_equals_output():
+    kept, reasons = filter_instances([I("", "Hello")])
+    assert kept == [I("", "Hello")] and reasons == []
+
+
+def test_conflicting_outputs_drop_every_instance_of_that_input():
+    kept, reasons = filter_instances([I("2+2", "4"), I("2+2", "5"), I("3+3", "6"), I("2+2", "4")])
+    assert kept == [I("3+3", "6")]
+    assert reasons == ["conflicting_outputs"] * 3
+
+
+def test_duplicates_kept_once_and_whitespace_normalised():
+    kept, reasons = filter_instances([I("a", "b"), I(" a", "b "), I("c", "d")])
+    assert kept == [I("a", "b"), I("c", "d")]
+    assert reasons == ["duplicate_instance"]
+
+
+def test_max_instances_caps_kept():
+    kept, reasons = filter_instances([I(str(i), f"answer {i}") for i in range(8)], max_instances=5)
+    assert [k.input for k in kept] == ["0", "1", "2", "3", "4"]
+    assert reasons == []
