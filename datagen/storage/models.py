@@ -9,7 +9,8 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    # Aware: sqlmodel >= 0.0.50 stores datetimes as UTC and refuses naive ones.
+    return datetime.now(timezone.utc)
 
 
 class Run(SQLModel, table=True):
