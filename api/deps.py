@@ -55,7 +55,7 @@ _ACTOR = re.compile(r"^[\w.@+\- ]{1,64}$")
 def reviewer(x_reviewer: Annotated[str | None, Header(description="who is reviewing (audit log)")] = None) -> str:
     name = (x_reviewer or "").strip() or "api"
     if not _ACTOR.match(name):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "X-Reviewer: 1-64 letters, digits, spaces or . @ + - _")
+        raise HTTPException(422, "X-Reviewer: 1-64 letters, digits, spaces or . @ + - _")
     return name
 
 

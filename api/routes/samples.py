@@ -94,5 +94,5 @@ def reject(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: Review
 def bulk(engine: EngineDep, actor: ActorDep, body: BulkIn):
     f = to_filter(engine, body.filter)
     if f.is_empty() and not body.all:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "the filter matches every sample: narrow it or send all=true")
+        raise HTTPException(422, "the filter matches every sample: narrow it or send all=true")
     return queries.bulk_review(engine, f, body.action, actor=actor, note=body.note, max_rows=body.max_rows)

@@ -147,6 +147,8 @@ def list_samples(engine: Engine, f: SampleFilter, *, sort: str = "id", limit: in
     q = select(*SUMMARY_COLUMNS, key.label("_key")).where(*where(engine, f))
     if cursor:
         last_key, last_id = decode_cursor(cursor)
+        if sort.lstrip("-") in ("id", "score", "length") and (isinstance(last_key, str) or isinstance(last_key, bool)):
+            raise QueryError("bad cursor for this sort")
         if sort.lstrip("-") == "updated":
             from datetime import datetime
 
