@@ -85,19 +85,24 @@ async function loadOptions() {
 }
 
 async function applyFilter() {
+  const gen = state.gen = (state.gen || 0) + 1; // a newer filter makes older answers moot
   state.filter = readFilter();
   state.items = []; state.cursor = null; state.index = -1;
   $("#list").replaceChildren();
-  await loadMore();
+  await loadMore(gen);
+  if (gen !== state.gen) return;
   if (state.items.length) select(0); else $("#detail").replaceChildren(el("p", { class: "muted" }, "Nothing matches this filter."));
   const c = await api("/api/samples/count?" + query(filterOnly(state.filter))).catch(() => null);
+  if (gen !== state.gen) return;
   $("#count").textContent = c ? `${c.count}${c.capped ? "+" : ""} matching` : "";
   if (!$("#stats-view").hidden) loadStats();
 }
 
-async function loadMore() {
+async function loadMore(gen) {
+  gen = typeof gen === "number" ? gen : state.gen;
   try {
     const page = await api("/api/samples?" + query(state.filter, { limit: 100, cursor: state.cursor || "" }));
+    if (gen !== state.gen) return;
     for (const it of page.items) { state.items.push(it); $("#list").append(listItem(it, state.items.length - 1)); }
     state.cursor = page.next_cursor;
     $("#more").hidden = !page.next_cursor;
@@ -184,7 +189,7 @@ function renderDetail(d, similar) {
       el("button", { type: "button", on: { click: startEdit } }, "Edit (e)"),
       el("input", { id: "note", placeholder: "note (n)", maxlength: 2000 })),
     el("p", { class: "instruction", id: "instruction" }, d.instruction),
-    meta, el("h3", {}, `Instances (${d.instances.length})`), instances, ...blocks, req, audit);
+    ...[meta, el("h3", {}, `Instances (${d.instances.length})`), instances, ...blocks, req, audit].filter(Boolean));
 }
 
 async function review(action) {
@@ -275,12 +280,15 @@ async function exportJson() {
 // --- charts (inline SVG) ---------------------------------------------------------------------
 function barChart(title, labels, values, opts = {}) {
   const W = opts.width || 460, H = 220, pad = { l: 44, r: 8, t: 8, b: opts.rotate ? 70 : 28 };
-  const max = Math.max(1, ...values);
+  // Whole-number ticks at a 1/2/5 x 10^n step, the axis topped at the last tick.
+  const raw = Math.max(1, ...values) / 4, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = Math.max(1, [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw));
+  const nticks = Math.ceil(Math.max(1, ...values) / step), max = nticks * step;
   const bw = (W - pad.l - pad.r) / Math.max(1, values.length);
   const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": title });
-  for (let t = 0; t <= 4; t++) {
-    const y = H - pad.b - (H - pad.t - pad.b) * t / 4;
-    g.append(svg("line", { x1: pad.l, x2: W - pad.r, y1: y, y2: y, class: "grid" }), svg("text", { x: pad.l - 4, y: y + 4, "text-anchor": "end", class: "tick" }, Math.round(max * t / 4)));
+  for (let t = 0; t <= nticks; t++) {
+    const y = H - pad.b - (H - pad.t - pad.b) * t / nticks;
+    g.append(svg("line", { x1: pad.l, x2: W - pad.r, y1: y, y2: y, class: "grid" }), svg("text", { x: pad.l - 4, y: y + 4, "text-anchor": "end", class: "tick" }, (t * step).toLocaleString()));
   }
   values.forEach((v, i) => {
     const h = (H - pad.t - pad.b) * v / max, x = pad.l + i * bw;
@@ -360,11 +368,14 @@ function authState() { $("#auth-state").textContent = token() ? "token set" : "n
 document.addEventListener("DOMContentLoaded", () => {
   $("#reviewer").value = reviewer();
   $("#reviewer").addEventListener("change", (e) => localStorage.setItem("datagen.reviewer", e.target.value.trim()));
+  $("#reviewer").addEventListener("keydown", (e) => { if (e.key === "Enter") e.target.blur(); });
   $("#save-token").addEventListener("click", () => { sessionStorage.setItem("datagen.token", $("#token").value.trim()); $("#token").value = ""; authState(); toast("token kept for this tab"); });
-  $("#token").addEventListener("keydown", (e) => { if (e.key === "Enter") $("#save-token").click(); });
+  $("#token").addEventListener("keydown", (e) => { if (e.key === "Enter") { $("#save-token").click(); e.target.blur(); } });
   $("#filters").addEventListener("submit", (e) => { e.preventDefault(); applyFilter(); });
-  $("#filters").addEventListener("change", (e) => { if (e.target.tagName === "SELECT") applyFilter(); });
-  $("#more").addEventListener("click", loadMore);
+  // A changed select re-queries and gives the keyboard back to the queue (j/k/a/r/e).
+  $("#filters").addEventListener("change", (e) => { if (e.target.tagName === "SELECT") { e.target.blur(); applyFilter(); } });
+  $("#filters").addEventListener("submit", () => document.activeElement?.blur());
+  $("#more").addEventListener("click", () => loadMore());
   $("#bulk-approve").addEventListener("click", () => bulk("approve"));
   $("#bulk-reject").addEventListener("click", () => bulk("reject"));
   $("#export").addEventListener("click", exportJson);
