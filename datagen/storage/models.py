@@ -9,7 +9,6 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    # Aware: sqlmodel >= 0.0.50 stores datetimes as UTC and refuses naive ones.
     return datetime.now(timezone.utc)
 
 

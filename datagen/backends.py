@@ -1,0 +1,246 @@
+"""Model backends behind one small protocol, so chat, completion and local modes are interchangeable.
+
+A backend turns a batch of Prompts into Generations, one attempt, and says whether a failure
+is worth retrying. Rate limits, retries, batching and logging live in datagen.client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Protocol, runtime_checkable
+
+from datagen.records import Generation, Prompt
+
+
+class BackendError(RuntimeError):
+    """One failed attempt. `retryable` failures are tried again; others fail the prompt."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class FatalBackendError(RuntimeError):
+    """Nothing will work (bad key, unknown model, unreachable server): stop the run."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    model: str
+    max_batch: int  # prompts per call
+    context_window: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def check(self) -> None:
+        """Fail fast with FatalBackendError before a run starts."""
+
+    async def complete(self, prompts: list[Prompt]) -> list[Generation]: ...
+
+    async def aclose(self) -> None: ...
+
+
+_CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough BPE count for servers whose tokenizer we lack: ~4 chars per token, 1 per CJK char."""
+    cjk = len(_CJK.findall(text))
+    return cjk + (len(text) - cjk + 3) // 4
+
+
+# ---------------------------------------------------------------- OpenAI-compatible HTTP
+
+
+def _retry_after(exc) -> float | None:
+    resp = getattr(exc, "response", None)
+    if resp is None:
+        return None
+    ms = resp.headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__)[:300]
+
+
+class OpenAIBackend:
+    """Chat or Completion API through the official SDK; any OpenAI-compatible server via base_url."""
+
+    def __init__(
+        self,
+        mode: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 120.0,
+        prompts_per_request: int = 1,
+        context_window: int = 4096,
+    ):
+        import httpx
+        import openai
+
+        if mode not in ("chat", "completion"):
+            raise ValueError(mode)
+        self._openai = openai
+        self.name = mode
+        self.model = model
+        self.context_window = context_window
+        # The Chat API takes one conversation per request; the Completion API takes a list of prompts.
+        self.max_batch = 1 if mode == "chat" else max(1, prompts_per_request)
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if base_url and not re.match(r"^https?://[^/\s]+", base_url):
+            raise FatalBackendError(f"bad base URL {base_url!r}: expected http(s)://host[:port]/v1")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not base_url:
+                raise FatalBackendError("no API key: set OPENAI_API_KEY, or pass --base-url for a local server, or use --api local")
+            key = "no-key"  # local servers accept anything; the SDK insists on a value
+        self.base_url = base_url
+        # Retries are ours (they are logged and honour Retry-After globally), so the SDK's are off.
+        self.client = openai.AsyncOpenAI(
+            api_key=key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)),
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def _classify(self, exc: Exception) -> Exception:
+        o = self._openai
+        where = self.base_url or "the OpenAI API"
+        if isinstance(exc, o.AuthenticationError):
+            return FatalBackendError(f"authentication failed at {where}: check OPENAI_API_KEY")
+        if isinstance(exc, o.PermissionDeniedError):
+            return FatalBackendError(f"permission denied at {where}: {_first_line(exc)}")
+        if isinstance(exc, o.NotFoundError):
+            return FatalBackendError(f"model {self.model!r} or endpoint not found at {where}")
+        if isinstance(exc, o.RateLimitError):
+            return BackendError("rate limited (429)", retryable=True, retry_after=_retry_after(exc))
+        if isinstance(exc, o.APITimeoutError):
+            return BackendError("timeout", retryable=True)
+        if isinstance(exc, o.APIConnectionError):
+            return BackendError(f"connection error: {_first_line(exc.__cause__ or exc)}", retryable=True)
+        if isinstance(exc, o.APIStatusError):
+            status = exc.status_code
+            retry = status >= 500 or status in (408, 409)
+            return BackendError(f"HTTP {status}: {_first_line(exc)}", retryable=retry, retry_after=_retry_after(exc))
+        # Malformed or truncated bodies surface as decode/validation errors: the next try may be fine.
+        return BackendError(f"bad response: {exc.__class__.__name__}: {_first_line(exc)}", retryable=True)
+
+    async def check(self) -> None:
+        try:
+            await self.client.models.list()
+        except self._openai.APIConnectionError as exc:
+            raise FatalBackendError(f"cannot reach {self.base_url or 'the OpenAI API'}: {_first_line(exc.__cause__ or exc)}") from None
+        except self._openai.NotFoundError:
+            return  # some compatible servers have no /models; the first real call will tell
+        except Exception as exc:
+            err = self._classify(exc)
+            if isinstance(err, FatalBackendError):
+                raise err from None
+
+    async def complete(self, prompts: list[Prompt]) -> list[Generation]:
+        t0 = time.perf_counter()
+        p0 = prompts[0]
+        try:
+            if self.name == "chat":
+                kwargs = dict(
+                    model=self.model,
+                    messages=[{"role": "user", "content": p0.text}],
+                    max_tokens=p0.max_tokens,
+                    temperature=p0.temperature,
+                    top_p=p0.top_p,
+                )
+                if p0.stop:
+                    kwargs["stop"] = p0.stop[:4]
+                resp = await self.client.chat.completions.create(**kwargs)
+                choice = resp.choices[0]
+                texts = [(choice.message.content or "", choice.finish_reason)]
+            else:
+                kwargs = dict(
+                    model=self.model,
+                    prompt=[p.text for p in prompts] if len(prompts) > 1 else p0.text,
+                    max_tokens=max(p.max_tokens for p in prompts),
+                    temperature=p0.temperature,
+                    top_p=p0.top_p,
+                )
+                if p0.stop:
+                    kwargs["stop"] = p0.stop[:4]
+                resp = await self.client.completions.create(**kwargs)
+                by_index = {c.index: c for c in resp.choices}
+                if len(by_index) < len(prompts):
+                    raise BackendError(f"server answered {len(by_index)} of {len(prompts)} prompts", retryable=True)
+                texts = [(by_index[i].text or "", by_index[i].finish_reason) for i in range(len(prompts))]
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._classify(exc) from None
+        latency = time.perf_counter() - t0
+        usage = getattr(resp, "usage", None)
+        est_in = [self.count_tokens(p.text) for p in prompts]
+        est_out = [self.count_tokens(t) for t, _ in texts]
+        # Usage comes per request; a batched request's totals are shared out by estimated length.
+        tin = usage.prompt_tokens if usage and usage.prompt_tokens else sum(est_in)
+        tout = usage.completion_tokens if usage and usage.completion_tokens is not None else sum(est_out)
+        gens = []
+        for (text, finish), ei, eo in zip(texts, est_in, est_out):
+            gens.append(
+                Generation(
+                    text=text,
+                    finish_reason=finish,
+                    tokens_in=round(tin * ei / max(1, sum(est_in))),
+                    tokens_out=round(tout * eo / max(1, sum(est_out))) if sum(est_out) else 0,
+                    latency_s=latency,
+                )
+            )
+        return gens
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+# ---------------------------------------------------------------- embedded local model
+
+
+def make_backend(api: str, model: str, **kw) -> Backend:
+    if api in ("chat", "completion"):
+        return OpenAIBackend(
+            api,
+            model,
+            api_key=kw.get("api_key"),
+            base_url=kw.get("base_url"),
+            timeout=kw.get("timeout", 120.0),
+            prompts_per_request=kw.get("prompts_per_request", 1),
+            context_window=kw.get("context_window", 4096),
+        )
+    if api == "local":
+        from datagen.local import LocalBackend
+
+        return LocalBackend(model, batch_size=kw.get("batch_size", 8), context_window=kw.get("context_window"))
+    raise FatalBackendError(f"unknown --api {api!r}: use chat, completion or local")

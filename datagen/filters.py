@@ -1,0 +1,115 @@
+"""Heuristic filters for instructions and instances. Each rule returns a reason name or None.
+
+The ROUGE-L near-duplicate rule lives in datagen.similarity; these are the cheap checks that
+run before it. Reason names are stable: the dashboard filters and counts by them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from datagen.records import Instance
+
+# Things a text-only model cannot do or receive. Whole-word for English, substring for Chinese.
+BLACKLIST = {
+    "en": [
+        "image", "images", "graph", "graphs", "picture", "pictures", "photo", "photos", "file", "files",
+        "map", "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+        "screenshot", "attached", "attachment", "url", "website", "link",
+    ],
+    "zh": [
+        "图片", "图像", "照片", "图表", "视频", "音频", "音乐", "录音", "文件", "附件", "流程图",
+        "示意图", "地图", "绘制", "画一", "画出", "链接", "网址", "网站", "截图",
+    ],
+}
+
+
+@dataclass
+class Limits:
+    """Instruction length bounds: words for English, characters for Chinese."""
+
+    min_len: int
+    max_len: int
+
+
+DEFAULT_LIMITS = {"en": Limits(3, 150), "zh": Limits(5, 300)}
+
+
+@dataclass
+class InstructionFilter:
+    lang: str
+    limits: Limits | None = None
+    blacklist: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.limits = self.limits or DEFAULT_LIMITS[self.lang]
+        self.blacklist = self.blacklist or BLACKLIST[self.lang]
+        words = "|".join(re.escape(w) for w in self.blacklist)
+        self._black = re.compile(rf"\b(?:{words})\b", re.I) if self.lang == "en" else re.compile(words)
+
+    def length(self, text: str) -> int:
+        if self.lang == "en":
+            return len(text.split())
+        return sum(1 for ch in text if not ch.isspace())
+
+    def check(self, text: str) -> tuple[str, str] | None:
+        """Return (reason, detail) when the instruction should be rejected."""
+        t = text.strip()
+        if not t:
+            return "empty", "no text"
+        n = self.length(t)
+        if n < self.limits.min_len:
+            return "too_short", f"{n} < {self.limits.min_len}"
+        if n > self.limits.max_len:
+            return "too_long", f"{n} > {self.limits.max_len}"
+        m = self._black.search(t)
+        if m:
+            return "blacklist", m.group(0)
+        if unicodedata.category(t[0])[0] in "PS":
+            return "leading_punctuation", t[0]
+        if self.lang == "en":
+            if not t[0].isascii():
+                return "non_english_start", t[0]
+            if t.lower().startswith("write a program"):  # too open to have one right answer
+                return "write_a_program", ""
+        elif not re.search(r"[\u3400-\u9fff]", t):
+            return "not_chinese", ""
+        if re.search(r"(.{4,}?)\1{3,}", t):  # degenerate repetition from a small model
+            return "repetition", ""
+        return None
+
+
+def filter_instances(instances: list[Instance], max_instances: int = 5, max_output_chars: int = 4000) -> tuple[list[Instance], list[str]]:
+    """Drop bad instances; return the kept ones and the reasons for each dropped one."""
+    reasons: list[str] = []
+    kept: list[Instance] = []
+    for inst in instances:
+        out, inp = inst.output.strip(), inst.input.strip()
+        if not out:
+            reasons.append("empty_output")
+        elif inp and inp == out:
+            reasons.append("input_equals_output")
+        elif out.endswith((":", "：")):
+            reasons.append("trailing_colon")
+        elif len(out) > max_output_chars:
+            reasons.append("output_too_long")
+        else:
+            kept.append(Instance(input=inp, output=out))
+    # One input with two different outputs means the model does not know the answer: drop them all.
+    outputs: dict[str, set[str]] = {}
+    for inst in kept:
+        outputs.setdefault(inst.input, set()).add(inst.output)
+    conflicted = {i for i, outs in outputs.items() if len(outs) > 1}
+    seen: set[tuple[str, str]] = set()
+    final: list[Instance] = []
+    for inst in kept:
+        if inst.input in conflicted:
+            reasons.append("conflicting_outputs")
+        elif (inst.input, inst.output) in seen:
+            reasons.append("duplicate_instance")
+        else:
+            seen.add((inst.input, inst.output))
+            final.append(inst)
+    return final[:max_instances], reasons

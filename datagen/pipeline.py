@@ -1,0 +1,263 @@
+"""The self-instruct loop as a chain of small async stages.
+
+    bootstrap  -> list[Candidate]   new instructions from a prompt of seed + machine tasks
+    screen     -> Candidate         heuristics, then exact ROUGE-L against everything kept
+    classify   -> Candidate         classification task or not (few-shot yes/no)
+    instances  -> Candidate         input-first, or output-first for classification tasks
+    finish     -> Candidate         instance rules, then the verdict is committed
+
+Every candidate is stored, rejected ones with their reason. A candidate that passes screening
+is committed as `pending` at once, so a crash loses nothing: the next run with the same name
+finishes the pending ones and rebuilds the similarity index from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from datagen import storage
+from datagen.client import LLMClient
+from datagen.filters import InstructionFilter, filter_instances
+from datagen.prompts import (
+    PromptSet,
+    bootstrap_prompt,
+    classify_prompt,
+    instances_prompt,
+    parse_instances,
+    parse_task_list,
+    parse_yes_no,
+    pick_classify_shots,
+    pick_instance_shots,
+)
+from datagen.records import Candidate, Prompt, SeedTask, Stage, Status
+from datagen.similarity import SimilarityIndex
+
+
+class PipelineConfig(BaseModel):
+    target: int = 100
+    num_seed_examples: int = 6
+    num_machine_examples: int = 2
+    new_per_prompt: int = 8
+    threshold: float = 0.7
+    max_instances: int = 5
+    temperature: float = 0.7
+    top_p: float = 0.95
+    bootstrap_max_tokens: int = 1024
+    classify_max_tokens: int = 3
+    instances_max_tokens: int = 1024
+    max_bootstrap_inflight: int = 8
+    max_consecutive_failures: int = 30
+    max_barren_rounds: int = 200
+    random_seed: int | None = None
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+@dataclass
+class Progress:
+    """What the live display and the final summary read."""
+
+    target: int
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    bootstraps: int = 0
+    candidates: int = 0
+    in_progress: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        client: LLMClient,
+        engine,
+        run_id: int,
+        lang: str,
+        seeds: list[SeedTask],
+        prompts: PromptSet,
+    ):
+        self.cfg = cfg
+        self.client = client
+        self.engine = engine
+        self.run_id = run_id
+        self.lang = lang
+        self.seeds = seeds
+        self.prompts = prompts
+        self.rng = random.Random(cfg.random_seed)
+        self.heuristics = InstructionFilter(lang)
+        self.index = SimilarityIndex(lang=lang, threshold=cfg.threshold)
+        for s in seeds:
+            self.index.add(s.instruction)
+        for text in storage.indexed_instructions(engine, run_id):
+            self.index.add(text)
+        self.machine = storage.kept_instructions(engine, run_id)
+        stats = storage.run_stats(engine, run_id)
+        self.progress = Progress(target=cfg.target, accepted=stats.kept)
+        self.progress.rejected.update(stats.by_reason)
+        self._changed = asyncio.Event()
+        self._failures = 0
+        self._barren = 0
+        self._fatal: BaseException | None = None
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> Progress:
+        p = self.progress
+        boots: set[asyncio.Task] = set()
+        work: set[asyncio.Task] = set()
+
+        def spawn(coro, bucket: set) -> None:
+            t = asyncio.create_task(coro)
+            bucket.add(t)
+            t.add_done_callback(lambda t: (bucket.discard(t), self._done(t)))
+
+        for c in storage.pending_samples(self.engine, self.run_id):
+            p.in_progress += 1
+            spawn(self._process(c), work)
+        try:
+            while p.accepted < p.target:
+                if self._fatal:
+                    raise self._fatal
+                need = p.target - p.accepted - p.in_progress
+                # Each prompt yields several candidates; keep only as many prompts in flight as the gap needs.
+                want = min(self.cfg.max_bootstrap_inflight, max(0, -(-need // max(1, self.cfg.new_per_prompt // 2))))
+                while need > 0 and len(boots) < want:
+                    spawn(self._bootstrap_round(work), boots)
+                if not boots and not work:
+                    continue
+                await self._changed.wait()
+                self._changed.clear()
+        finally:
+            for t in boots | work:
+                t.cancel()
+            await asyncio.gather(*boots, *work, return_exceptions=True)
+        return p
+
+    def _done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None and self._fatal is None:
+            self._fatal = task.exception()
+        self._changed.set()
+
+    def _note_generation(self, ok: bool, error: str | None) -> None:
+        self._failures = 0 if ok else self._failures + 1
+        if self._failures >= self.cfg.max_consecutive_failures:
+            raise PipelineError(f"{self._failures} model calls in a row failed; last error: {error}")
+
+    # ------------------------------------------------------------ stages
+
+    async def _bootstrap_round(self, work: set) -> None:
+        cands = await self.bootstrap()
+        p = self.progress
+        p.bootstraps += 1
+        accepted_before = p.accepted + p.in_progress
+        for c in cands:
+            if p.accepted + p.in_progress >= p.target:
+                break  # enough in hand; extra candidates are not judged, so they are not stored either
+            p.candidates += 1
+            c = self.screen(c)
+            if c.status is Status.pending:
+                p.in_progress += 1
+                t = asyncio.create_task(self._process(c))
+                work.add(t)
+                t.add_done_callback(lambda t: (work.discard(t), self._done(t)))
+        self._barren = self._barren + 1 if p.accepted + p.in_progress == accepted_before else 0
+        if self._barren >= self.cfg.max_barren_rounds:
+            raise PipelineError(
+                f"{self._barren} prompts in a row produced no usable instruction: the model may not follow the prompt format"
+            )
+
+    async def _process(self, c: Candidate) -> None:
+        try:
+            c = await self.classify(c)
+            c = await self.instances(c)
+            c = self.finish(c)
+        finally:
+            self.progress.in_progress -= 1
+
+    async def bootstrap(self) -> list[Candidate]:
+        cfg = self.cfg
+        n_machine = min(cfg.num_machine_examples, len(self.machine))
+        examples = [s.instruction for s in self.rng.sample(self.seeds, min(cfg.num_seed_examples, len(self.seeds)))]
+        examples += self.rng.sample(self.machine, n_machine)
+        self.rng.shuffle(examples)
+        text, nxt = bootstrap_prompt(self.prompts, examples, cfg.new_per_prompt)
+        gen = await self.client.generate(
+            Prompt(stage=Stage.bootstrap, text=text, max_tokens=cfg.bootstrap_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        )
+        self._note_generation(gen.error is None, gen.error)
+        if gen.error:
+            return []
+        items = parse_task_list(gen.text, nxt, truncated=gen.finish_reason == "length")
+        return [Candidate(instruction=i, lang=self.lang, request_id=gen.request_id) for i in items]
+
+    def screen(self, c: Candidate) -> Candidate:
+        """Heuristics, then ROUGE-L against seeds and everything kept; the verdict is stored now."""
+        bad = self.heuristics.check(c.instruction)
+        if bad:
+            c.status, (c.reason, c.detail) = Status.rejected, bad
+        else:
+            v = self.index.offer(c.instruction)
+            c.nearest, c.nearest_score = v.nearest, v.score if v.nearest is not None else None
+            if not v.keep:
+                c.status, c.reason = Status.rejected, v.reason or "similar"
+                c.detail = f"ROUGE-L {v.score:.3f} > {self.cfg.threshold}" if v.reason == "similar" else "no words left after tokenizing"
+        c.sample_id = storage.add_sample(self.engine, self.run_id, c)
+        if c.sample_id is None:  # the same text is already kept in this run (e.g. a resumed prompt)
+            c.status, c.reason = Status.rejected, "duplicate"
+        if c.status is Status.rejected:
+            self.progress.rejected[c.reason] += 1
+        return c
+
+    async def classify(self, c: Candidate) -> Candidate:
+        shots = pick_classify_shots(self.seeds, self.rng)
+        text = classify_prompt(self.prompts, shots, c.instruction)
+        gen = await self.client.generate(
+            Prompt(stage=Stage.classify, text=text, max_tokens=self.cfg.classify_max_tokens, temperature=0.0, top_p=1.0)
+        )
+        self._note_generation(gen.error is None, gen.error)
+        # An unreadable answer counts as "not classification": input-first suits any task.
+        c.is_classification = bool(parse_yes_no(self.prompts, gen.text)) if not gen.error else False
+        return c
+
+    async def instances(self, c: Candidate) -> Candidate:
+        out_first = bool(c.is_classification)
+        shots = pick_instance_shots(self.seeds, self.rng, out_first)
+        text = instances_prompt(self.prompts, shots, c.instruction, out_first, self.cfg.max_instances)
+        gen = await self.client.generate(
+            Prompt(stage=Stage.instances, text=text, max_tokens=self.cfg.instances_max_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
+        )
+        self._note_generation(gen.error is None, gen.error)
+        if gen.error:
+            c.detail = f"model call failed: {gen.error}"
+            c.instances = []
+            return c
+        tail = (self.prompts.instances_output_first if out_first else self.prompts.instances_input_first).query
+        tail = tail.split("\n", 1)[1] if "\n" in tail else tail  # the part after "Task: ..."
+        c.instances = parse_instances(self.prompts, gen.text, out_first, gen.finish_reason == "length", tail)
+        return c
+
+    def finish(self, c: Candidate) -> Candidate:
+        kept, reasons = filter_instances(c.instances, self.cfg.max_instances)
+        c.instances = kept
+        if kept:
+            c.status, c.reason = Status.accepted, None
+            c.detail = f"dropped {len(reasons)} instance(s): {', '.join(sorted(set(reasons)))}" if reasons else None
+        else:
+            c.status, c.reason = Status.rejected, "no_valid_instances"
+            c.detail = c.detail or (f"instance rules: {', '.join(sorted(set(reasons)))}" if reasons else "no instances parsed")
+        storage.finish_sample(self.engine, c.sample_id, c)
+        if c.status is Status.accepted:
+            self.progress.accepted += 1
+            self.machine.append(c.instruction)
+        else:
+            self.progress.rejected[c.reason] += 1
+        return c

@@ -1,0 +1,258 @@
+"""Prompt templates (data files in datagen/prompts/) and the parsers for what models write back."""
+
+from __future__ import annotations
+
+import random
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from pydantic import BaseModel, ValidationError
+
+from datagen.records import Instance, SeedTask
+
+
+class PromptError(ValueError):
+    pass
+
+
+class _Bootstrap(BaseModel):
+    template: str
+
+
+class _Classify(BaseModel):
+    header: str
+    example: str
+    query: str
+    yes: str
+    no: str
+
+
+class _Instances(BaseModel):
+    header: str
+    example: str
+    item: str
+    query: str
+
+
+class _Labels(BaseModel):
+    input: list[str]
+    output: list[str]
+    label: list[str]
+    example: list[str]
+    noinput: list[str]
+
+
+class PromptSet(BaseModel):
+    lang: str
+    bootstrap: _Bootstrap
+    classify: _Classify
+    instances_input_first: _Instances
+    instances_output_first: _Instances
+    labels: _Labels
+
+
+def load_prompts(lang: str, path: str | Path | None = None) -> PromptSet:
+    """Load the built-in templates for `lang`, or a user's TOML file with the same sections."""
+    try:
+        if path is None:
+            raw = resources.files("datagen").joinpath("prompts", f"{lang}.toml").read_text("utf-8")
+        else:
+            raw = Path(path).read_text("utf-8")
+        data = tomllib.loads(raw)
+        return PromptSet(lang=lang, **data)
+    except FileNotFoundError:
+        raise PromptError(f"prompt file not found: {path or lang + '.toml'}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PromptError(f"prompt file {path} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise PromptError(f"prompt file {path or lang}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _fill(template: str, **values: object) -> str:
+    return Template(template).safe_substitute({k: str(v) for k, v in values.items()})
+
+
+# ---------------------------------------------------------------- step 1: new instructions
+
+
+def bootstrap_prompt(ps: PromptSet, examples: list[str], count: int) -> tuple[str, int]:
+    """Return the prompt and the number the model continues from."""
+    listing = "\n".join(f"{i}. {_one_line(t)}" for i, t in enumerate(examples, 1))
+    nxt = len(examples) + 1
+    return _fill(ps.bootstrap.template, examples=listing, next=nxt, count=count), nxt
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text.strip())
+
+
+# "9.", "9)", "(9)", "（9）", "9、", "9：", "Task 9:", "第9条：", full-width digits (\d is Unicode-aware).
+_ITEM = re.compile(
+    r"^\s*(?:[-*#]+\s*)?(?:\*\*)?(?:task|instruction|任务|指令)?\s*"
+    r"(?:[(（]\s*(\d{1,3})\s*[)）]|第\s*(\d{1,3})\s*[条个项]?|(\d{1,3})\s*(?:[.)．、:：]|\s+-))"
+    r"(?:\*\*)?\s*(.*)$",
+    re.IGNORECASE,
+)
+_PREFIX = re.compile(r"^(?:task|instruction|new task|任务|指令|新任务)\s*\d*\s*[:：]\s*", re.IGNORECASE)
+
+
+def parse_task_list(text: str, first: int, truncated: bool) -> list[str]:
+    """Pull the numbered tasks out of a model's continuation.
+
+    The prompt ends with "$next.", so a completion model starts mid-item; a chat model may
+    repeat the number. A blank line followed by unnumbered text ends the list (models often
+    add a closing remark). When generation stopped on the length limit the last item may be
+    cut short, so it is dropped.
+    """
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines and not _ITEM.match(lines[0]):
+        lines[0] = f"{first}. {lines[0]}"
+    items: list[str] = []
+    blank = False
+    for line in lines:
+        if not line.strip():
+            blank = True
+            continue
+        m = _ITEM.match(line)
+        if m:
+            items.append(m.group(4))
+        elif items and not blank:
+            items[-1] += " " + line.strip()
+        elif items:
+            break
+        blank = False
+    if truncated and items:
+        items.pop()
+    return [t for t in (_clean(i) for i in items) if t]
+
+
+_NUMBER = re.compile(r"^\s*\d{1,3}\s*[.)．、:：]\s*")
+
+
+def _clean(item: str) -> str:
+    item = item.replace("**", "").strip()
+    while _NUMBER.match(item):  # small models write "8. 1. Do X": keep only the text
+        item = _NUMBER.sub("", item, count=1)
+    item = _PREFIX.sub("", item).strip()
+    if len(item) >= 2 and item[0] in "\"'“「" and item[-1] in "\"'”」":
+        item = item[1:-1].strip()
+    return re.sub(r"\s+", " ", item)
+
+
+# ---------------------------------------------------------------- step 2: classification or not
+
+
+def classify_prompt(ps: PromptSet, fewshot: list[SeedTask], instruction: str) -> str:
+    c = ps.classify
+    shots = [_fill(c.example, instruction=_one_line(t.instruction), answer=c.yes if t.is_classification else c.no) for t in fewshot]
+    return "\n\n".join([c.header, *shots, _fill(c.query, instruction=_one_line(instruction))])
+
+
+def parse_yes_no(ps: PromptSet, text: str) -> bool | None:
+    head = text.strip().lstrip("*:： ").lower()
+    if head.startswith(ps.classify.yes.lower()):
+        return True
+    if head.startswith(ps.classify.no.lower()):
+        return False
+    return None
+
+
+def pick_classify_shots(seeds: list[SeedTask], rng: random.Random, k: int = 8) -> list[SeedTask]:
+    yes = [s for s in seeds if s.is_classification]
+    no = [s for s in seeds if not s.is_classification]
+    shots = rng.sample(yes, min(k // 2, len(yes))) + rng.sample(no, min(k - k // 2, len(no)))
+    rng.shuffle(shots)
+    return shots
+
+
+# ---------------------------------------------------------------- step 3: instances
+
+
+def instances_prompt(
+    ps: PromptSet, fewshot: list[SeedTask], instruction: str, output_first: bool, max_instances: int = 5
+) -> str:
+    t = ps.instances_output_first if output_first else ps.instances_input_first
+    noinput = ps.labels.noinput[0]
+    blocks = []
+    for task in fewshot:
+        items = [
+            _fill(t.item, n=n, input=inst.input.strip() or noinput, output=inst.output.strip())
+            for n, inst in enumerate(task.instances, 1)
+        ]
+        blocks.append(_fill(t.example, instruction=task.instruction.strip(), examples="\n\n".join(items)))
+    header = _fill(t.header, max_instances=max_instances)
+    return "\n\n".join([header, *blocks, _fill(t.query, instruction=instruction.strip())])
+
+
+def pick_instance_shots(seeds: list[SeedTask], rng: random.Random, output_first: bool, k: int = 2) -> list[SeedTask]:
+    pool = [s for s in seeds if s.is_classification == output_first] or seeds
+    return rng.sample(pool, min(k, len(pool)))
+
+
+def _label_re(words: list[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+def parse_instances(ps: PromptSet, text: str, output_first: bool, truncated: bool, query_tail: str) -> list[Instance]:
+    """Read Input/Output (or Class label/Input) pairs back from a model's continuation.
+
+    `query_tail` is how the prompt ended ("Example 1\\nInput:"); it is put back in front of
+    the continuation unless the model restated a label itself, as chat models tend to.
+    """
+    L = ps.labels
+    field_re = re.compile(
+        rf"^\s*(?:\*\*)?(?P<name>{_label_re(L.input + L.output + L.label)})(?:\*\*)?\s*\d*\s*[:：]\s*(?:\*\*)?(?P<rest>.*)$",
+        re.IGNORECASE,
+    )
+    sep_re = re.compile(rf"^\s*(?:\*\*)?(?:{_label_re(L.example)})\s*\d*\s*[:：]?(?:\*\*)?\s*$", re.IGNORECASE)
+    stop_re = re.compile(r"^\s*(?:task|任务)\s*[:：]", re.IGNORECASE)
+
+    body = text.replace("\r\n", "\n")
+    first = next((ln for ln in body.split("\n") if ln.strip()), "")
+    if not (field_re.match(first) or sep_re.match(first)):
+        body = query_tail + (" " if not query_tail.endswith("\n") else "") + body.lstrip(" ")
+
+    kind_of = {w.lower(): "input" for w in L.input}
+    kind_of.update({w.lower(): "output" for w in L.output})
+    kind_of.update({w.lower(): "label" for w in L.label})
+    fields: list[list[str]] = []  # [kind, text]
+    for line in body.split("\n"):
+        if stop_re.match(line):
+            break
+        if sep_re.match(line):
+            fields.append(["sep", ""])
+            continue
+        m = field_re.match(line)
+        if m:
+            fields.append([kind_of[m.group("name").lower()], m.group("rest")])
+        elif fields and fields[-1][0] != "sep":
+            fields[-1][1] += "\n" + line
+    if truncated and fields:
+        fields.pop()
+
+    noinput = {w.lower() for w in L.noinput}
+
+    def norm_input(s: str) -> str:
+        s = s.strip()
+        return "" if s.lower() in noinput else s
+
+    out: list[Instance] = []
+    first_kind, second_kind = ("label", "input") if output_first else ("input", "output")
+    pending: str | None = None
+    for kind, value in fields:
+        if kind == "sep":
+            pending = None
+        elif kind == first_kind:
+            pending = value
+        elif kind == second_kind:
+            if output_first:
+                if pending is not None:
+                    out.append(Instance(input=norm_input(value), output=pending.strip()))
+            else:
+                out.append(Instance(input=norm_input(pending or ""), output=value.strip()))
+            pending = None
+    return out

@@ -1,0 +1,96 @@
+"""Seed task pools: loading and checking Alpaca/BELLE-format files (JSON Lines, or a JSON array)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from datagen.records import SeedTask
+
+SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+DEFAULT_SEEDS = {"en": SEEDS_DIR / "en" / "seed_tasks.jsonl", "zh": SEEDS_DIR / "zh" / "zh_seed_tasks.jsonl"}
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+class SeedError(ValueError):
+    pass
+
+
+def default_seed_path(lang: str) -> Path:
+    try:
+        return DEFAULT_SEEDS[lang]
+    except KeyError:
+        raise SeedError(f"no built-in seed pool for language {lang!r} (have: {', '.join(DEFAULT_SEEDS)})") from None
+
+
+def _records(path: Path) -> list[tuple[int, object]]:
+    try:
+        raw = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise SeedError(f"seed file not found: {path}") from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise SeedError(f"cannot read seed file {path}: {exc.__class__.__name__}") from None
+    if raw.lstrip().startswith("["):
+        try:
+            return list(enumerate(json.loads(raw), 1))
+        except json.JSONDecodeError as exc:
+            raise SeedError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    out = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((n, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise SeedError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
+    return out
+
+
+def load_seeds(path: str | Path) -> list[SeedTask]:
+    """Read a seed file; any problem raises SeedError naming the file and line."""
+    path = Path(path)
+    tasks = []
+    for n, rec in _records(path):
+        try:
+            tasks.append(SeedTask.model_validate(rec))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(map(str, err["loc"])) or "record"
+            raise SeedError(f"{path}:{n}: {where}: {err['msg']}") from None
+    if not tasks:
+        raise SeedError(f"{path}: no seed tasks")
+    ids = [t.id for t in tasks]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SeedError(f"{path}: duplicate task id {dup!r}")
+    return tasks
+
+
+def detect_lang(tasks: list[SeedTask]) -> str:
+    cjk = sum(bool(_CJK.search(t.instruction)) for t in tasks)
+    return "zh" if cjk * 2 > len(tasks) else "en"
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    tasks: int
+    classification: int
+    with_input: int
+    lang: str
+
+    def line(self) -> str:
+        return f"tasks={self.tasks} classification={self.classification} with_input={self.with_input} lang={self.lang}"
+
+
+def summarize(tasks: list[SeedTask]) -> SeedSummary:
+    return SeedSummary(
+        tasks=len(tasks),
+        classification=sum(t.is_classification for t in tasks),
+        with_input=sum(any(i.input.strip() for i in t.instances) for t in tasks),
+        lang=detect_lang(tasks),
+    )
