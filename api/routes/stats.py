@@ -10,7 +10,7 @@ from api.schemas import Filter
 from datagen.storage import queries
 
 router = APIRouter(tags=["stats"])
-VERB_SAMPLE = 20_000
+VERB_SAMPLE = 5_000
 
 
 @router.get("/stats", summary="Counts, ROUGE-L and length histograms, leading verbs, for a filter")

@@ -58,8 +58,19 @@ def _length():
     return func.length(Sample.instruction)
 
 
-def where(engine: Engine, f: SampleFilter) -> list:
-    """The WHERE conditions for a filter, on the sample table."""
+WIDE_SCORE_RANGE = 0.1
+NARROW_LENGTH = 10  # characters
+RARE_LENGTH = 300  # instructions this long are few: their index range is the cheap way in
+
+
+def where(engine: Engine, f: SampleFilter, *, by_id: bool = False, fts_joined: bool = False) -> list:
+    """The WHERE conditions for a filter, on the sample table.
+
+    by_id: the caller walks rows in id order. A wide ROUGE-L range then matches so many
+    rows that walking ids and testing each is far cheaper than collecting the range from
+    its index and sorting it, so the score is written `nearest_score + 0`, which no index
+    serves (SQLite's planner cannot tell the two cases apart without STAT4).
+    """
     c: list = []
     if f.run_id is not None:
         c.append(Sample.run_id == f.run_id)
@@ -71,20 +82,32 @@ def where(engine: Engine, f: SampleFilter) -> list:
         c.append(Sample.is_classification.is_(f.is_classification))
     if f.reason:
         c.append(Sample.reason == f.reason)
+    score = Sample.nearest_score
+    if by_id and (f.score_max if f.score_max is not None else 1.0) - (f.score_min or 0.0) >= WIDE_SCORE_RANGE:
+        score = Sample.nearest_score + 0
     if f.score_min is not None:
-        c.append(Sample.nearest_score >= f.score_min)
+        c.append(score >= f.score_min)
     if f.score_max is not None:
-        c.append(Sample.nearest_score <= f.score_max)
+        c.append(score <= f.score_max)
+    length = _length()
+    if by_id and not ((f.len_min or 0) >= RARE_LENGTH or (f.len_max or 10**9) - (f.len_min or 0) < NARROW_LENGTH):
+        length = _length() + 0  # same reasoning as the score range above
     if f.len_min is not None:
-        c.append(_length() >= f.len_min)
+        c.append(length >= f.len_min)
     if f.len_max is not None:
-        c.append(_length() <= f.len_max)
+        c.append(length <= f.len_max)
     if f.q:
         expr, likes = search.search_split(engine, f.q)
-        if expr:
+        if expr and fts_joined:
+            c.append(search.fts_match(expr))
+        elif expr:
             c.append(Sample.id.in_(search.fts_rowids(expr)))
         c.extend(search.like_clauses(Sample.instruction, likes, engine.dialect.name))
     return c
+
+
+def _fts_joinable(engine: Engine, f: SampleFilter) -> bool:
+    return bool(f.q) and search.search_split(engine, f.q)[0] is not None
 
 
 # --- Listing -----------------------------------------------------------------------------------
@@ -92,8 +115,9 @@ def where(engine: Engine, f: SampleFilter) -> list:
 SORTS = {
     "id": (Sample.id, False),
     "-id": (Sample.id, True),
-    "score": (func.coalesce(Sample.nearest_score, -1.0), False),
-    "-score": (func.coalesce(Sample.nearest_score, -1.0), True),
+    # Sorting by ROUGE-L lists the samples that have a score (NULLs sort differently per database).
+    "score": (Sample.nearest_score, False),
+    "-score": (Sample.nearest_score, True),
     "length": (_length(), False),
     "-length": (_length(), True),
     "updated": (Sample.updated_at, False),
@@ -144,7 +168,17 @@ def list_samples(engine: Engine, f: SampleFilter, *, sort: str = "id", limit: in
     if sort not in SORTS:
         raise QueryError(f"unknown sort {sort!r}: use {', '.join(SORTS)}")
     key, desc = SORTS[sort]
-    q = select(*SUMMARY_COLUMNS, key.label("_key")).where(*where(engine, f))
+    # Searching in id order: walk the FTS5 index in rowid order and stop at a page, instead
+    # of collecting every match first (0.5 ms instead of 250 ms for a word in every row).
+    joined = key is Sample.id and _fts_joinable(engine, f)
+    conds = where(engine, f, by_id=key is Sample.id, fts_joined=joined)
+    if key is Sample.nearest_score:
+        conds.append(Sample.nearest_score.is_not(None))
+    q = select(*SUMMARY_COLUMNS, key.label("_key")).where(*conds)
+    if joined:
+        fts = search.fts_table()
+        q = q.select_from(Sample).join(fts, fts.c.rowid == Sample.id)
+        key = fts.c.rowid
     if cursor:
         last_key, last_id = decode_cursor(cursor)
         if sort.lstrip("-") in ("id", "score", "length") and (isinstance(last_key, str) or isinstance(last_key, bool)):
@@ -156,13 +190,15 @@ def list_samples(engine: Engine, f: SampleFilter, *, sort: str = "id", limit: in
                 last_key = datetime.fromisoformat(str(last_key))
             except ValueError:
                 raise QueryError("bad cursor") from None
-        if key is Sample.id:
+        if joined:
+            q = q.where(key < last_id if desc else key > last_id)
+        elif key is Sample.id:
             q = q.where(Sample.id < last_id if desc else Sample.id > last_id)
         else:
             pair, last = tuple_(key, Sample.id), tuple_(last_key, last_id)
             q = q.where(pair < last if desc else pair > last)
     order = (key.desc(), Sample.id.desc()) if desc else (key.asc(), Sample.id.asc())
-    q = q.order_by(*order) if key is not Sample.id else q.order_by(order[0])
+    q = q.order_by(order[0]) if key is Sample.id or joined else q.order_by(*order)
     with engine.connect() as conn:
         rows = conn.execute(q.limit(limit + 1)).mappings().all()
     more = len(rows) > limit
@@ -172,15 +208,23 @@ def list_samples(engine: Engine, f: SampleFilter, *, sort: str = "id", limit: in
     return Page(items, nxt)
 
 
+_SUMMARY_NAMES = tuple(c.key for c in SUMMARY_COLUMNS)
+
+
 def _summary(r) -> dict:
-    d = {c.name: r[c.name] for c in SUMMARY_COLUMNS}
+    d = {name: r[name] for name in _SUMMARY_NAMES}
     d["length"] = len(d["instruction"])
     return d
 
 
 def count_samples(engine: Engine, f: SampleFilter, cap: int = 10_000) -> tuple[int, bool]:
     """How many match, counting at most `cap` (so a count never scans a million rows): (n, capped)."""
-    inner = select(Sample.id).where(*where(engine, f)).limit(cap + 1).subquery()
+    joined = _fts_joinable(engine, f)
+    inner = select(Sample.id).where(*where(engine, f, by_id=True, fts_joined=joined))
+    if joined:
+        fts = search.fts_table()
+        inner = inner.select_from(Sample).join(fts, fts.c.rowid == Sample.id)
+    inner = inner.limit(cap + 1).subquery()
     with engine.connect() as conn:
         n = conn.execute(select(func.count()).select_from(inner)).scalar_one()
     return min(n, cap), n > cap

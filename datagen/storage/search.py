@@ -69,12 +69,22 @@ def search_split(engine: Engine, q: str | None) -> tuple[str | None, list[str]]:
     return (fts_expression(long) if long else None), short
 
 
+def fts_table():
+    from sqlalchemy import column, table
+
+    return table("sample_fts", column("rowid"))
+
+
+def fts_match(expr: str):
+    """The MATCH condition, for a query that joins sample_fts."""
+    return text("sample_fts MATCH :fts_expr").bindparams(fts_expr=expr)
+
+
 def fts_rowids(expr: str):
     """SELECT rowid FROM sample_fts WHERE sample_fts MATCH :expr, as a selectable."""
-    from sqlalchemy import column, literal, select, table
+    from sqlalchemy import select
 
-    fts = table("sample_fts", column("rowid"))
-    return select(fts.c.rowid).where(text("sample_fts MATCH :fts_expr").bindparams(fts_expr=expr))
+    return select(fts_table().c.rowid).where(fts_match(expr))
 
 
 def like_clauses(column_, words: list[str], dialect: str):
