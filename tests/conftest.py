@@ -1,4 +1,4 @@
-"""Shared fixtures for the generation-core tests: free ports, the stub server, the CLI.
+"""Shared fixtures: free ports, the stub server and the CLI (core tests); a review database (API tests).
 
 Everything is real: the devserver runs as its own process on 127.0.0.1 and the CLI runs as
 `python -m datagen.cli` from the repository root, so this checkout's package is the one tested.
@@ -97,3 +97,105 @@ def core_one_line_error(proc: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{proc.stderr}"
     assert lines[0].startswith("error: "), lines[0]
     return lines[0]
+
+
+# ---------------------------------------------------------------- API and dashboard tests
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+TOKEN = "test-token-0123456789abcdef"
+
+EN = [
+    ("Write a poem about the sea at night.", "accepted", None, None, False),
+    ("Write a short poem about the sea at dawn.", "rejected", "similar", 0.78, False),
+    ("Classify the sentiment of the following review as positive or negative.", "accepted", None, 0.21, True),
+    ("Summarize the article in three sentences.", "accepted", None, 0.33, False),
+    ("Draw a picture of a cat.", "rejected", "blacklist", None, False),
+    ("Hi", "rejected", "too_short", None, False),
+    ("Explain why the sky is blue <script>alert('xss')</script> <img src=x onerror=alert(1)>", "accepted", None, 0.12, False),
+    ("Translate the sentence into French: I like apples.", "accepted", None, 0.18, False),
+    ("Give three tips for staying healthy.", "accepted", None, 0.25, False),
+    ("Give three tips for staying healthy in winter.", "rejected", "similar", 0.86, False),
+    ("List five fruits that are red.", "accepted", None, 0.3, True),
+    ("Describe the water cycle in simple terms.", "pending", None, 0.2, None),
+]
+ZH = [
+    ("请写一首关于秋天的诗。", "accepted", None, 0.1, False),
+    ("写一首关于秋天的短诗。", "rejected", "similar", 0.8, False),
+    ("把下面的句子翻译成英文。", "accepted", None, 0.15, False),
+    ("判断这条评论的情感是正面还是负面。", "accepted", None, 0.2, True),
+]
+
+
+def build_db(path: Path) -> str:
+    from datagen import storage
+    from datagen.records import Candidate, Instance, Status
+
+    url = f"sqlite:///{path}"
+    engine = storage.connect(url)
+    run, _ = storage.open_run(engine, "demo-en", lang="en", api="openai", model="m", target=100, config={"api_key": "sk-shouldnotleak1234567890", "temperature": 0.7})
+    run_zh, _ = storage.open_run(engine, "demo-zh", lang="zh", api="openai", model="m", target=100, config={})
+    from datagen.records import Generation
+
+    req = storage.log_request(engine, run.id, "bootstrap", "m", "Come up with tasks. key=sk-abcdefghijklmnopqrstuvwx", Generation(text="1. Write a poem about the sea at night."))
+    for rid, lang, rows in ((run.id, "en", EN), (run_zh.id, "zh", ZH)):
+        for i, (text, st, reason, score, cls) in enumerate(rows):
+            c = Candidate(
+                instruction=text,
+                lang=lang,
+                request_id=req if rid == run.id else None,
+                is_classification=cls,
+                status=Status(st),
+                reason=reason,
+                detail=None if reason is None else f"detail for {reason}",
+                nearest=(rows[i - 1][0] if reason == "similar" else None),
+                nearest_score=score,
+                instances=[Instance(input="" if i % 2 else "some input", output=f"output {i}")],
+            )
+            storage.add_sample(engine, rid, c)
+    return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _similarity_available():
+    """The similarity and filter modules come from colleagues' branches; stand in when absent."""
+    try:
+        import datagen.similarity  # noqa: F401
+        import datagen.filters  # noqa: F401
+    except ImportError:
+        from tests import _standins
+
+        _standins.install()
+    yield
+
+
+@pytest.fixture()
+def db_url(tmp_path):
+    from datagen import storage
+
+    url = build_db(tmp_path / "review.db")
+    yield url
+    storage.dispose_all()
+
+
+@pytest.fixture()
+def app(db_url):
+    from api.config import Settings
+    from api.main import create_app
+
+    return create_app(Settings(db_url=db_url, token=TOKEN))
+
+
+@pytest.fixture()
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Reviewer": "alice"}
+os.environ.setdefault("DATAGEN_TEST", "1")

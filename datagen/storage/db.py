@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel, create_engine
 
 from datagen.storage import models  # noqa: F401  (registers the tables)
@@ -66,6 +67,11 @@ def connect(url: str | None = None, create: bool = True) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         SQLModel.metadata.create_all(engine)
+        # create_all skips tables that exist, indexes included: add indexes declared since.
+        with engine.begin() as conn:
+            for table in SQLModel.metadata.sorted_tables:
+                for index in table.indexes:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
         from datagen.storage import search
 
         search.install(engine)

@@ -52,6 +52,12 @@ class Sample(SQLModel, table=True):
 
     __table_args__ = (
         Index("ix_sample_run_status", "run_id", "status"),
+        # Review queries (datagen/storage/queries.py) page by id or by a sort key inside an
+        # equality filter; these keep a 1M-row page under 100 ms (see bench/API.md).
+        Index("ix_sample_run_lang_status", "run_id", "lang", "status"),
+        Index("ix_sample_status_score", "status", "nearest_score"),
+        Index("ix_sample_reason_score", "reason", "nearest_score"),
+        Index("ix_sample_status_length", "status", text("length(instruction)")),
         # Resume must never store the same kept instruction twice.
         Index(
             "ux_sample_kept",

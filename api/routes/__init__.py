@@ -1,0 +1,1 @@
+"""HTTP routes: thin, each one parses, calls storage or a service, and shapes the answer."""

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+
+from api import services
+from api.deps import ActorDep, EngineDep, NeighboursDep, SettingsDep, require_token, to_filter
+from api.schemas import BulkIn, BulkOut, Count, EditIn, Filter, ListParams, ReviewIn, ReviewOut, SamplePage, Similar
+from api.security import scrub_text
+from datagen.records import Instance
+from datagen.storage import queries
+
+router = APIRouter(tags=["samples"])
+SampleId = Annotated[int, Path(ge=1, le=2**62)]
+MAX_BULK_RESULT = 1 << 62
+
+
+@router.get("/samples", response_model=SamplePage, summary="Filter, search, sort and page through samples")
+def list_samples(engine: EngineDep, params: Annotated[ListParams, Query()]):
+    f = to_filter(engine, params)
+    page = queries.list_samples(engine, f, sort=params.sort, limit=params.limit, cursor=params.cursor)
+    return SamplePage(items=page.items, next_cursor=page.next_cursor)
+
+
+@router.get("/samples/count", response_model=Count, summary="How many samples match (counted up to 10,000)")
+def count_samples(engine: EngineDep, params: Annotated[Filter, Query()]):
+    n, capped = queries.count_samples(engine, to_filter(engine, params))
+    return Count(count=n, capped=capped)
+
+
+def _load(engine, sample_id: int) -> dict:
+    row = queries.get_sample(engine, sample_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no sample {sample_id}")
+    if row["request"]:  # prompts and responses are logged verbatim; mask anything key-shaped
+        for k in ("prompt", "response", "error"):
+            row["request"][k] = scrub_text(row["request"][k])
+    return row
+
+
+@router.get("/samples/{sample_id}", summary="One sample: instances, the request it came from, its audit log")
+def get_sample(engine: EngineDep, sample_id: SampleId):
+    row = _load(engine, sample_id)
+    if row["nearest"]:
+        row["nearest_highlight"] = services.highlight(row["instruction"], row["nearest"], row["lang"])
+    row["audit"] = queries.audit_log(engine, sample_id)
+    return row
+
+
+@router.get("/samples/{sample_id}/similar", response_model=list[Similar], summary="Most similar kept instructions of the same run")
+def similar(engine: EngineDep, neighbours: NeighboursDep, sample_id: SampleId, k: Annotated[int, Query(ge=1, le=20)] = 5):
+    row = _load(engine, sample_id)
+    hits = neighbours.top_k(row["run_id"], row["lang"], row["instruction"], k=k, exclude=sample_id)
+    for h in hits:
+        h["highlight"] = services.highlight(row["instruction"], h["instruction"], row["lang"])
+    return hits
+
+
+@router.patch("/samples/{sample_id}", dependencies=[Depends(require_token)], summary="Edit; the filters re-check the new text")
+def edit_sample(engine: EngineDep, neighbours: NeighboursDep, settings: SettingsDep, actor: ActorDep, sample_id: SampleId, body: EditIn):
+    row = _load(engine, sample_id)
+    instances = None if body.instances is None else [Instance(input=i.input, output=i.output) for i in body.instances]
+    queries.edit_sample(engine, sample_id, actor=actor, instruction=body.instruction, instances=instances, note=body.note)
+    row = _load(engine, sample_id)
+    findings = services.check_edit(
+        neighbours,
+        sample_id=sample_id,
+        run_id=row["run_id"],
+        lang=row["lang"],
+        instruction=row["instruction"],
+        instances=[Instance(**i) for i in row["instances"]],
+        threshold=settings.threshold,
+    )
+    return {"sample": row, "findings": findings}
+
+
+def _review(engine, sample_id: int, action: str, actor: str, body: ReviewIn | None) -> ReviewOut:
+    new = queries.review_sample(engine, sample_id, action, actor=actor, note=body.note if body else None)
+    return ReviewOut(id=sample_id, status=new, reviewed_by=actor)
+
+
+@router.post("/samples/{sample_id}/approve", response_model=ReviewOut, dependencies=[Depends(require_token)], summary="Approve")
+def approve(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
+    return _review(engine, sample_id, "approve", actor, body)
+
+
+@router.post("/samples/{sample_id}/reject", response_model=ReviewOut, dependencies=[Depends(require_token)], summary="Reject (status becomes discarded)")
+def reject(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
+    return _review(engine, sample_id, "reject", actor, body)
+
+
+@router.post("/samples/bulk", response_model=BulkOut, dependencies=[Depends(require_token)], summary="Approve or reject everything a filter matches")
+def bulk(engine: EngineDep, actor: ActorDep, body: BulkIn):
+    f = to_filter(engine, body.filter)
+    if f.is_empty() and not body.all:
+        raise HTTPException(422, "the filter matches every sample: narrow it or send all=true")
+    return queries.bulk_review(engine, f, body.action, actor=actor, note=body.note, max_rows=body.max_rows)

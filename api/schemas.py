@@ -1,0 +1,148 @@
+"""Request and response bodies. Limits here are the first line against oversized input."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+StatusName = Literal["pending", "accepted", "rejected", "approved", "discarded"]
+LangName = Literal["en", "zh"]
+SortName = Literal["id", "-id", "score", "-score", "length", "-length", "updated", "-updated"]
+
+MAX_INSTRUCTION = 8_000
+MAX_FIELD = 20_000
+MAX_INSTANCES = 20
+MAX_NOTE = 2_000
+
+
+class Filter(BaseModel):
+    """Which samples: every field narrows the set; all of them together are ANDed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str | None = Field(None, max_length=200, description="run name")
+    lang: LangName | None = None
+    status: list[StatusName] = Field(default_factory=list, max_length=5)
+    classification: bool | None = Field(None, description="is_classification")
+    reason: str | None = Field(None, max_length=64, description="filter that rejected it")
+    score_min: float | None = Field(None, ge=0, le=1, description="nearest ROUGE-L at least")
+    score_max: float | None = Field(None, ge=0, le=1)
+    len_min: int | None = Field(None, ge=0, le=1_000_000, description="instruction length in characters")
+    len_max: int | None = Field(None, ge=0, le=1_000_000)
+    q: str | None = Field(None, max_length=200, description="full-text search: every word must occur")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.score_min is not None and self.score_max is not None and self.score_min > self.score_max:
+            raise ValueError("score_min is above score_max")
+        if self.len_min is not None and self.len_max is not None and self.len_min > self.len_max:
+            raise ValueError("len_min is above len_max")
+        return self
+
+
+class ListParams(Filter):
+    sort: SortName = "id"
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=200)
+
+
+class SampleSummary(BaseModel):
+    id: int
+    run_id: int
+    lang: str
+    instruction: str
+    status: str
+    reason: str | None
+    detail: str | None
+    nearest_score: float | None
+    is_classification: bool | None
+    reviewed_by: str | None
+    review_note: str | None
+    updated_at: datetime
+    length: int
+
+
+class SamplePage(BaseModel):
+    items: list[SampleSummary]
+    next_cursor: str | None
+
+
+class Count(BaseModel):
+    count: int
+    capped: bool = Field(description="true when there are more than `count`")
+
+
+class InstanceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: str = Field("", max_length=MAX_FIELD)
+    output: str = Field(..., max_length=MAX_FIELD)
+
+
+class EditIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instruction: str | None = Field(None, min_length=1, max_length=MAX_INSTRUCTION)
+    instances: list[InstanceIn] | None = Field(None, max_length=MAX_INSTANCES)
+    note: str | None = Field(None, max_length=MAX_NOTE)
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.instruction is None and self.instances is None:
+            raise ValueError("send an instruction, instances, or both")
+        return self
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(None, max_length=MAX_NOTE)
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["approve", "reject"]
+    filter: Filter
+    note: str | None = Field(None, max_length=MAX_NOTE)
+    all: bool = Field(False, description="must be true to act on an empty filter (every sample)")
+    max_rows: int | None = Field(None, ge=1, description="stop after this many")
+
+
+class BulkOut(BaseModel):
+    changed: int
+    skipped: int = Field(description="approvals refused because the run already keeps the same instruction")
+    status: str
+
+
+class ReviewOut(BaseModel):
+    id: int
+    status: str
+    reviewed_by: str
+
+
+class Similar(BaseModel):
+    id: int
+    instruction: str
+    score: float
+    highlight: dict | None = None
+
+
+class RunOut(BaseModel):
+    id: int
+    name: str
+    lang: str
+    api: str
+    model: str
+    target: int
+    state: str
+    config: dict
+    created_at: datetime
+    updated_at: datetime
+    by_status: dict[str, int]
+    by_reason: dict[str, int]
+    kept: int
+    acceptance: float
+    requests: int
+    errors: int
+    tokens_in: int
+    tokens_out: int
+    cost: float
