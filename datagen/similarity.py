@@ -51,6 +51,7 @@ import sys
 import threading
 import unicodedata
 from dataclasses import dataclass
+from itertools import combinations, repeat
 
 import numpy as np
 from rapidfuzz.distance import LCSseq
@@ -179,14 +180,27 @@ class Verdict:
     reason: str | None  # "empty" | "similar" | None
 
 
+_EMPTY = Verdict(False, 0.0, None, None, "empty")
+_KEEP = Verdict(True, 0.0, None, None, None)
 _UNKNOWN = 0  # token id reserved for tokens not in the index: it matches nothing indexed
 _CHR_LIMIT = 0x110000  # ids beyond this cannot be one code point; fall back to int tuples
 _NEW_KEY_BASE = -(1 << 62)  # order keys of elements born after the epoch began: rarest
 _PAIR_BASE = 1 << 32  # pair key = first * _PAIR_BASE + second
 _PAIR_MAX_LEN = 40  # longer texts post single elements (a pair prefix of ~20 is 190 pairs)
 _FIRST_REBUILD = 256
+_REBUILD_GROWTH = 4
 _BATCH = 12  # candidates above this are verified with one cdist call instead of a loop
 _NONE, _SINGLE, _PAIR = 0, 1, 2
+_SIG = 64  # buckets in the count signature
+
+
+def _signature(eids) -> bytearray:
+    sig = bytearray(_SIG)
+    for e in eids:
+        b = (e * 0x9E3779B1 >> 16) & (_SIG - 1)  # spread consecutive ids over buckets
+        if sig[b] < 255:
+            sig[b] += 1
+    return sig
 
 
 class SimilarityIndex:
@@ -220,6 +234,11 @@ class SimilarityIndex:
         self._eids: list = []  # element ids per text, encoded like _seqs; None if empty
         self._lens: list[int] = []
         self._lens_np = np.zeros(1024, dtype=np.int32)
+        # Bucketed element counts per text: overlap <= sum_b min(count_x[b], count_y[b]),
+        # an exact upper bound on the LCS that numpy evaluates for a whole candidate list.
+        self._sig = np.zeros((1024, _SIG), dtype=np.uint8)
+        self._maxlen = 0
+        self._need_rows: dict[int, np.ndarray] = {}
         # Vocabulary of elements: "tok" for a first occurrence, "tok\0k" for the k-th.
         # Token ids (used in LCS strings) and element ids share one counter; 0 is reserved.
         self._vocab: dict[str, int] = {}
@@ -287,6 +306,18 @@ class SimilarityIndex:
             got = min((self._need_lcs(m, n) for m in range(lo, min(hi, n) + 1)), default=n + 1)
             self._lmin[n] = got
         return got
+
+    def _need_row(self, n: int) -> np.ndarray:
+        """need(m, n) for every indexed length m (0..maxlen); n+1 where m is infeasible."""
+        row = self._need_rows.get(n)
+        if row is None or len(row) <= self._maxlen:
+            size = max(self._maxlen + 1, 2 * len(row) if row is not None else 64)
+            row = np.full(size, n + 1, dtype=np.int32)
+            lo, hi = self._length_range(n)
+            for m in range(lo, min(hi, size - 1) + 1):
+                row[m] = self._need_lcs(m, n)
+            self._need_rows[n] = row
+        return row
 
     def _category(self, n: int) -> int:
         need = self._min_need(n)
@@ -358,18 +389,14 @@ class SimilarityIndex:
                     lst.append(item)
             return
         pairs = self._pairs
-        pre = ordered[:p2]
-        for i in range(len(pre) - 1):
-            base = pre[i] * _PAIR_BASE
-            for b in pre[i + 1 :]:
-                k = base + b
-                v = pairs.get(k)
-                if v is None:
-                    pairs[k] = item
-                elif type(v) is int:
-                    pairs[k] = [v, item]
-                else:
-                    v.append(item)
+        for k in [x * _PAIR_BASE + y for x, y in combinations(ordered[:p2], 2)]:
+            v = pairs.get(k)
+            if v is None:
+                pairs[k] = item
+            elif type(v) is int:
+                pairs[k] = [v, item]
+            else:
+                v.append(item)
 
     def _rebuild(self) -> None:
         """Start a new epoch: re-rank elements by document frequency, re-post everything."""
@@ -385,7 +412,8 @@ class SimilarityIndex:
         for item, eids in enumerate(self._eids):
             if eids:
                 self._post(item, decode(eids), lens[item])
-        self._next_rebuild = max(_FIRST_REBUILD, 2 * self._indexed)
+        # x4 keeps re-posting under a third of all posting work; word frequencies settle early.
+        self._next_rebuild = max(_FIRST_REBUILD, _REBUILD_GROWTH * self._indexed)
 
     # -- public API ----------------------------------------------------------------
 
@@ -398,42 +426,43 @@ class SimilarityIndex:
     def tokens(self, text: str) -> list[str]:
         return tokenize(text, self.lang)
 
+    def offer(self, text: str) -> Verdict:
+        """The dedup contract: check, and index the text if it is kept."""
+        with self._lock:
+            toks = tokenize(text, self.lang)
+            verdict, tids, names = self._check(toks)
+            if verdict.keep:
+                self._add(text, toks, tids, names)
+            return verdict
+
+    def check(self, text: str) -> Verdict:
+        """Would this text be kept? Does not change the index."""
+        with self._lock:
+            return self._check(tokenize(text, self.lang))[0]
+
     def add(self, text: str) -> int:
         """Index a text unconditionally (seeds, resume). Returns its id."""
         with self._lock:
             return self._add(text, tokenize(text, self.lang))
 
-    def check(self, text: str) -> Verdict:
-        """Would this text be kept? Does not change the index."""
-        with self._lock:
-            return self._check(tokenize(text, self.lang))
-
-    def offer(self, text: str) -> Verdict:
-        """The dedup contract: check, and index the text if it is kept."""
-        with self._lock:
-            toks = tokenize(text, self.lang)
-            verdict = self._check(toks)
-            if verdict.keep:
-                self._add(text, toks)
-            return verdict
-
-    def _add(self, text: str, toks: list[str]) -> int:
+    def _add(self, text: str, toks: list[str], tids: list[int] | None = None, names: list[str] | None = None) -> int:
         item = len(self._texts)
         self._texts.append(text)
         n = len(toks)
         self._lens.append(n)
         if item >= len(self._lens_np):
-            grown = np.zeros(2 * len(self._lens_np), dtype=np.int32)
-            grown[: len(self._lens_np)] = self._lens_np
-            self._lens_np = grown
+            self._lens_np = np.concatenate([self._lens_np, np.zeros_like(self._lens_np)])
+            self._sig = np.concatenate([self._sig, np.zeros_like(self._sig)])
         self._lens_np[item] = n
         if n == 0:
             self._seqs.append("")
             self._eids.append(None)
             return item
         intern = self._intern
-        tids = [intern(t) for t in toks]
-        names = self._element_names(toks)
+        if tids is None or _UNKNOWN in tids:
+            tids = [intern(t) for t in toks]
+        if names is None:
+            names = self._element_names(toks)
         eids = tids if names is toks else [intern(x) for x in names]
         seq = self._encode(tids)
         self._seqs.append(seq)
@@ -443,6 +472,8 @@ class SimilarityIndex:
         df = self._df
         for e in eids:
             df[e] += 1
+        self._sig[item] = np.frombuffer(_signature(eids), dtype=np.uint8)
+        self._maxlen = max(self._maxlen, n)
         self._indexed += 1
         if self._indexed >= self._next_rebuild:
             self._rebuild()  # posts this item too
@@ -450,73 +481,69 @@ class SimilarityIndex:
             self._post(item, eids, n)
         return item
 
-    def _check(self, toks: list[str]) -> Verdict:
+    def _check(self, toks: list[str]) -> tuple[Verdict, list[int] | None, list[str] | None]:
+        """Verdict, plus the token ids and element names worked out on the way (for _add)."""
         n = len(toks)
         if n == 0:
-            return Verdict(False, 0.0, None, None, "empty")
+            return _EMPTY, None, None
+        get = self._vocab.get
+        tids = list(map(get, toks, repeat(_UNKNOWN)))
+        names = self._element_names(toks)
         lo, hi, p1, p2, _, probe_single, probe_pairs = self._plan(n)
         if not self._indexed or lo > hi:
-            return Verdict(True, 0.0, None, None, None)
-        get = self._vocab.get
-        tids = [get(t, _UNKNOWN) for t in toks]
-        names = self._element_names(toks)
-        eids = tids if names is toks else [get(x, _UNKNOWN) for x in names]
-        known = [e for e in eids if e]
+            return _KEEP, tids, names
+        eids = tids if names is toks else list(map(get, names, repeat(_UNKNOWN)))
+        known = list(filter(None, eids))
         # Unknown elements are in no indexed text, i.e. rarest of all: they fill the
         # first prefix slots and probe nothing.
         unknown = n - len(known)
-        ordered = sorted(known, key=self._key.__getitem__)
+        known.sort(key=self._key.__getitem__)
         cands: set[int] = set()
         if probe_single and p1 > unknown:
             single = self._single
-            for e in ordered[: p1 - unknown]:
+            for e in known[: p1 - unknown]:
                 lst = single.get(e)
                 if lst:
                     cands.update(lst)
         if probe_pairs and p2 - unknown >= 2:
-            pairs = self._pairs
-            pre = ordered[: p2 - unknown]
             add, update = cands.add, cands.update
-            for i in range(len(pre) - 1):
-                base = pre[i] * _PAIR_BASE
-                for b in pre[i + 1 :]:
-                    v = pairs.get(base + b)
-                    if v is not None:
-                        if type(v) is int:
-                            add(v)
-                        else:
-                            update(v)
+            keys = [x * _PAIR_BASE + y for x, y in combinations(known[: p2 - unknown], 2)]
+            for v in map(self._pairs.get, keys):
+                if v is not None:
+                    if type(v) is int:
+                        add(v)
+                    else:
+                        update(v)
         if not cands:
-            return Verdict(True, 0.0, None, None, None)
+            return _KEEP, tids, names
         qseq = self._encode(tids)
-        t = self.threshold
         if len(cands) <= _BATCH:
-            lens, seqs = self._lens, self._seqs
+            lens, seqs, sim = self._lens, self._seqs, LCSseq.similarity
             best, best_id = 0.0, None
             for c in cands:
                 m = lens[c]
-                if m < lo or m > hi:
-                    continue
-                f = fmeasure(LCSseq.similarity(qseq, seqs[c]), m, n)
-                if best_id is None or f > best or (f == best and c < best_id):
-                    best, best_id = f, c
+                if lo <= m <= hi:
+                    f = fmeasure(sim(qseq, seqs[c]), m, n)
+                    if best_id is None or f > best or (f == best and c < best_id):
+                        best, best_id = f, c
+            if best_id is None:
+                return _KEEP, tids, names
         else:
             ids = np.fromiter(cands, dtype=np.int64, count=len(cands))
+            bound = np.minimum(self._sig[ids], np.frombuffer(_signature(known), dtype=np.uint8)).sum(1)
             ms = self._lens_np[ids]
-            ok = (ms >= lo) & (ms <= hi)
+            ok = bound >= self._need_row(n)[ms]  # infeasible lengths need more than n
             ids, ms = ids[ok], ms[ok]
             if not len(ids):
-                return Verdict(True, 0.0, None, None, None)
+                return _KEEP, tids, names
             seqs = self._seqs
             lcs = cdist([qseq], [seqs[i] for i in ids.tolist()], scorer=LCSseq.similarity, dtype=np.int32, workers=1)[0]
             f = _fmeasure_vec(lcs, ms, n)
             best = float(f.max())
             best_id = int(ids[f == best].min())
-        if best_id is None:
-            return Verdict(True, 0.0, None, None, None)
-        if best > t:
-            return Verdict(False, best, self._texts[best_id], best_id, "similar")
-        return Verdict(True, best, None, None, None)
+        if best > self.threshold:
+            return Verdict(False, best, self._texts[best_id], best_id, "similar"), tids, names
+        return (Verdict(True, best, None, None, None) if best else _KEEP), tids, names
 
     def top_k_similar(self, text: str, k: int = 5, min_score: float = 0.0) -> list[tuple[int, str, float]]:
         """The k indexed texts most similar to ``text``: (id, text, exact score), best first.
