@@ -28,12 +28,12 @@ How it stays fast without giving up exactness:
 Tokenisation contract
   en   exactly ``rouge_score``'s default tokenizer without stemmer: lower-case,
        every run of characters outside ``[a-z0-9]`` is a separator.
-  zh   NFKC-normalise; ``jieba.lcut(text, HMM=True)`` (default dictionary, accurate
-       mode); lower-case each piece; a piece containing a Han character is one token;
-       any other piece is split with the en rule above (so Latin words and numbers in
-       Chinese text are the same tokens as in English text); a non-Han piece the en rule
-       empties but that has letters or digits (kana, Hangul, Cyrillic...) is kept whole;
-       whitespace, punctuation and symbols are dropped.
+  zh   NFKC-normalise and lower-case; cut the text into runs of Han characters and
+       the rest. Han runs are segmented by ``jieba.lcut(run, HMM=True)`` (default
+       dictionary, accurate mode), one token per word. Elsewhere the en rule applies
+       (``[a-z0-9]+`` words, so Latin words and numbers inside Chinese text are the same
+       tokens as in English text), plus runs of other letters or digits (Cyrillic, kana,
+       Hangul...) as whole tokens; whitespace, punctuation and symbols are dropped.
   auto per text: ``zh`` if it contains any Han character, else ``en``. A pure English
        corpus therefore tokenises exactly as rouge-score does.
 
@@ -79,6 +79,12 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
 
+_HAN_RUN = re.compile(f"({_HAN.pattern}+)")
+# Outside Han runs: the en rule's [a-z0-9]+ words, plus runs of other letters/digits
+# (Cyrillic, kana, Hangul...) that the en rule would drop; punctuation and spaces go.
+_OTHER_WORDS = re.compile(r"[a-z0-9]+|[^\W_a-z0-9]+")
+
+
 def _tokenize_en(text: str) -> list[str]:
     return _NON_ALNUM.sub(" ", text.lower()).split()
 
@@ -102,18 +108,13 @@ def _get_jieba():
 
 def _tokenize_zh(text: str) -> list[str]:
     out: list[str] = []
-    for piece in _get_jieba().lcut(unicodedata.normalize("NFKC", text), HMM=True):
-        piece = piece.strip().lower()
-        if not piece:
-            continue
-        if _HAN.search(piece):
-            out.append(piece)
-            continue
-        words = _NON_ALNUM.sub(" ", piece).split()
-        if words:
-            out.extend(words)
-        elif any(unicodedata.category(c)[0] in "LN" for c in piece):
-            out.append(piece)
+    cut = _get_jieba().lcut
+    # split() with a capturing group alternates: other text, Han run, other text, ...
+    for i, part in enumerate(_HAN_RUN.split(unicodedata.normalize("NFKC", text).lower())):
+        if i % 2:
+            out.extend(cut(part, HMM=True))
+        elif part:
+            out.extend(_OTHER_WORDS.findall(part))
     return out
 
 
@@ -166,11 +167,12 @@ def rouge_l(a: str, b: str, lang: str) -> float:
 class Verdict:
     """Outcome of checking one text.
 
-    score: when rejected as similar, the exact best score over the whole index (and
-    ``nearest``/``nearest_id`` is the earliest-added text reaching it). When kept, the
-    best exact score among the pairs the filter had to verify (possibly 0.0 when the
-    filter proved every pair below threshold without computing an LCS); it is a lower
-    bound of the true best, which is <= threshold. When empty: 0.0, reason "empty".
+    score: when rejected as similar, the exact best score over the whole index, and
+    ``nearest``/``nearest_id`` is the earliest-added text reaching it. When kept, the best
+    exact score among the pairs the filter had to verify with an LCS, with that text as
+    ``nearest`` (0.0 and None when the filter proved every pair below the threshold
+    without an LCS); it is a lower bound of the true best, which is <= threshold.
+    When empty: keep False, score 0.0, reason "empty".
     """
 
     keep: bool
@@ -543,7 +545,9 @@ class SimilarityIndex:
             best_id = int(ids[f == best].min())
         if best > self.threshold:
             return Verdict(False, best, self._texts[best_id], best_id, "similar"), tids, names
-        return (Verdict(True, best, None, None, None) if best else _KEEP), tids, names
+        if not best:
+            return _KEEP, tids, names
+        return Verdict(True, best, self._texts[best_id], best_id, None), tids, names
 
     def top_k_similar(self, text: str, k: int = 5, min_score: float = 0.0) -> list[tuple[int, str, float]]:
         """The k indexed texts most similar to ``text``: (id, text, exact score), best first.
