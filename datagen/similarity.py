@@ -50,6 +50,7 @@ import re
 import sys
 import threading
 import unicodedata
+from array import array
 from dataclasses import dataclass
 from itertools import combinations, repeat
 
@@ -191,18 +192,32 @@ _PAIR_BASE = 1 << 32  # pair key = first * _PAIR_BASE + second
 _PAIR_MAX_LEN = 40  # longer texts post single elements (a pair prefix of ~20 is 190 pairs)
 _FIRST_REBUILD = 256
 _REBUILD_GROWTH = 4
-_BATCH = 12  # candidates above this are verified with one cdist call instead of a loop
 _NONE, _SINGLE, _PAIR = 0, 1, 2
-_SIG = 64  # buckets in the count signature
+_SMALL = 16  # at most this many LCS checks run as a Python loop; more go to one cdist call
 
 
-def _signature(eids) -> bytearray:
-    sig = bytearray(_SIG)
+def _planes(eids) -> list[int]:
+    """Bucketed element counts as bit planes: bit b of plane t is set when bucket b holds
+    more than t elements (64 buckets, one uint64 per plane)."""
+    planes: list[int] = []
     for e in eids:
-        b = (e * 0x9E3779B1 >> 16) & (_SIG - 1)  # spread consecutive ids over buckets
-        if sig[b] < 255:
-            sig[b] += 1
-    return sig
+        bit = 1 << ((e * 0x9E3779B1 >> 16) & 63)  # spread consecutive ids over buckets
+        for t, plane in enumerate(planes):
+            if not plane & bit:
+                planes[t] = plane | bit
+                break
+        else:
+            planes.append(bit)
+    return planes
+
+
+if hasattr(np, "bitwise_count"):  # numpy >= 2
+    _popcount = np.bitwise_count
+else:  # pragma: no cover - numpy 1.x
+    _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+    def _popcount(x: np.ndarray) -> np.ndarray:
+        return _BYTE_BITS[x.view(np.uint8).reshape(*x.shape, 8)].sum(-1, dtype=np.uint8)
 
 
 class SimilarityIndex:
@@ -236,9 +251,12 @@ class SimilarityIndex:
         self._eids: list = []  # element ids per text, encoded like _seqs; None if empty
         self._lens: list[int] = []
         self._lens_np = np.zeros(1024, dtype=np.int32)
-        # Bucketed element counts per text: overlap <= sum_b min(count_x[b], count_y[b]),
-        # an exact upper bound on the LCS that numpy evaluates for a whole candidate list.
-        self._sig = np.zeros((1024, _SIG), dtype=np.uint8)
+        # Bucketed element counts per text: overlap <= sum_b min(count_x[b], count_y[b]), an
+        # exact upper bound on the LCS that numpy evaluates for a whole candidate list. Kept
+        # as two bit planes (count >= 1, count >= 2) -- 16 bytes a text, so the gather stays
+        # in cache; a bucket with >= 2 counts as unbounded on the indexed side.
+        self._sig1 = np.zeros(1024, dtype=np.uint64)
+        self._sig2 = np.zeros(1024, dtype=np.uint64)
         self._maxlen = 0
         self._need_rows: dict[int, np.ndarray] = {}
         # Vocabulary of elements: "tok" for a first occurrence, "tok\0k" for the k-th.
@@ -246,8 +264,10 @@ class SimilarityIndex:
         self._vocab: dict[str, int] = {}
         self._df: list[int] = [0]  # indexed texts containing the element
         self._key: list[int] = [_NEW_KEY_BASE]  # rarity order of the current epoch
-        self._single: dict[int, list[int]] = {}
-        self._pairs: dict[int, int | list[int]] = {}  # a lone id until a second text arrives
+        # Postings: a lone int until a second text arrives, then an array('i') (4 bytes an
+        # entry, and numpy concatenates them without a Python loop).
+        self._single: dict[int, int | array] = {}
+        self._pairs: dict[int, int | array] = {}
         self._indexed = 0  # non-empty texts in the index
         self._next_rebuild = _FIRST_REBUILD
         self._need: dict[tuple[int, int], int] = {}
@@ -382,21 +402,18 @@ class SimilarityIndex:
             return
         ordered = sorted(eids, key=self._key.__getitem__)
         if cat == _SINGLE:
-            single = self._single
-            for e in ordered[:p1]:
-                lst = single.get(e)
-                if lst is None:
-                    single[e] = [item]
-                else:
-                    lst.append(item)
-            return
-        pairs = self._pairs
-        for k in [x * _PAIR_BASE + y for x, y in combinations(ordered[:p2], 2)]:
-            v = pairs.get(k)
+            keys = ordered[:p1]
+            postings = self._single
+        else:
+            keys = [x * _PAIR_BASE + y for x, y in combinations(ordered[:p2], 2)]
+            postings = self._pairs
+        get = postings.get
+        for k in keys:
+            v = get(k)
             if v is None:
-                pairs[k] = item
+                postings[k] = item
             elif type(v) is int:
-                pairs[k] = [v, item]
+                postings[k] = array("i", (v, item))
             else:
                 v.append(item)
 
@@ -454,7 +471,8 @@ class SimilarityIndex:
         self._lens.append(n)
         if item >= len(self._lens_np):
             self._lens_np = np.concatenate([self._lens_np, np.zeros_like(self._lens_np)])
-            self._sig = np.concatenate([self._sig, np.zeros_like(self._sig)])
+            self._sig1 = np.concatenate([self._sig1, np.zeros_like(self._sig1)])
+            self._sig2 = np.concatenate([self._sig2, np.zeros_like(self._sig2)])
         self._lens_np[item] = n
         if n == 0:
             self._seqs.append("")
@@ -474,7 +492,10 @@ class SimilarityIndex:
         df = self._df
         for e in eids:
             df[e] += 1
-        self._sig[item] = np.frombuffer(_signature(eids), dtype=np.uint8)
+        planes = _planes(eids)
+        self._sig1[item] = planes[0]
+        if len(planes) > 1:
+            self._sig2[item] = planes[1]
         self._maxlen = max(self._maxlen, n)
         self._indexed += 1
         if self._indexed >= self._next_rebuild:
@@ -500,49 +521,47 @@ class SimilarityIndex:
         # first prefix slots and probe nothing.
         unknown = n - len(known)
         known.sort(key=self._key.__getitem__)
-        cands: set[int] = set()
-        if probe_single and p1 > unknown:
-            single = self._single
-            for e in known[: p1 - unknown]:
-                lst = single.get(e)
-                if lst:
-                    cands.update(lst)
+        hits = list(map(self._single.get, known[: p1 - unknown])) if probe_single and p1 > unknown else []
         if probe_pairs and p2 - unknown >= 2:
-            add, update = cands.add, cands.update
             keys = [x * _PAIR_BASE + y for x, y in combinations(known[: p2 - unknown], 2)]
-            for v in map(self._pairs.get, keys):
-                if v is not None:
-                    if type(v) is int:
-                        add(v)
-                    else:
-                        update(v)
-        if not cands:
-            return _KEEP, tids, names
-        qseq = self._encode(tids)
-        if len(cands) <= _BATCH:
-            lens, seqs, sim = self._lens, self._seqs, LCSseq.similarity
-            best, best_id = 0.0, None
-            for c in cands:
-                m = lens[c]
-                if lo <= m <= hi:
-                    f = fmeasure(sim(qseq, seqs[c]), m, n)
-                    if best_id is None or f > best or (f == best and c < best_id):
-                        best, best_id = f, c
-            if best_id is None:
+            hits += map(self._pairs.get, keys)
+        lone = [v for v in hits if type(v) is int]
+        many = [v for v in hits if v is not None and type(v) is not int]
+        if not many:
+            if not lone:
                 return _KEEP, tids, names
+            ids = np.array(lone, dtype=np.int32)
         else:
-            ids = np.fromiter(cands, dtype=np.int64, count=len(cands))
-            bound = np.minimum(self._sig[ids], np.frombuffer(_signature(known), dtype=np.uint8)).sum(1)
-            ms = self._lens_np[ids]
-            ok = bound >= self._need_row(n)[ms]  # infeasible lengths need more than n
-            ids, ms = ids[ok], ms[ok]
-            if not len(ids):
-                return _KEEP, tids, names
-            seqs = self._seqs
+            if lone:
+                many.append(array("i", lone))
+            ids = np.concatenate(many)
+        ids.sort()
+        if len(ids) > 1:  # np.unique is ~15x slower here (hash based in numpy 2)
+            ids = ids[np.concatenate(([True], ids[1:] != ids[:-1]))]
+        ms = self._lens_np[ids]
+        q = _planes(known)
+        bound = _popcount(self._sig1[ids] & np.uint64(q[0]))
+        for plane in q[1:]:
+            bound += _popcount(self._sig2[ids] & np.uint64(plane))
+        ok = bound >= self._need_row(n)[ms]  # infeasible lengths need more than n
+        if not ok.any():
+            return _KEEP, tids, names
+        ids, ms = ids[ok], ms[ok]
+        qseq = self._encode(tids)
+        seqs = self._seqs
+        # ids are sorted, so the first strict maximum is the earliest text on ties.
+        if len(ids) <= _SMALL:
+            sim = LCSseq.similarity
+            best, best_id = -1.0, -1
+            for c, m in zip(ids.tolist(), ms.tolist()):
+                f = fmeasure(sim(qseq, seqs[c]), m, n)
+                if f > best:
+                    best, best_id = f, c
+        else:
             lcs = cdist([qseq], [seqs[i] for i in ids.tolist()], scorer=LCSseq.similarity, dtype=np.int32, workers=1)[0]
             f = _fmeasure_vec(lcs, ms, n)
-            best = float(f.max())
-            best_id = int(ids[f == best].min())
+            at = int(f.argmax())  # argmax returns the first maximum
+            best, best_id = float(f[at]), int(ids[at])
         if best > self.threshold:
             return Verdict(False, best, self._texts[best_id], best_id, "similar"), tids, names
         if not best:
