@@ -191,8 +191,9 @@ def run_engine(texts: list[str], lang: str, threshold: float = 0.7) -> list[bool
     return [offer(t).keep for t in texts]
 
 
-def run_brute(texts: list[str], lang: str, threshold: float = 0.7, deadline: float | None = None) -> list[bool]:
-    """Alpaca's filter. Stops early (returning the decisions so far) past ``deadline``."""
+def run_brute(texts: list[str], lang: str, threshold: float = 0.7, deadline: float | None = None) -> tuple[list[bool], int, int]:
+    """Alpaca's filter: (decisions, pairs scored, LCS table cells filled). Stops early
+    (returning the decisions so far) past ``deadline``."""
     from rouge_score import rouge_scorer
 
     from datagen.similarity import tokenize
@@ -201,6 +202,7 @@ def run_brute(texts: list[str], lang: str, threshold: float = 0.7, deadline: flo
     tok = scorer._tokenizer.tokenize if lang == "en" else (lambda s: tokenize(s, lang))
     kept_tokens: list[list[str]] = []
     keep: list[bool] = []
+    pairs = cells = kept_len = 0
     for text in texts:
         if deadline is not None and time.perf_counter() > deadline:
             break
@@ -209,12 +211,21 @@ def run_brute(texts: list[str], lang: str, threshold: float = 0.7, deadline: flo
             keep.append(False)
             continue
         scores = [rouge_scorer._score_lcs(new, old).fmeasure for old in kept_tokens]
+        pairs += len(kept_tokens)
+        cells += len(new) * kept_len
         if max(scores, default=0.0) > threshold:
             keep.append(False)
             continue
         keep.append(True)
         kept_tokens.append(new)
-    return keep
+        kept_len += len(new)
+    return keep, pairs, cells
+
+
+def _rouge_tok(text: str) -> list[str]:
+    from rouge_score import tokenize as rt
+
+    return rt.tokenize(text, None)
 
 
 def _peak_rss_mb() -> float:
@@ -225,27 +236,30 @@ def _child(conn, kind: str, size: int) -> None:
     texts = gen_en(size) if kind == "en" else gen_zh(size)
     gc.collect()
     base = _peak_rss_mb()
-    t0 = time.perf_counter()
+    load = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     keep = run_engine(texts, kind)
-    secs = time.perf_counter() - t0
-    conn.send((secs, base, _peak_rss_mb(), sum(keep), len(keep) - sum(keep)))
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    conn.send((secs, cpu, base, _peak_rss_mb(), sum(keep), len(keep) - sum(keep), load, os.getloadavg()[0]))
 
 
 def scale(sizes: list[int], zh: int) -> None:
     """Each size runs in a fresh process so peak RSS is that run's own."""
     print(f"machine: {os.cpu_count()} CPUs, {_mem_gib():.0f} GiB RAM; python {sys.version.split()[0]}")
-    print(f"{'set':>12} {'seconds':>9} {'peak_MB':>8} {'data_MB':>8} {'kept':>8} {'rejected':>9}")
+    print("seconds = wall clock of the dedup loop (tokenize + check + add), cpu = its process CPU time;")
+    print("peak_MB = peak RSS of the process (interpreter + candidate list + index), data_MB = RSS before the loop;")
+    print("load = 1-minute load average before/after (other jobs share this machine)")
+    print(f"{'set':>12} {'seconds':>9} {'cpu':>8} {'peak_MB':>8} {'data_MB':>8} {'kept':>8} {'rejected':>9} {'load':>10}")
     jobs = [("en", s) for s in sizes] + ([("zh", zh)] if zh else [])
     ctx = mp.get_context("fork")
     for kind, size in jobs:
         parent, child = ctx.Pipe()
         p = ctx.Process(target=_child, args=(child, kind, size))
         p.start()
-        secs, base, peak, kept, rej = parent.recv()
+        secs, cpu, base, peak, kept, rej, load0, load1 = parent.recv()
         p.join()
-        # peak_MB is the whole process (interpreter, the candidate list, the index);
-        # data_MB is the RSS before the engine started (interpreter + candidates).
-        print(f"{kind + ' ' + format(size, ','):>12} {secs:9.1f} {peak:8.0f} {base:8.0f} {kept:8d} {rej:9d}", flush=True)
+        print(f"{kind + ' ' + format(size, ','):>12} {secs:9.1f} {cpu:8.1f} {peak:8.0f} {base:8.0f} {kept:8d} {rej:9d} "
+              f"{load0:4.1f}/{load1:4.1f}", flush=True)
 
 
 def _mem_gib() -> float:
@@ -256,7 +270,10 @@ def _mem_gib() -> float:
         return float("nan")
 
 
-def compare(n: int, langs: list[str], repeats: int = 3, brute_limit: float = 900.0) -> None:
+def compare(n: int, langs: list[str], repeats: int = 3, brute_limit: float = 1500.0) -> None:
+    """Engine vs brute force on the same candidates: identical decisions, speed ratio."""
+    from datagen.similarity import tokenize
+
     for lang in langs:
         texts = gen_en(n, seed=11) if lang == "en" else gen_zh(n, seed=12)
         run_engine(texts[:200], lang)  # warm imports (jieba's dictionary) outside the timing
@@ -267,18 +284,31 @@ def compare(n: int, langs: list[str], repeats: int = 3, brute_limit: float = 900
             times.append(time.perf_counter() - t0)
         t_fast = min(times)
         t0 = time.perf_counter()
-        slow = run_brute(texts, lang, deadline=t0 + brute_limit)
+        slow, pairs, cells = run_brute(texts, lang, deadline=t0 + brute_limit)
         t_slow = time.perf_counter() - t0
         done = len(slow)
         same = fast[:done] == slow
-        note = "full run" if done == n else f"brute force stopped after {done} of {n} candidates: ratio is for that prefix"
-        if done < n:
-            t0 = time.perf_counter()
-            run_engine(texts[:done], lang)
-            t_fast = time.perf_counter() - t0
-        print(f"[{lang}] candidates={done} kept={sum(slow)} identical={same} engine={t_fast:.3f}s "
-              f"(best of {repeats}: {', '.join(f'{t:.3f}' for t in times)}) brute={t_slow:.1f}s "
-              f"ratio={t_slow / t_fast:.0f}x ({note})", flush=True)
+        line = (f"[{lang}] candidates={n} kept={sum(fast)} identical={same} (checked {done}) "
+                f"engine={t_fast:.3f}s (best of {repeats}: {', '.join(f'{t:.3f}' for t in times)}) ")
+        if done == n:
+            line += f"brute={t_slow:.1f}s ({pairs:,} pairs, {pairs / t_slow:,.0f} pairs/s) ratio={t_slow / t_fast:.0f}x (both measured in full)"
+        else:
+            # The brute force scores every non-empty candidate against everything kept before
+            # it and its cost is the LCS tables it fills; decisions are identical, so the
+            # engine's decisions give the exact remaining work.
+            total_pairs = total_cells = kept_n = kept_len = 0
+            for text, k in zip(texts, fast):
+                n_tok = len(tokenize(text, lang)) if lang != "en" else len(_rouge_tok(text))
+                if n_tok:
+                    total_pairs += kept_n
+                    total_cells += n_tok * kept_len
+                kept_n += k
+                kept_len += n_tok if k else 0
+            est = t_slow * total_cells / cells
+            line += (f"brute STOPPED at the {brute_limit:.0f}s limit after {done} candidates: {t_slow:.1f}s, {pairs:,} pairs "
+                     f"({pairs / t_slow:,.0f} pairs/s). EXTRAPOLATED to all {n} by LCS cells ({cells:,} of {total_cells:,}; "
+                     f"{total_pairs:,} pairs): ~{est:.0f}s, ratio~{est / t_fast:.0f}x")
+        print(line, flush=True)
         if not same:
             diff = next(i for i, (a, b) in enumerate(zip(fast, slow)) if a != b)
             print(f"[{lang}] FIRST MISMATCH at {diff}: {texts[diff]!r}", flush=True)
@@ -293,9 +323,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--zh", type=int, default=200000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--brute-limit", type=float, default=1500.0, help="seconds before the brute force is cut short")
     a = ap.parse_args()
     if a.mode in ("compare", "all"):
-        compare(a.n, ["en", "zh"] if a.lang == "both" else [a.lang], a.repeats)
+        compare(a.n, ["en", "zh"] if a.lang == "both" else [a.lang], a.repeats, a.brute_limit)
     if a.mode in ("scale", "all"):
         scale([int(s) for s in a.sizes.split(",") if s], a.zh)
 
