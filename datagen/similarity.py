@@ -217,7 +217,7 @@ else:  # pragma: no cover - numpy 1.x
     _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
     def _popcount(x: np.ndarray) -> np.ndarray:
-        return _BYTE_BITS[x.view(np.uint8).reshape(*x.shape, 8)].sum(-1, dtype=np.uint8)
+        return _BYTE_BITS[x.view(np.uint8).reshape(*x.shape, 8)].sum(-1, dtype=np.int32)
 
 
 class SimilarityIndex:
@@ -540,7 +540,7 @@ class SimilarityIndex:
             ids = ids[np.concatenate(([True], ids[1:] != ids[:-1]))]
         ms = self._lens_np[ids]
         q = _planes(known)
-        bound = _popcount(self._sig1[ids] & np.uint64(q[0]))
+        bound = _popcount(self._sig1[ids] & np.uint64(q[0])).astype(np.int32)  # uint8 would wrap
         for plane in q[1:]:
             bound += _popcount(self._sig2[ids] & np.uint64(plane))
         ok = bound >= self._need_row(n)[ms]  # infeasible lengths need more than n

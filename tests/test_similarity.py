@@ -340,6 +340,16 @@ def test_large_stream_matches_exhaustive_scoring():
     assert len(kept) > 1100  # the rebuild at 1,024 texts happened
 
 
+def test_very_long_texts():
+    # Hundreds of tokens: single-element postings and bucket counts far above 255.
+    rng = random.Random(11)
+    base = [" ".join(rng.sample(CORPUS, 40)) for _ in range(4)]
+    texts = [perturb(rng.choice(base), rng) for _ in range(12)]
+    texts += [" ".join(t.split()[: rng.randint(150, 400)]) for t in base]
+    assert max(len(tokenize(t, "en")) for t in texts) > 400
+    assert_stream_matches(texts)
+
+
 def test_large_ids_fall_back_to_tuples(monkeypatch):
     monkeypatch.setattr(sim, "_CHR_LIMIT", 40)  # most token ids now exceed one code point
     rng = random.Random(5)
