@@ -175,6 +175,26 @@ def serve(
     run_server(host=host, port=port, db=db)
 
 
+@app.command()
+def dedup(
+    input: str = typer.Argument(..., help="Candidates: .txt (a line each), .jsonl or .json (records with --field)."),  # noqa: A002
+    lang: str = typer.Option("auto", "--lang", help="en | zh | auto (zh for texts with Han characters)"),
+    threshold: float = typer.Option(0.7, "--threshold", help="Reject when ROUGE-L F against anything kept is above this."),
+    against: Optional[str] = typer.Option(None, "--against", help="Existing instructions (same formats) to dedup against."),
+    field: str = typer.Option("instruction", "--field", help="Record field holding the text (json/jsonl)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Kept records [default: INPUT stem + .kept.jsonl]"),
+    rejected: Optional[str] = typer.Option(None, "--rejected", help="Write rejected records with nearest text and score (JSONL)."),
+) -> None:
+    """Drop ROUGE-L near-duplicates, exactly as Alpaca's filter decides, in input order."""
+    from datagen.dedup import DedupError, dedup_file
+
+    try:
+        stats = dedup_file(input, lang=lang, threshold=threshold, against=against, field=field, out=out, rejected=rejected)
+    except (DedupError, OSError, ValueError) as e:
+        fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+    print(stats.line())
+
+
 def main() -> None:
     app()
 
