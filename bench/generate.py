@@ -215,6 +215,7 @@ def bench_pipeline(args) -> dict:
         "rate_limited_429": end["rejected_429"], "client_errors": end["errors"],
         "candidates": p.candidates, "bootstraps": p.bootstraps, "rejected": dict(p.rejected),
         "requests_per_accepted": served / max(1, accepted),
+        "similar_share": p.rejected.get("similar", 0) / max(1, p.candidates),
         "latency_ms": res["latency_ms"],
         "timeline": [(round(x["t"], 1), x["served"], x["accepted"], x["rejected_429"], x["inflight"], x["rpm_waiting"], x["work"]) for x in s],
     }
@@ -269,7 +270,7 @@ def bench_baseline(args) -> dict:
 
         c0, t0 = time.process_time(), time.monotonic()
         deadline = t0 + args.baseline_seconds
-        candidates = bootstraps = 0
+        candidates = bootstraps = similar = 0
         while time.monotonic() < deadline:
             examples = [s.instruction for s in rng.sample(seeds, cfg.num_seed_examples)]
             examples += rng.sample([m["instruction"] for m in machine], min(cfg.num_machine_examples, len(machine)))
@@ -286,6 +287,7 @@ def bench_baseline(args) -> dict:
                 toks = scorer._tokenizer.tokenize(inst)
                 scores = [rouge_scorer._score_lcs(toks, t).fmeasure for t in all_tokens]
                 if scores and max(scores) > cfg.threshold:
+                    similar += 1
                     continue
                 all_tokens.append(toks)
                 shots = pick_classify_shots(seeds, rng)
@@ -307,7 +309,7 @@ def bench_baseline(args) -> dict:
     return {
         "elapsed_s": elapsed, "requests": requests, "requests_per_min": requests * 60 / elapsed,
         "accepted": len(machine), "accepted_per_min": len(machine) * 60 / elapsed,
-        "candidates": candidates, "bootstraps": bootstraps,
+        "candidates": candidates, "bootstraps": bootstraps, "similar_share": similar / max(1, candidates),
         "cpu_s": cpu, "cpu_ms_per_accepted": 1000 * cpu / max(1, len(machine)),
         "requests_per_accepted": requests / max(1, len(machine)),
     }
@@ -394,6 +396,8 @@ def report(args, res: dict) -> str:
         r("  (pipeline incl. warm-up)", g(p, "accepted_per_min_total"), g(b, "accepted_per_min"))
         r("accepted in the window", g(p, "accepted_window"), g(b, "accepted"), "{:.0f}", ratio=False)
         r("requests per accepted instruction", g(p, "requests_per_accepted"), g(b, "requests_per_accepted"), "{:.2f}")
+        r("candidates rejected as ROUGE-L similar", 100 * p["similar_share"] if p else None,
+          100 * b["similar_share"] if b else None, "{:.0f} %", ratio=False)
         r("CPU ms per accepted instruction", g(p, "cpu_ms_per_accepted"), g(b, "cpu_ms_per_accepted"))
         if p:
             lines.append(f"  pipeline: {p['served_total']} served in all, {p['rate_limited_429']} answered 429, "
