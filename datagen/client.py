@@ -68,7 +68,10 @@ class LLMClient:
         self.log = log
         self.counters = Counters()
         self._sem = asyncio.Semaphore(max(1, concurrency))
-        self._rpm = AsyncLimiter(rpm, 60) if rpm else None
+        # A leaky bucket's capacity is the burst it allows: AsyncLimiter(rpm, 60) would let a whole
+        # minute's requests out at once, which a server that counts any 60 s window (or enforces the
+        # limit per second, as OpenAI does) answers with 429s and a long stall. Allow one second's worth.
+        self._rpm = AsyncLimiter(max(1.0, rpm / 60), max(1.0, rpm / 60) * 60 / rpm) if rpm else None
         self._tpm = AsyncLimiter(tpm, 60) if tpm else None
         self._tpm_max = tpm or 0
         self._resume_at = 0.0  # a 429's Retry-After pauses every request, not just the one that got it
