@@ -267,8 +267,8 @@ def main() -> None:
     port = free_port()
     env = dict(os.environ, DATAGEN_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
     server = subprocess.Popen(
-        # tests._serve calls api.main.serve, the function behind `datagen serve`.
-        [sys.executable, "-m", "tests._serve", f"sqlite:///{args.db}", str(port)],
+        # The real `datagen serve` command.
+        [sys.executable, "-m", "datagen.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite:///{args.db}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"

@@ -159,19 +159,6 @@ def build_db(path: Path) -> str:
     return url
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _similarity_available():
-    """The similarity and filter modules come from colleagues' branches; stand in when absent."""
-    try:
-        import datagen.similarity  # noqa: F401
-        import datagen.filters  # noqa: F401
-    except ImportError:
-        from tests import _standins
-
-        _standins.install()
-    yield
-
-
 @pytest.fixture()
 def db_url(tmp_path):
     from datagen import storage

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from tests.conftest import AUTH, TOKEN
+from conftest import AUTH, TOKEN
 
 
 def _ids(resp):
