@@ -29,17 +29,27 @@ VERBS = ["Write", "Explain", "Summarize", "List", "Describe", "Suggest", "Compar
 THINGS = ["a short story", "three tips", "a haiku", "a product description", "a polite email", "a lesson plan",
           "a recipe", "a workout routine", "a budget", "a cover letter", "a riddle", "a limerick", "a checklist",
           "a travel itinerary", "a SQL query", "a Python function", "an analogy", "a debate argument", "a slogan",
-          "a job posting", "a quiz question", "a book blurb", "a weekly schedule", "a toast", "a tweet"]
+          "a job posting", "a quiz question", "a book blurb", "a weekly schedule", "a toast", "a tweet",
+          "a bedtime story", "five interview questions", "a persuasive paragraph", "a packing list", "a sonnet",
+          "a customer apology", "a meeting agenda", "a trivia question", "a grocery list", "a press release",
+          "a one-act play", "a mnemonic", "a safety notice", "a thank-you note", "a motivational speech"]
 TOPICS = ["volcanoes", "urban gardening", "the French Revolution", "black holes", "remote work", "coffee brewing",
           "renewable energy", "chess openings", "honeybees", "the stock market", "sleep hygiene", "medieval castles",
           "machine learning", "ocean tides", "jazz improvisation", "climate migration", "public libraries",
           "electric bicycles", "ancient Rome", "photosynthesis", "street food", "first aid", "tax returns",
           "marathon training", "password security", "origami", "the water cycle", "museum etiquette", "penguins",
-          "home insulation", "the printing press", "meditation", "board games", "supply chains", "wildfires"]
+          "home insulation", "the printing press", "meditation", "board games", "supply chains", "wildfires",
+          "glaciers", "bread baking", "quantum computing", "vaccines", "bird migration", "the Silk Road",
+          "composting", "solar panels", "volunteering", "lighthouses", "credit scores", "desert plants",
+          "container shipping", "sign language", "the Olympic Games", "coral reefs", "typography", "tea ceremonies",
+          "earthquakes", "budget airlines", "beekeeping", "the human heart", "public speaking", "city parks"]
 FOR = ["for a ten-year-old", "for a busy parent", "for a nervous beginner", "for a retired engineer",
        "for a high school class", "for a small bakery", "for a hiking club", "for new employees", "for a podcast audience",
        "for a skeptical investor", "in under fifty words", "using only simple words", "in a cheerful tone",
-       "as a numbered list", "with one concrete example", "in the style of a news report", "without using jargon"]
+       "as a numbered list", "with one concrete example", "in the style of a news report", "without using jargon",
+       "for a rural clinic", "for a chess club newsletter", "for first-year students", "for a wedding guest",
+       "for a night-shift nurse", "for a startup founder", "in exactly three sentences", "with a surprising twist",
+       "from the point of view of a cat", "for a museum audio guide", "for a radio advert", "for a science fair"]
 
 
 def _instruction(rng: random.Random) -> str:
