@@ -261,4 +261,10 @@ def parse_instances(ps: PromptSet, text: str, output_first: bool, truncated: boo
             else:
                 out.append(Instance(input=norm_input(pending or ""), output=value.strip()))
             pending = None
+    if not out and not output_first:
+        # The prompt says a task that needs no input may be answered directly; models that do so
+        # write the answer where the Input would go and never write an Output label.
+        first = next((v.strip() for k, v in fields if k == "input" and v.strip()), "")
+        if first and norm_input(first):
+            out.append(Instance(input="", output=first))
     return out

@@ -313,3 +313,11 @@ def test_instances_prompt_renders_both_orders():
     text = instances_prompt(EN, [seed("Is it spam?", "Win $$$ now", "spam", cls=True)], "Is it rude?", output_first=True)
     assert "Class label: spam\nInput: Win $$$ now" in text
     assert text.endswith("Task: Is it rude?\nClass label:")
+
+
+def test_input_first_answer_without_labels_becomes_a_no_input_instance():
+    ps = load_prompts("en")
+    got = parse_instances(ps, "A cinema club for retirees.\n\nExample 2\nInput:", False, False, "Example 1\nInput:")
+    assert [(i.input, i.output) for i in got] == [("", "A cinema club for retirees.")]
+    # A model that only wrote the no-input marker produced no answer at all.
+    assert parse_instances(ps, " <noinput>\n", False, False, "Example 1\nInput:") == []
