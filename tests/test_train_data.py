@@ -137,6 +137,8 @@ def test_pack_rows_fill_and_positions(tok):
             assert b["position_ids"][r, at:at + k].tolist() == list(range(k))
             assert b["targets"][r, at + k - 1] == D.IGNORE  # a sample's last token never predicts the next sample
             at += k
+    fixed = D.packed_batch(rows[:3], pad_to=64)  # --compile: one shape for every step
+    assert fixed["input_ids"].shape == (3, 64) and (fixed["targets"][:, b["input_ids"].shape[1]:] == D.IGNORE).all()
 
 
 def _losses(model, samples):

@@ -66,6 +66,8 @@ def qlora(
     bits: int = typer.Option(4, "--bits", help="4 (NF4 + double quant) | 8 | 16"),
     compute_dtype: str = typer.Option("auto", "--compute-dtype", help="auto (bf16 on GPUs that have it, fp32 on CPU) | bf16 | fp16 | fp32"),
     gradient_checkpointing: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing"),
+    lora_dtype: str = typer.Option("fp32", "--lora-dtype", help="fp32 | bf16: adapter weights' dtype (bf16: faster, as the QLoRA reference code)"),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile each decoder layer (GPU; best with --packing)."),
     optim: str = typer.Option("adamw", "--optim", help="adamw | paged_adamw_32bit | paged_adamw_8bit"),
     max_grad_norm: float = typer.Option(0.3, "--max-grad-norm"),
     save_steps: int = typer.Option(100, "--save-steps"),

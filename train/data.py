@@ -197,14 +197,14 @@ def pack_rows(samples: list[dict], row_len: int) -> list[list[dict]]:
     return rows
 
 
-def packed_batch(rows: list[list[dict]]) -> dict:
+def packed_batch(rows: list[list[dict]], pad_to: int = 0) -> dict:
     """Rows of concatenated samples, no padding inside a row; position_ids restart at 0 per sample.
 
     `seq_lens` (per row) lets the model build a block-diagonal causal mask, so no token attends
     to another sample. Rows of one batch are right-padded to the longest row with a final dummy
     segment that has no targets.
     """
-    n = max(sum(len(s["input_ids"]) for s in row) for row in rows)
+    n = max(pad_to, max(sum(len(s["input_ids"]) for s in row) for row in rows))  # pad_to: fixed shapes for torch.compile
     ids = torch.zeros((len(rows), n), dtype=torch.long)
     tgt = torch.full((len(rows), n), IGNORE, dtype=torch.long)
     pos = torch.zeros((len(rows), n), dtype=torch.long)
@@ -233,8 +233,8 @@ def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
 class Batches:
     """An endless, seeded stream of micro-batches, over epochs; its position can be saved and restored."""
 
-    def __init__(self, samples: list[dict], *, batch_size: int, pad_id: int, packing: bool, row_len: int, seed: int):
-        self.samples, self.batch_size, self.pad_id = samples, batch_size, pad_id
+    def __init__(self, samples: list[dict], *, batch_size: int, pad_id: int, packing: bool, row_len: int, seed: int, fixed: bool = False):
+        self.samples, self.batch_size, self.pad_id, self.fixed = samples, batch_size, pad_id, fixed
         self.packing, self.row_len, self.seed = packing, row_len, seed
         self.units = pack_rows(samples, row_len) if packing else [[s] for s in samples]
         self.epoch, self.index = 0, 0
@@ -256,7 +256,7 @@ class Batches:
         chosen = [self.units[i] for i in self._order[self.index:self.index + self.batch_size]]
         self.index += self.batch_size
         if self.packing:
-            return packed_batch(chosen)
+            return packed_batch(chosen, self.row_len if self.fixed else 0)
         return pad_batch([u[0] for u in chosen], self.pad_id)
 
     def state(self) -> dict:

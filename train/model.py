@@ -116,7 +116,8 @@ def load_base(path: Path, prec: Precision, *, trust_remote_code: bool = False, a
     elif prec.bits == 8:
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     # One whole copy per process: under torchrun each rank keeps its model on its own GPU (DDP).
-    kwargs["device_map"] = {"": prec.device.index if prec.device.type == "cuda" else "cpu"}
+    gpu = prec.device.index if prec.device.index is not None else local_rank()
+    kwargs["device_map"] = {"": gpu if prec.device.type == "cuda" else "cpu"}
     if attn:  # else transformers' default: sdpa where the architecture has it (LLaMA), eager otherwise (BLOOM)
         kwargs["attn_implementation"] = attn
     try:
@@ -143,7 +144,7 @@ def lora_targets(model) -> list[str]:
     return sorted(names)
 
 
-def add_lora(model, *, rank: int, alpha: float, dropout: float, gradient_checkpointing: bool):
+def add_lora(model, *, rank: int, alpha: float, dropout: float, gradient_checkpointing: bool, lora_dtype: str = "fp32"):
     from peft import LoraConfig, get_peft_model
 
     for p in model.parameters():
@@ -155,7 +156,16 @@ def add_lora(model, *, rank: int, alpha: float, dropout: float, gradient_checkpo
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model),
                      bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    model = get_peft_model(model, cfg)
+    if lora_dtype == "bf16":
+        # As the QLoRA reference code does under bf16: adapter weights in bf16 skip peft's fp32 casts of
+        # every adapted layer's input (faster, less memory), at the cost of coarser weight updates.
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    elif lora_dtype != "fp32":
+        raise TrainError(f"unknown --lora-dtype {lora_dtype!r}: use fp32 or bf16")
+    return model
 
 
 def supports_packing(model) -> bool:

@@ -51,6 +51,8 @@ class Config:
     bits: int = 4
     compute_dtype: str = "auto"
     gradient_checkpointing: bool = True
+    lora_dtype: str = "fp32"  # fp32 | bf16 (adapter weights)
+    compile: bool = False  # torch.compile each decoder layer (packed rows then get one fixed length)
     optim: str = "adamw"  # adamw | paged_adamw_32bit | paged_adamw_8bit
     weight_decay: float = 0.0
     max_grad_norm: float = 0.3
@@ -134,6 +136,17 @@ class TokenLoss(torch.nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         backbone, head = parts(self.model)
         return token_loss_sum(backbone, head, batch, chunk=self.chunk, checkpoint=self.checkpoint)
+
+
+def compile_layers(model) -> None:
+    """Compile the decoder layers one by one: one graph, reused by every layer, in about a minute;
+    the mask building and the loss stay eager (their shapes change from step to step)."""
+    backbone, _ = parts(model)
+    layers = getattr(backbone, "layers", None) or getattr(backbone, "h", None)
+    if layers is None:
+        raise TrainError("--compile: cannot find the decoder layers of this model")
+    for layer in layers:
+        layer.compile(dynamic=False)
 
 
 def real_tokens(batch: dict) -> int:
@@ -304,7 +317,7 @@ def prepare(cfg: Config, console=None):
     if cfg.packing and not M.supports_packing(model):
         raise TrainError(f"--packing needs a model that takes position_ids; {model.config.model_type} does not (use padding)")
     model = M.add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                       gradient_checkpointing=cfg.gradient_checkpointing)
+                       gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=cfg.lora_dtype)
     meta = {"base": str(path), "template": template.name, "bits": cfg.bits, "max_seq_length": cfg.max_seq_length}
     return {"path": path, "prec": prec, "tok": tok, "template": template, "samples": samples, "model": model, "meta": meta}
 
@@ -355,7 +368,9 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
     model = step_fn
 
     batches = D.Batches(samples, batch_size=cfg.per_device_batch_size, pad_id=pad_id, packing=cfg.packing,
-                        row_len=cfg.max_seq_length, seed=cfg.seed + rank)
+                        row_len=cfg.max_seq_length, seed=cfg.seed + rank, fixed=cfg.compile and cfg.packing)
+    if cfg.compile:
+        compile_layers(core)
     steps_per_epoch = max(1, math.ceil(batches.per_epoch / cfg.grad_accum))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * steps_per_epoch))
     opt = make_optimizer([x for x in model.parameters() if x.requires_grad], cfg, prec.device)
