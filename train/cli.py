@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -82,7 +81,8 @@ def qlora(
         values = {k: v for k, v in ctx.params.items() if k != "config"}
         if config is not None:
             for k, v in load_config_file(config).items():
-                if ctx.get_parameter_source(k) in (None, click.core.ParameterSource.DEFAULT):
+                src = ctx.get_parameter_source(k)
+                if src is None or src.name in ("DEFAULT", "DEFAULT_MAP"):  # by name: click 8.5 moved the enum
                     values[k] = v
         for need in ("data", "model_name_or_path", "output_dir"):
             if not values.get(need):

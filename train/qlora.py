@@ -353,7 +353,7 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = out_dir / "train_log.jsonl"
     n_train = sum(x.numel() for x in model.parameters() if x.requires_grad)
-    n_all = sum(x.numel() for x in model.parameters())
+    n_all = sum(x.numel() * (2 if type(x).__name__ == "Params4bit" else 1) for x in model.parameters())  # 4-bit: two a byte
     if rank == 0:
         console.print(f"[bold]train qlora[/]: {prec.describe()}; template {template_name}; "
                       f"{len(samples)} samples{' packed' if cfg.packing else ''}; LoRA r={cfg.lora_rank} on "
@@ -434,7 +434,9 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
                     save_checkpoint(core, opt, sched, step, batches, out_dir, meta, cfg.save_total_limit)
     if rank == 0:
         save_adapter(core, out_dir / "adapter", meta)
-        (out_dir / "train_args.json").write_text(json.dumps({k: v for k, v in asdict(cfg).items() if k != "extra"}, indent=2))
+        args_file = out_dir / "train_args.json"
+        (out_dir / ".train_args.json.tmp").write_text(json.dumps({k: v for k, v in asdict(cfg).items() if k != "extra"}, indent=2))
+        os.replace(out_dir / ".train_args.json.tmp", args_file)
         if log_file.exists():
             plot_loss(log_file, out_dir / "loss.png")
         console.print(f"done: {step} steps; adapter in {out_dir / 'adapter'}; log {log_file}; plot {out_dir / 'loss.png'}")
