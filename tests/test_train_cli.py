@@ -115,3 +115,18 @@ def test_merge_into_4bit_is_refused(tmp_path, llama, data):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: refusing to merge into a 4-bit model")
     assert not (tmp_path / "m").exists()
+
+
+def test_two_processes_ddp(tmp_path, llama, data):
+    """The torchrun path: two ranks (gloo on the CPU), one share of the data each, one adapter written."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "train.cli",
+                        "qlora", "--data", str(data), "--model-name-or-path", str(llama), "--output-dir", str(out), "--bits", "16",
+                        "--max-steps", "2", "--per-device-batch-size", "2", "--lora-rank", "4"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 processes" in r.stderr
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows] == [1, 2]  # rank 0 alone writes the log
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

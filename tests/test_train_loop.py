@@ -88,6 +88,16 @@ def test_4bit_nf4_double_quant_on_cpu(tmp_path, data, llama):
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
+def test_8bit_step_on_cpu(tmp_path, data, llama):
+    import bitsandbytes as bnb
+
+    p = Q.prepare(cfg(data, llama, tmp_path / "q8", bits=8))
+    assert sum(isinstance(m, bnb.nn.Linear8bitLt) for m in p["model"].modules()) == 14
+    last = Q.fit(cfg(data, llama, tmp_path / "q8", bits=8, max_steps=2), p["model"], p["samples"], prec=p["prec"],
+                 pad_id=p["tok"].pad_token_id, meta=p["meta"])
+    assert last["step"] == 2 and 0 < last["loss"] < 100
+
+
 def test_resume_continues_exactly(tmp_path, data, llama):
     """Stop after step 2 (only checkpoint-2 survives), resume: steps 3-4 match an uninterrupted run."""
     a = tmp_path / "a"

@@ -288,11 +288,12 @@ def plot_loss(log_file: Path, png: Path) -> None:
 # -- distributed ---------------------------------------------------------------------------------
 
 def init_distributed() -> tuple[int, int]:
-    """(rank, world size); under torchrun/accelerate launch, one process per GPU joined by NCCL."""
+    """(rank, world size); under torchrun/accelerate launch, one process per GPU joined by NCCL (gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not torch.distributed.is_initialized():
-        torch.cuda.set_device(M.local_rank())
-        torch.distributed.init_process_group("nccl")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(M.local_rank())
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
@@ -364,11 +365,13 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
     step_fn = TokenLoss(core, chunk=cfg.loss_chunk, checkpoint=cfg.gradient_checkpointing)
     if world > 1:
         # DDP wraps the module whose forward is the loss, so its gradient all-reduce sees every use.
-        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[M.local_rank()])
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[M.local_rank()] if prec.device.type == "cuda" else None)
     model = step_fn
 
+    if world > 1:  # each rank trains on its own share; gradients are averaged by DDP
+        samples = samples[rank::world]
     batches = D.Batches(samples, batch_size=cfg.per_device_batch_size, pad_id=pad_id, packing=cfg.packing,
-                        row_len=cfg.max_seq_length, seed=cfg.seed + rank, fixed=cfg.compile and cfg.packing)
+                        row_len=cfg.max_seq_length, seed=cfg.seed, fixed=cfg.compile and cfg.packing)
     if cfg.compile:
         compile_layers(core)
     steps_per_epoch = max(1, math.ceil(batches.per_epoch / cfg.grad_accum))
