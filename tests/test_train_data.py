@@ -100,6 +100,7 @@ def test_read_alpaca_jsonl_and_sharegpt(tmp_path):
     ('[{"instruction": "a", "output": "b"},', "malformed JSON"),
     ('{"instruction": "a", "output": "b"}\n{"oops"\n', "malformed JSON .* line 2"),
     ('[{"text": "no fields"}]', "expected alpaca fields"),
+    ('[{"instruction": "a", "input": "", "output": null}]', "must be strings"),
     ('[{"conversations": [{"from": "gpt", "value": "x"}]}]', "must follow a user message"),
 ])
 def test_bad_data_is_one_clear_error(tmp_path, content, msg):

@@ -96,6 +96,8 @@ def to_dialog(rec, where: str) -> Dialog:
             raise TrainError(f"{where}: conversation has no user/assistant exchange")
         return Dialog(turns, system)
     if "instruction" in rec and "output" in rec:
+        if not (isinstance(rec["instruction"], str) and isinstance(rec["output"], str) and isinstance(rec.get("input") or "", str)):
+            raise TrainError(f"{where}: instruction, input and output must be strings")
         inp = (rec.get("input") or "").strip()
         prompt = rec["instruction"] + (f"\n\n{inp}" if inp else "")  # as datagen's sharegpt export joins them
         history = [(h[0], h[1]) for h in rec.get("history") or []]

@@ -55,6 +55,7 @@ def merge(base: str | None, adapter: str | Path, out: str | Path, *, dtype: str 
     if dtype not in DTYPES:
         raise TrainError(f"unknown --dtype {dtype!r}: use bf16, fp16 or fp32")
     adapter, out = Path(adapter), Path(out)
+    base = base or read_meta(adapter).get("base")
     if base:
         cfg_file = M.resolve_model_path(base) / "config.json"
         qc = json.loads(cfg_file.read_text()).get("quantization_config") or {}
