@@ -52,6 +52,7 @@ class Config:
     compute_dtype: str = "auto"
     gradient_checkpointing: bool = True
     lora_dtype: str = "fp32"  # fp32 | bf16 (adapter weights)
+    attn_implementation: str | None = None  # None: transformers' default (sdpa for LLaMA); flash_attention_2 needs flash-attn
     compile: bool = False  # torch.compile each decoder layer (packed rows then get one fixed length)
     optim: str = "adamw"  # adamw | paged_adamw_32bit | paged_adamw_8bit
     weight_decay: float = 0.0
@@ -314,7 +315,7 @@ def prepare(cfg: Config, console=None):
     tok = M.load_tokenizer(path, trust_remote_code=remote)
     template = get_template(cfg.template, model_type=M.model_type(path), tokenizer=tok)
     samples = D.encode_all(tok, template, dialogs, cfg.max_seq_length)
-    model = M.load_base(path, prec, trust_remote_code=remote)
+    model = M.load_base(path, prec, trust_remote_code=remote, attn=cfg.attn_implementation)
     if cfg.packing and not M.supports_packing(model):
         raise TrainError(f"--packing needs a model that takes position_ids; {model.config.model_type} does not (use padding)")
     model = M.add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
