@@ -334,12 +334,10 @@ def run(cfg: Config, console=None) -> dict:
     out_dir = Path(cfg.output_dir)
     if not cfg.output_dir:
         raise TrainError("--output-dir is required")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_file = out_dir / "train_log.jsonl"
     if not cfg.resume and checkpoints(out_dir):
         raise TrainError(f"{out_dir} already has checkpoints: pass --resume to continue, or pick another --output-dir")
 
-    p = prepare(cfg, console)
+    p = prepare(cfg, console)  # bad data or model fails here, before anything is written
     return fit(cfg, p["model"], p["samples"], prec=p["prec"], pad_id=p["tok"].pad_token_id, meta=p["meta"],
                template_name=p["template"].name, console=console, rank=rank, world=world)
 
