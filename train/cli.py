@@ -1,0 +1,171 @@
+"""`train`: qlora, merge, chat, generate. A thin shell: parse options, call one function, and turn
+user errors into one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Fine-tune on exported data (QLoRA), merge adapters, chat with the result.")
+
+
+def fail(msg: str, code: int = 1) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _quiet() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: models are local paths
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _guard(fn):
+    from train.errors import TrainError
+
+    try:
+        return fn()
+    except TrainError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except (OSError, ValueError) as exc:
+        fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+@app.command()
+def qlora(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file with the same keys as these options; flags given here win."),
+    data: Optional[str] = typer.Option(None, "--data", help="Training file: alpaca JSON/JSONL or sharegpt (conversations/messages)."),
+    model_name_or_path: Optional[str] = typer.Option(None, "--model-name-or-path", help="HF model directory, a .gguf file, or 'smollm2' (built in)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Where checkpoints, adapter/, train_log.jsonl and loss.png go."),
+    template: str = typer.Option("auto", "--template", help="auto | alpaca | baichuan | llama2 | bloomz | chatml"),
+    max_seq_length: int = typer.Option(1024, "--max-seq-length"),
+    lora_rank: int = typer.Option(64, "--lora-rank"),
+    lora_alpha: float = typer.Option(16.0, "--lora-alpha"),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
+    learning_rate: float = typer.Option(2e-4, "--learning-rate"),
+    lr_scheduler: str = typer.Option("constant_with_warmup", "--lr-scheduler", help="Any transformers schedule name."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps"),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    max_steps: int = typer.Option(0, "--max-steps", help="> 0: stop after this many optimizer steps (overrides --epochs)."),
+    per_device_batch_size: int = typer.Option(8, "--per-device-batch-size", help="Samples (or packed rows) per micro-batch."),
+    grad_accum: int = typer.Option(1, "--grad-accum"),
+    packing: bool = typer.Option(False, "--packing/--no-packing", help="Concatenate samples into rows of --max-seq-length, no padding, no cross-sample attention."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output-dir."),
+    bits: int = typer.Option(4, "--bits", help="4 (NF4 + double quant) | 8 | 16"),
+    compute_dtype: str = typer.Option("auto", "--compute-dtype", help="auto (bf16 on GPUs that have it, fp32 on CPU) | bf16 | fp16 | fp32"),
+    gradient_checkpointing: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing"),
+    lora_dtype: str = typer.Option("fp32", "--lora-dtype", help="fp32 | bf16: adapter weights' dtype (bf16: less memory, as the QLoRA reference code)"),
+    attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="sdpa | eager | flash_attention_2 | flex_attention [default: transformers' choice]"),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile each decoder layer (GPU; best with --packing)."),
+    optim: str = typer.Option("adamw", "--optim", help="adamw | paged_adamw_32bit | paged_adamw_8bit"),
+    max_grad_norm: float = typer.Option(0.3, "--max-grad-norm"),
+    save_steps: int = typer.Option(100, "--save-steps"),
+    save_total_limit: int = typer.Option(2, "--save-total-limit"),
+    seed: int = typer.Option(42, "--seed"),
+    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config (not supported yet: an error)."),
+) -> None:
+    """QLoRA fine-tuning of a causal LM on exported instruction data."""
+    from train.qlora import Config, load_config_file, run
+
+    def go():
+        values = {k: v for k, v in ctx.params.items() if k != "config"}
+        if config is not None:
+            for k, v in load_config_file(config).items():
+                src = ctx.get_parameter_source(k)
+                if src is None or src.name in ("DEFAULT", "DEFAULT_MAP"):  # by name: click 8.5 moved the enum
+                    values[k] = v
+        for need in ("data", "model_name_or_path", "output_dir"):
+            if not values.get(need):
+                fail(f"--{need.replace('_', '-')} is required (as a flag or in --config)")
+        _quiet()
+        run(Config(**values))
+
+    _guard(go)
+
+
+@app.command()
+def merge(
+    base: Optional[str] = typer.Option(None, "--base", help="The 16-bit base model [default: the one the adapter was trained on]."),
+    adapter: Path = typer.Option(..., "--adapter", help="Adapter directory (a run's adapter/ or a checkpoint-N/)."),
+    out: Path = typer.Option(..., "--out", help="Directory for the merged model."),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp32"),
+    bits: int = typer.Option(16, "--bits", help="Precision of the base to merge into; 4 and 8 are refused."),
+) -> None:
+    """Fold a LoRA adapter into its base model (never into a 4-bit model)."""
+    from train.merge import merge as do_merge
+
+    def go():
+        _quiet()
+        where = do_merge(base, adapter, out, dtype=dtype, bits=bits)
+        print(f"merged model written to {where}")
+
+    _guard(go)
+
+
+def _chat(base, adapter, template, bits):
+    from train.chat import Chat
+
+    _quiet()
+    return Chat(base, str(adapter) if adapter else None, template=template, bits=bits)
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Option(..., "--prompt", help="The user message."),
+    base: Optional[str] = typer.Option(None, "--base"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter"),
+    template: Optional[str] = typer.Option(None, "--template", help="[default: the one used in training]"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0: greedy."),
+    bits: int = typer.Option(16, "--bits"),
+) -> None:
+    """One reply to --prompt, with the training template."""
+    _guard(lambda: print(_chat(base, adapter, template, bits).reply(prompt, max_new_tokens=max_new_tokens, temperature=temperature)))
+
+
+@app.command()
+def chat(
+    base: Optional[str] = typer.Option(None, "--base"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter"),
+    template: Optional[str] = typer.Option(None, "--template"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    bits: int = typer.Option(16, "--bits"),
+) -> None:
+    """Interactive chat; the conversation so far is the context. Empty line or Ctrl-D ends it; /reset clears it."""
+
+    def go():
+        c = _chat(base, adapter, template, bits)
+        print(f"chat ({c.template.name} template); empty line or Ctrl-D to quit, /reset to start over", file=sys.stderr)
+        while True:
+            try:
+                text = input("you> ")
+            except EOFError:
+                break
+            if not text.strip():
+                break
+            if text.strip() == "/reset":
+                c.history.clear()
+                continue
+            print(f"bot> {c.reply(text, max_new_tokens=max_new_tokens, temperature=temperature)}", flush=True)
+
+    _guard(go)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

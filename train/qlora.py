@@ -1,0 +1,453 @@
+"""The training loop, top to bottom: config, data, model, optimizer, steps, checkpoints, logs.
+
+One optimizer step = `grad_accum` micro-batches. The loss is the mean over every target token
+of the step (summed per micro-batch, divided by the step's token count), so padding, packing and
+accumulation all give the same objective. A checkpoint holds the adapter weights and everything
+else needed to continue exactly: optimizer, scheduler, step, data position and RNG states.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from train import data as D
+from train import model as M
+from train.errors import TrainError
+from train.templates import get as get_template
+
+STATE_FILE = "train_state.pt"
+META_FILE = "datagen_train.json"  # beside an adapter: base model and template, for chat and merge
+
+
+@dataclass
+class Config:
+    data: str = ""
+    model_name_or_path: str = ""
+    output_dir: str = ""
+    template: str = "auto"
+    max_seq_length: int = 1024
+    lora_rank: int = 64
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "constant_with_warmup"
+    warmup_steps: int = 0
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 overrides epochs
+    per_device_batch_size: int = 8
+    grad_accum: int = 1
+    packing: bool = False
+    resume: bool = False
+    bits: int = 4
+    compute_dtype: str = "auto"
+    gradient_checkpointing: bool = True
+    lora_dtype: str = "fp32"  # fp32 | bf16 (adapter weights)
+    attn_implementation: str | None = None  # None: transformers' default (sdpa for LLaMA); flash_attention_2 needs flash-attn
+    compile: bool = False  # torch.compile each decoder layer (packed rows then get one fixed length)
+    optim: str = "adamw"  # adamw | paged_adamw_32bit | paged_adamw_8bit
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.3
+    save_steps: int = 100  # 0: no checkpoints (the final adapter is still written)
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    seed: int = 42
+    loss_chunk: int = 4096  # tokens per lm_head chunk: the full [tokens, vocab] logits never exist at once
+    deepspeed: str | None = None
+    trust_remote_code: bool | None = None  # None: only for families that need it (baichuan)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        return {f.name for f in fields(cls)} - {"extra"}
+
+
+def load_config_file(path: str | Path) -> dict:
+    """YAML or JSON with the flags' names (dashes or underscores)."""
+    p = Path(path)
+    if not p.is_file():
+        raise TrainError(f"config file not found: {p}")
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(p.read_text()) or {}
+        else:
+            raw = json.loads(p.read_text())
+    except Exception as exc:
+        raise TrainError(f"cannot parse config {p}: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise TrainError(f"config {p} must be a mapping of option names to values")
+    out = {k.replace("-", "_"): v for k, v in raw.items()}
+    unknown = set(out) - Config.keys()
+    if unknown:
+        raise TrainError(f"unknown keys in {p}: {', '.join(sorted(unknown))}")
+    return out
+
+
+# -- loss ---------------------------------------------------------------------------------------
+
+def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    logits = torch.nn.functional.linear(h, weight).float()
+    return torch.nn.functional.cross_entropy(logits, tgt, ignore_index=D.IGNORE, reduction="sum")
+
+
+def token_loss_sum(backbone, head, batch: dict, *, chunk: int, checkpoint: bool) -> torch.Tensor:
+    """Sum of the cross-entropy over the batch's target tokens.
+
+    Only positions with a target go through lm_head, in chunks; with `checkpoint` each chunk's
+    logits are recomputed in backward instead of kept (the memory of a 64k vocabulary).
+    """
+    kwargs = {"input_ids": batch["input_ids"], "use_cache": False}
+    if "position_ids" in batch:
+        # No attention mask: transformers reads the restarting position_ids as packed samples and
+        # builds a block-diagonal causal mask (tested: packed loss == padded loss).
+        kwargs["position_ids"] = batch["position_ids"]
+    else:
+        kwargs["attention_mask"] = batch["attention_mask"]
+    hidden = backbone(**kwargs).last_hidden_state
+    tgt = batch["targets"]
+    keep = tgt != D.IGNORE
+    h, t = hidden[keep], tgt[keep]
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, h.shape[0], chunk):
+        if checkpoint and torch.is_grad_enabled():
+            total = total + torch.utils.checkpoint.checkpoint(_chunk_loss, h[i:i + chunk], head.weight, t[i:i + chunk], use_reentrant=False)
+        else:
+            total = total + _chunk_loss(h[i:i + chunk], head.weight, t[i:i + chunk])
+    return total
+
+
+class TokenLoss(torch.nn.Module):
+    """forward(batch) -> summed token loss; the unit DDP wraps."""
+
+    def __init__(self, model, *, chunk: int, checkpoint: bool):
+        super().__init__()
+        self.model, self.chunk, self.checkpoint = model, chunk, checkpoint
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        backbone, head = parts(self.model)
+        return token_loss_sum(backbone, head, batch, chunk=self.chunk, checkpoint=self.checkpoint)
+
+
+def compile_layers(model) -> None:
+    """Compile the decoder layers one by one: one graph, reused by every layer, in about a minute;
+    the mask building and the loss stay eager (their shapes change from step to step)."""
+    backbone, _ = parts(model)
+    layers = getattr(backbone, "layers", None) or getattr(backbone, "h", None)
+    if layers is None:
+        raise TrainError("--compile: cannot find the decoder layers of this model")
+    for layer in layers:
+        layer.compile(dynamic=False)
+
+
+def real_tokens(batch: dict) -> int:
+    """Tokens that are not padding."""
+    if "segments" in batch:
+        return int((batch["segments"] > 0).sum())
+    return int(batch["attention_mask"].sum())
+
+
+def parts(model):
+    """(backbone, lm_head) of a causal LM, through a peft wrapper if there is one."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(lm, lm.base_model_prefix), lm.get_output_embeddings()
+
+
+# -- optimizer and schedule -----------------------------------------------------------------------
+
+def make_optimizer(params, cfg: Config, device: torch.device):
+    if cfg.optim == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    if cfg.optim in ("paged_adamw_32bit", "paged_adamw_8bit"):
+        import bitsandbytes as bnb
+
+        cls = bnb.optim.PagedAdamW32bit if cfg.optim.endswith("32bit") else bnb.optim.PagedAdamW8bit
+        return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    raise TrainError(f"unknown --optim {cfg.optim!r}: use adamw, paged_adamw_32bit or paged_adamw_8bit")
+
+
+def make_scheduler(opt, cfg: Config, total_steps: int):
+    from transformers import get_scheduler
+
+    try:
+        return get_scheduler(cfg.lr_scheduler, opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
+    except ValueError as exc:
+        raise TrainError(f"--lr-scheduler: {exc}".splitlines()[0]) from None
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    import numpy as np
+
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    import numpy as np
+
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_adapter(model, out: Path, meta: dict) -> None:
+    """Adapter weights + config + our meta, written to a temp dir and renamed into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def save_checkpoint(model, opt, sched, step: int, batches: D.Batches, out_dir: Path, meta: dict, keep: int) -> Path:
+    ck = out_dir / f"checkpoint-{step}"
+    save_adapter(model, ck, meta)
+    state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "data": batches.state(), "rng": rng_state()}
+    tmp = ck / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, ck / STATE_FILE)
+    for old in checkpoints(out_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return ck
+
+
+def checkpoints(out_dir: Path) -> list[Path]:
+    found = [p for p in out_dir.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def load_checkpoint(model, opt, sched, batches: D.Batches, ck: Path) -> int:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(ck / "adapter_model.safetensors", device=str(next(model.parameters()).device))
+    set_peft_model_state_dict(model, weights)
+    state = torch.load(ck / STATE_FILE, weights_only=False)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    batches.restore(state["data"])
+    set_rng_state(state["rng"])
+    return state["step"]
+
+
+# -- logs ----------------------------------------------------------------------------------------
+
+def plot_loss(log_file: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (target tokens)")
+    ax.set_title(png.parent.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+# -- distributed ---------------------------------------------------------------------------------
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); under torchrun/accelerate launch, one process per GPU joined by NCCL (gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(M.local_rank())
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def prepare(cfg: Config, console=None):
+    """Everything before the first step; returned so the benchmark can drive the same objects."""
+    if cfg.deepspeed:
+        raise TrainError("--deepspeed is not supported yet: use torchrun for DDP across GPUs")
+    if cfg.max_steps <= 0 and cfg.epochs <= 0:
+        raise TrainError("give --epochs > 0 or --max-steps > 0")
+    if cfg.per_device_batch_size < 1 or cfg.grad_accum < 1:
+        raise TrainError("--per-device-batch-size and --grad-accum must be at least 1")
+    dialogs = D.load_dialogs(cfg.data)  # bad data fails before the (slow) model load
+    path = M.resolve_model_path(cfg.model_name_or_path)
+    remote = M.needs_remote_code(path) if cfg.trust_remote_code is None else cfg.trust_remote_code
+    prec = M.pick_precision(cfg.bits, cfg.compute_dtype)
+    tok = M.load_tokenizer(path, trust_remote_code=remote)
+    template = get_template(cfg.template, model_type=M.model_type(path), tokenizer=tok)
+    samples = D.encode_all(tok, template, dialogs, cfg.max_seq_length)
+    model = M.load_base(path, prec, trust_remote_code=remote, attn=cfg.attn_implementation)
+    if cfg.packing and not M.supports_packing(model):
+        raise TrainError(f"--packing needs a model that takes position_ids; {model.config.model_type} does not (use padding)")
+    model = M.add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                       gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=cfg.lora_dtype)
+    meta = {"base": str(path), "template": template.name, "bits": cfg.bits, "max_seq_length": cfg.max_seq_length}
+    return {"path": path, "prec": prec, "tok": tok, "template": template, "samples": samples, "model": model, "meta": meta}
+
+
+def run(cfg: Config, console=None) -> dict:
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    rank, world = init_distributed()
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out_dir = Path(cfg.output_dir)
+    if not cfg.output_dir:
+        raise TrainError("--output-dir is required")
+    if not cfg.resume and checkpoints(out_dir):
+        raise TrainError(f"{out_dir} already has checkpoints: pass --resume to continue, or pick another --output-dir")
+
+    p = prepare(cfg, console)  # bad data or model fails here, before anything is written
+    return fit(cfg, p["model"], p["samples"], prec=p["prec"], pad_id=p["tok"].pad_token_id, meta=p["meta"],
+               template_name=p["template"].name, console=console, rank=rank, world=world)
+
+
+def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: int, meta: dict, template_name: str = "",
+        console=None, rank: int = 0, world: int = 1) -> dict:
+    """The steps themselves, on a LoRA model and encoded samples (the benchmark calls this too)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_file = out_dir / "train_log.jsonl"
+    n_train = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    n_all = sum(x.numel() * (2 if type(x).__name__ == "Params4bit" else 1) for x in model.parameters())  # 4-bit: two a byte
+    if rank == 0:
+        console.print(f"[bold]train qlora[/]: {prec.describe()}; template {template_name}; "
+                      f"{len(samples)} samples{' packed' if cfg.packing else ''}; LoRA r={cfg.lora_rank} on "
+                      f"{', '.join(sorted(model.peft_config['default'].target_modules))}; "
+                      f"{n_train / 1e6:.2f}M trainable of {n_all / 1e6:.1f}M parameters"
+                      + (f"; {world} processes" if world > 1 else ""))
+    core = model
+    step_fn = TokenLoss(core, chunk=cfg.loss_chunk, checkpoint=cfg.gradient_checkpointing)
+    if world > 1:
+        # DDP wraps the module whose forward is the loss, so its gradient all-reduce sees every use.
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[M.local_rank()] if prec.device.type == "cuda" else None)
+    model = step_fn
+
+    if world > 1:  # each rank trains on its own share; gradients are averaged by DDP
+        samples = samples[rank::world]
+    batches = D.Batches(samples, batch_size=cfg.per_device_batch_size, pad_id=pad_id, packing=cfg.packing,
+                        row_len=cfg.max_seq_length, seed=cfg.seed, fixed=cfg.compile and cfg.packing)
+    if cfg.compile:
+        compile_layers(core)
+    steps_per_epoch = max(1, math.ceil(batches.per_epoch / cfg.grad_accum))
+    total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    opt = make_optimizer([x for x in model.parameters() if x.requires_grad], cfg, prec.device)
+    sched = make_scheduler(opt, cfg, total)
+
+    step = 0
+    if cfg.resume:
+        found = checkpoints(out_dir)
+        if found:
+            step = load_checkpoint(core, opt, sched, batches, found[-1])
+            if rank == 0:
+                console.print(f"resumed from {found[-1].name} at step {step}")
+            keep = [line for line in log_file.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step] if log_file.exists() else []
+            log_file.write_text("".join(line + "\n" for line in keep))  # steps after the checkpoint are redone
+        elif rank == 0:
+            console.print("--resume: no checkpoint yet, starting at step 0")
+    elif log_file.exists():
+        log_file.unlink()
+
+    autocast = torch.autocast(prec.device.type, dtype=prec.dtype, enabled=prec.device.type == "cuda" and prec.dtype != torch.float32)
+    model.train()
+    t0, tokens_total, last = time.perf_counter(), 0, {}
+    progress = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
+                        TimeRemainingColumn(), console=console, disable=rank != 0)
+    with progress:
+        task = progress.add_task("", total=total, completed=step)
+        while step < total:
+            ts = time.perf_counter()
+            micro = [{k: v.to(prec.device) for k, v in batches.next().items()} for _ in range(cfg.grad_accum)]
+            n_tgt = sum(int((m["targets"] != D.IGNORE).sum()) for m in micro)
+            n_tok = sum(real_tokens(m) for m in micro)
+            loss_sum = 0.0
+            for i, m in enumerate(micro):
+                sync = world == 1 or i == len(micro) - 1
+                ctx = model.no_sync() if not sync else _null()
+                with ctx, autocast:
+                    ls = step_fn(m)
+                (ls / max(n_tgt, 1)).backward()
+                loss_sum += float(ls.detach())
+            grad_norm = float(torch.nn.utils.clip_grad_norm_([x for x in model.parameters() if x.requires_grad], cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else 0.0
+            lr = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if prec.device.type == "cuda":
+                torch.cuda.synchronize()  # so the step time (and tokens/s) includes the optimizer's kernels
+            dt = time.perf_counter() - ts
+            tokens_total += n_tok
+            loss = loss_sum / max(n_tgt, 1)
+            if not math.isfinite(loss):
+                raise TrainError(f"loss is {loss} at step {step} ({prec.describe()}); fp16 is the usual cause")
+            last = {"step": step, "loss": round(loss, 6), "lr": lr, "grad_norm": round(grad_norm, 6), "tokens": n_tok,
+                    "target_tokens": n_tgt, "tokens_per_s": round(n_tok / dt, 1), "elapsed_s": round(time.perf_counter() - t0, 3)}
+            if rank == 0:
+                if step % cfg.logging_steps == 0 or step == total:
+                    with open(log_file, "a") as f:
+                        f.write(json.dumps(last) + "\n")
+                progress.update(task, completed=step, description=f"loss {loss:.4f}  lr {lr:.2e}  {n_tok / dt:,.0f} tok/s")
+                if cfg.save_steps > 0 and (step % cfg.save_steps == 0 or step == total):
+                    save_checkpoint(core, opt, sched, step, batches, out_dir, meta, cfg.save_total_limit)
+    if rank == 0:
+        save_adapter(core, out_dir / "adapter", meta)
+        args_file = out_dir / "train_args.json"
+        (out_dir / ".train_args.json.tmp").write_text(json.dumps({k: v for k, v in asdict(cfg).items() if k != "extra"}, indent=2))
+        os.replace(out_dir / ".train_args.json.tmp", args_file)
+        if log_file.exists():
+            plot_loss(log_file, out_dir / "loss.png")
+        console.print(f"done: {step} steps; adapter in {out_dir / 'adapter'}; log {log_file}; plot {out_dir / 'loss.png'}")
+    return last
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
