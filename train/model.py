@@ -17,8 +17,6 @@ import torch
 
 from train.errors import TrainError
 
-BUILTIN = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "default"}
-
 # The linear layers QLoRA adapts in the families we know; the scan must find all of them.
 KNOWN_TARGETS = {
     "llama": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
@@ -41,7 +39,7 @@ class Precision:
 
 def resolve_model_path(name: str) -> Path:
     """A HF model directory, a .gguf file, or the built-in SmolLM2 name, as a loadable HF directory."""
-    from datagen.local import builtin_gguf, materialize
+    from datagen.local import BUILTIN, builtin_gguf, materialize
 
     try:
         if name.lower() in BUILTIN:

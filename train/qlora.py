@@ -8,6 +8,7 @@ else needed to continue exactly: optimizer, scheduler, step, data position and R
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -407,7 +408,7 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
             loss_sum = 0.0
             for i, m in enumerate(micro):
                 sync = world == 1 or i == len(micro) - 1
-                ctx = model.no_sync() if not sync else _null()
+                ctx = model.no_sync() if not sync else contextlib.nullcontext()
                 with ctx, autocast:
                     ls = step_fn(m)
                 (ls / max(n_tgt, 1)).backward()
@@ -444,10 +445,3 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
         console.print(f"done: {step} steps; adapter in {out_dir / 'adapter'}; log {log_file}; plot {out_dir / 'loss.png'}")
     return last
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
