@@ -109,9 +109,11 @@ def parse_task_list(text: str, first: int, truncated: bool) -> list[str]:
     cut short, so it is dropped.
     """
     lines = text.replace("\r\n", "\n").split("\n")
-    # Unnumbered text before the list is item `first` continued, unless the model numbers
-    # `first` itself further down: then it is a chat model's preamble ("Here are the tasks:").
-    restarts = any(m and int(next(g for g in m.groups()[:3] if g)) == first for m in map(_ITEM.match, lines[1:]))
+    # Unnumbered text before the list is item `first` continued only if the list goes on at
+    # `first + 1`; a list that starts again (at `first`, or at 1 as small chat models do) makes
+    # it a chat model's preamble ("Here are the 8 new tasks:").
+    later = next((m for m in map(_ITEM.match, lines[1:]) if m), None)
+    restarts = later is not None and int(next(g for g in later.groups()[:3] if g)) != first + 1
     if lines and not _ITEM.match(lines[0]) and not restarts:
         lines[0] = f"{first}. {lines[0]}"
     items: list[str] = []

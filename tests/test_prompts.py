@@ -102,6 +102,8 @@ def test_task_list_prefixes_and_quotes_removed():
         "Here are 8 new tasks:\n\n9. Write a poem about the sea.\n10. Explain how tides work.",
         "Sure! Here are eight new tasks:\n9. Write a poem about the sea.\n10. Explain how tides work.",
         "Sure!\nHere are the tasks:\n\n9) Write a poem about the sea.\n10) Explain how tides work.",
+        # SmolLM2-135M through the chat API numbers its list from 1 again.
+        "Here are the 8 new tasks:\n\n1. Write a poem about the sea.\n2. Explain how tides work.",
     ],
 )
 def test_task_list_chat_preamble_is_not_a_task(text):
