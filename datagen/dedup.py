@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datagen.export import atomic_write
 from datagen.similarity import LANGS, SimilarityIndex
 
 __all__ = ["DedupError", "DedupStats", "dedup_file", "read_records"]
@@ -119,20 +119,7 @@ def read_records(path: str | os.PathLike, field: str = "instruction") -> tuple[s
 
 def _write_atomic(path: Path, chunks) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: f.writelines(chunks))
 
 
 def _kept_chunks(out: Path, in_fmt: str, records: list[Any], field: str):

@@ -25,6 +25,12 @@ def clean_input(text: str) -> str:
     return "" if t.lower() in NOINPUT else t
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same directory, then rename: never a half-written file."""
     path = Path(path)
@@ -32,6 +38,7 @@ def atomic_write(path: Path, write) -> None:
         raise ExportError(f"output directory does not exist: {path.parent}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other the user writes
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             write(f)
             f.flush()

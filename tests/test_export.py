@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -113,3 +115,14 @@ def test_cli_export_and_errors(core_export_db, tmp_path):
     missing = tmp_path / "no" / "such" / "dir" / "o.json"
     assert "output directory does not exist" in core_one_line_error(core_cli("export", "--db", str(db), "--out", str(missing)))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_export_file_mode_follows_umask(core_export_db, tmp_path):
+    # The temp file behind the atomic write is 0600; the export a user shares must not be.
+    _, engine = core_export_db
+    old = os.umask(0o022)
+    try:
+        export(engine, tmp_path / "shared.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
