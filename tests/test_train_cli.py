@@ -76,6 +76,12 @@ def _bad_cases(tmp_path, llama, data):
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("data: x\nlearning_rat: 1\n")
     base = ["--model-name-or-path", str(llama), "--output-dir", str(tmp_path / "o"), "--bits", "16"]
+
+    def ds_file(cfg: dict, n=iter(range(100))) -> Path:
+        f = tmp_path / f"ds{next(n)}.json"
+        f.write_text(json.dumps(cfg))
+        return f
+
     return [
         (["qlora", "--data", str(tmp_path / "missing.json"), *base], "data file not found"),
         (["qlora", "--data", str(bad_json), *base], "malformed JSON"),
@@ -85,6 +91,11 @@ def _bad_cases(tmp_path, llama, data):
         (["qlora", "--config", str(bad_cfg)], "unknown keys .*learning_rat"),
         (["qlora", "--data", str(data), "--output-dir", str(tmp_path / "o")], "--model-name-or-path is required"),
         (["merge", "--adapter", str(tmp_path), "--out", str(tmp_path / "m")], "no adapter in"),
+        (["qlora", "--data", str(data), *base, "--deepspeed", "zero9"], "give zero2, zero1 or a DeepSpeed JSON file"),
+        (["qlora", "--data", str(data), *base, "--deepspeed", str(ds_file({"zero_optimization": {"stage": 3}}))], "ZeRO stage 3 is not supported"),
+        (["qlora", "--data", str(data), *base, "--deepspeed", str(ds_file({"bf16": {"enabled": True}}))], "remove bf16.enabled"),
+        (["qlora", "--data", str(data), *base, "--deepspeed", str(ds_file({"train_micro_batch_size_per_gpu": 3}))],
+         "train_micro_batch_size_per_gpu is 3 in the config but 8 from the flags"),
     ]
 
 
@@ -117,16 +128,50 @@ def test_merge_into_4bit_is_refused(tmp_path, llama, data):
     assert not (tmp_path / "m").exists()
 
 
-def test_two_processes_ddp(tmp_path, llama, data):
-    """The torchrun path: two ranks (gloo on the CPU), one share of the data each, one adapter written."""
-    out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "train.cli",
-                        "qlora", "--data", str(data), "--model-name-or-path", str(llama), "--output-dir", str(out), "--bits", "16",
-                        "--max-steps", "2", "--per-device-batch-size", "2", "--lora-rank", "4"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+def _torchrun(out: Path, llama: Path, data: Path, *extra: str, port: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "400"}  # no wrapped lines
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), "-m", "train.cli",
+                           "qlora", "--data", str(data), "--model-name-or-path", str(llama), "--output-dir", str(out), "--bits", "4",
+                           "--per-device-batch-size", "2", "--grad-accum", "2", "--lora-rank", "4", "--learning-rate", "5e-3", *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_ddp_and_deepspeed_zero2(tmp_path, llama, data):
+    """The torchrun paths, two ranks (gloo on the CPU) over a 4-bit base: plain DDP, and DeepSpeed
+    ZeRO-2 stopped after 2 steps and resumed to 4. Both average the same gradients, so the losses
+    must agree step by step; ZeRO-2 must also leave one optimizer shard per rank and no base weights."""
+    ddp = tmp_path / "ddp"
+    r = _torchrun(ddp, llama, data, "--max-steps", "4", port=29533)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "2 processes" in r.stderr
-    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in rows] == [1, 2]  # rank 0 alone writes the log
-    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert "DDP over 2 processes" in r.stderr
+    assert [x["step"] for x in _log(ddp)] == [1, 2, 3, 4]  # rank 0 alone writes the log
+    assert (ddp / "adapter" / "adapter_model.safetensors").is_file()
+
+    zero = tmp_path / "zero2"
+    r = _torchrun(zero, llama, data, "--max-steps", "2", "--save-steps", "2", "--deepspeed", "zero2", port=29534)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "DeepSpeed ZeRO-2 over 2 processes" in r.stderr
+    shards = sorted(p.name for p in (zero / "checkpoint-2" / "deepspeed").iterdir())
+    assert shards == ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    import torch
+
+    kept = torch.load(zero / "checkpoint-2" / "deepspeed" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    assert kept and all(".lora_" in k for k in kept)  # adapter weights only: no 4-bit base, no quantization state
+
+    r = _torchrun(zero, llama, data, "--max-steps", "4", "--save-steps", "2", "--deepspeed", "zero2", "--resume", port=29535)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from checkpoint-2 at step 2" in r.stderr
+    a, b = _log(ddp), _log(zero)
+    assert [x["step"] for x in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5) and y["tokens"] == x["tokens"]
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+    assert a[-1]["loss"] < a[0]["loss"]
+
+    wrong = train_cli("qlora", "--data", str(data), "--model-name-or-path", str(llama), "--output-dir", str(zero), "--bits", "4",
+                      "--max-steps", "5", "--resume")
+    assert wrong.returncode == 1 and wrong.stderr.strip().splitlines()[-1] == "error: checkpoint-4 was written with --deepspeed: resume it the same way"

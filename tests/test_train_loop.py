@@ -146,10 +146,13 @@ def test_log_plot_and_checkpoint_contents(tmp_path, data, llama):
     Q.run(cfg(data, llama, out, max_steps=2, save_steps=1, save_total_limit=1))
     assert [c.name for c in Q.checkpoints(out)] == ["checkpoint-2"]  # older ones pruned
     files = {p.name for p in (out / "checkpoint-2").iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", Q.STATE_FILE} <= files
+    assert {"adapter_model.safetensors", "adapter_config.json", Q.STATE_FILE, "rank0.pt"} <= files
     assert not any(n.startswith("model") for n in files)  # adapter weights only, never the base
     state = torch.load(out / "checkpoint-2" / Q.STATE_FILE, weights_only=False)
-    assert state["step"] == 2 and state["optimizer"]["state"] and "rng" in state and "data" in state
+    assert state["step"] == 2 and state["optimizer"]["state"] and state["world"] == 1
+    mine = torch.load(out / "checkpoint-2" / "rank0.pt", weights_only=False)
+    assert "rng" in mine and "data" in mine
+    assert not list(out.glob(".checkpoint-*"))  # no half-written folder left behind
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     r = log(out)[-1]
     assert r["tokens_per_s"] > 0 and r["tokens"] > r["target_tokens"] > 0

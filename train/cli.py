@@ -73,7 +73,7 @@ def qlora(
     save_steps: int = typer.Option(100, "--save-steps"),
     save_total_limit: int = typer.Option(2, "--save-total-limit"),
     seed: int = typer.Option(42, "--seed"),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config (not supported yet: an error)."),
+    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="zero2 | zero1 | a DeepSpeed JSON file: ZeRO across the torchrun/deepspeed processes (stage 3 is refused with a 4-bit base)."),
 ) -> None:
     """QLoRA fine-tuning of a causal LM on exported instruction data."""
     from train.qlora import Config, load_config_file, run

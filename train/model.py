@@ -8,13 +8,13 @@ surprising architecture is reported rather than silently half-adapted.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from train.distributed import local_rank
 from train.errors import TrainError
 
 # The linear layers QLoRA adapts in the families we know; the scan must find all of them.
@@ -66,10 +66,6 @@ def model_type(path: Path) -> str:
 def needs_remote_code(path: Path) -> bool:
     # Baichuan ships its modeling code beside the weights; nothing else we support needs it.
     return model_type(path).lower().startswith("baichuan")
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def pick_precision(bits: int, dtype: str = "auto") -> Precision:

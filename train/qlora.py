@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 
 from train import data as D
+from train import distributed as dist
 from train import model as M
 from train.errors import TrainError
 from train.templates import get as get_template
 
 STATE_FILE = "train_state.pt"
+DS_TAG = "deepspeed"  # the sub-folder DeepSpeed writes its shards to inside checkpoint-N/
 META_FILE = "datagen_train.json"  # beside an adapter: base model and template, for chat and merge
 
 
@@ -63,7 +65,7 @@ class Config:
     logging_steps: int = 1
     seed: int = 42
     loss_chunk: int = 4096  # tokens per lm_head chunk: the full [tokens, vocab] logits never exist at once
-    deepspeed: str | None = None
+    deepspeed: str | None = None  # zero2 | zero1 | a DeepSpeed JSON file
     trust_remote_code: bool | None = None  # None: only for families that need it (baichuan)
     extra: dict = field(default_factory=dict)
 
@@ -138,6 +140,14 @@ class TokenLoss(torch.nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         backbone, head = parts(self.model)
         return token_loss_sum(backbone, head, batch, chunk=self.chunk, checkpoint=self.checkpoint)
+
+    def state_dict(self, *args, **kwargs):
+        # What DeepSpeed's checkpoint stores: the trainable (LoRA) weights alone, not the frozen base
+        # nor bitsandbytes' quantization state (about 100 MB for a 7B model).
+        sd = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        keep = {prefix + n for n, p in self.named_parameters() if p.requires_grad}
+        return type(sd)((k, v) for k, v in sd.items() if k in keep)
 
 
 def compile_layers(model) -> None:
@@ -231,16 +241,32 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-def save_checkpoint(model, opt, sched, step: int, batches: D.Batches, out_dir: Path, meta: dict, keep: int) -> Path:
+def save_checkpoint(model, opt, sched, step: int, batches: D.Batches, out_dir: Path, meta: dict, keep: int,
+                    engine=None, rank: int = 0, world: int = 1) -> Path:
+    """Called on every rank. Each writes its own data position and RNG state (ranks see different
+    samples, so their dropout streams differ), and under DeepSpeed its own optimizer shard. Rank 0
+    adds the adapter and the rest, then renames the folder into place."""
     ck = out_dir / f"checkpoint-{step}"
-    save_adapter(model, ck, meta)
-    state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "data": batches.state(), "rng": rng_state()}
-    tmp = ck / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, ck / STATE_FILE)
-    for old in checkpoints(out_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    part = out_dir / f".checkpoint-{step}.partial"
+    if rank == 0:
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+    dist.barrier()
+    torch.save({"data": batches.state(), "rng": rng_state()}, part / f"rank{rank}.pt")
+    if engine is not None:  # ZeRO shards, through DeepSpeed's own checkpoint (TokenLoss.state_dict keeps it to LoRA weights)
+        engine.save_checkpoint(str(part), tag=DS_TAG, exclude_frozen_parameters=True)
+    dist.barrier()
+    if rank == 0:
+        model.save_pretrained(part)
+        (part / META_FILE).write_text(json.dumps(meta, indent=2))
+        state = {"step": step, "world": world, "deepspeed": engine is not None}
+        if engine is None:
+            state.update(optimizer=opt.state_dict(), scheduler=sched.state_dict())
+        torch.save(state, part / STATE_FILE)  # written last: marks the checkpoint complete
+        _replace_dir(part, ck)
+        for old in checkpoints(out_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
     return ck
 
 
@@ -249,17 +275,26 @@ def checkpoints(out_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def load_checkpoint(model, opt, sched, batches: D.Batches, ck: Path) -> int:
+def load_checkpoint(model, opt, sched, batches: D.Batches, ck: Path, engine=None, rank: int = 0, world: int = 1) -> int:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    weights = load_file(ck / "adapter_model.safetensors", device=str(next(model.parameters()).device))
-    set_peft_model_state_dict(model, weights)
     state = torch.load(ck / STATE_FILE, weights_only=False)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    batches.restore(state["data"])
-    set_rng_state(state["rng"])
+    if state.get("deepspeed", False) != (engine is not None):
+        how = "with" if state.get("deepspeed") else "without"
+        raise TrainError(f"{ck.name} was written {how} --deepspeed: resume it the same way")
+    if state.get("world", 1) != world:  # each rank's share of the data depends on the number of ranks
+        raise TrainError(f"{ck.name} was written by {state.get('world', 1)} processes: resume with the same number, not {world}")
+    if engine is not None:  # adapter weights, optimizer shard and scheduler from DeepSpeed's files
+        engine.load_checkpoint(str(ck), tag=DS_TAG, load_module_strict=False)
+    else:
+        weights = load_file(ck / "adapter_model.safetensors", device=str(next(model.parameters()).device))
+        set_peft_model_state_dict(model, weights)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    mine = torch.load(ck / f"rank{rank}.pt", weights_only=False)
+    batches.restore(mine["data"])
+    set_rng_state(mine["rng"])
     return state["step"]
 
 
@@ -287,24 +322,13 @@ def plot_loss(log_file: Path, png: Path) -> None:
     os.replace(tmp, png)
 
 
-# -- distributed ---------------------------------------------------------------------------------
-
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size); under torchrun/accelerate launch, one process per GPU joined by NCCL (gloo on CPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not torch.distributed.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(M.local_rank())
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (torch.distributed.get_rank() if world > 1 else 0), world
-
-
 # -- the run -------------------------------------------------------------------------------------
 
 def prepare(cfg: Config, console=None):
     """Everything before the first step; returned so the benchmark can drive the same objects."""
-    if cfg.deepspeed:
-        raise TrainError("--deepspeed is not supported yet: use torchrun for DDP across GPUs")
+    if cfg.deepspeed:  # a bad DeepSpeed config fails here, before the model load
+        dist.deepspeed_config(cfg.deepspeed, micro_batch=cfg.per_device_batch_size, grad_accum=cfg.grad_accum,
+                              max_grad_norm=cfg.max_grad_norm, world=dist.world_size())
     if cfg.max_steps <= 0 and cfg.epochs <= 0:
         raise TrainError("give --epochs > 0 or --max-steps > 0")
     if cfg.per_device_batch_size < 1 or cfg.grad_accum < 1:
@@ -329,7 +353,7 @@ def run(cfg: Config, console=None) -> dict:
     from rich.console import Console
 
     console = console or Console(stderr=True)
-    rank, world = init_distributed()
+    rank, world = dist.init()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out_dir = Path(cfg.output_dir)
@@ -355,20 +379,22 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
     log_file = out_dir / "train_log.jsonl"
     n_train = sum(x.numel() for x in model.parameters() if x.requires_grad)
     n_all = sum(x.numel() * (2 if type(x).__name__ == "Params4bit" else 1) for x in model.parameters())  # 4-bit: two a byte
+    ds = dist.deepspeed_config(cfg.deepspeed, micro_batch=cfg.per_device_batch_size, grad_accum=cfg.grad_accum,
+                               max_grad_norm=cfg.max_grad_norm, world=world) if cfg.deepspeed else None
     if rank == 0:
         console.print(f"[bold]train qlora[/]: {prec.describe()}; template {template_name}; "
                       f"{len(samples)} samples{' packed' if cfg.packing else ''}; LoRA r={cfg.lora_rank} on "
                       f"{', '.join(sorted(model.peft_config['default'].target_modules))}; "
                       f"{n_train / 1e6:.2f}M trainable of {n_all / 1e6:.1f}M parameters"
-                      + (f"; {world} processes" if world > 1 else ""))
+                      + dist.describe(ds, world))
     core = model
     step_fn = TokenLoss(core, chunk=cfg.loss_chunk, checkpoint=cfg.gradient_checkpointing)
-    if world > 1:
+    if world > 1 and ds is None:
         # DDP wraps the module whose forward is the loss, so its gradient all-reduce sees every use.
-        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[M.local_rank()] if prec.device.type == "cuda" else None)
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[dist.local_rank()] if prec.device.type == "cuda" else None)
     model = step_fn
 
-    if world > 1:  # each rank trains on its own share; gradients are averaged by DDP
+    if world > 1:  # each rank trains on its own share; gradients are averaged (DDP) or reduce-scattered (ZeRO)
         samples = samples[rank::world]
     batches = D.Batches(samples, batch_size=cfg.per_device_batch_size, pad_id=pad_id, packing=cfg.packing,
                         row_len=cfg.max_seq_length, seed=cfg.seed, fixed=cfg.compile and cfg.packing)
@@ -378,12 +404,17 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * steps_per_epoch))
     opt = make_optimizer([x for x in model.parameters() if x.requires_grad], cfg, prec.device)
     sched = make_scheduler(opt, cfg, total)
+    # DeepSpeed takes over backward, clipping and the optimizer and scheduler steps; its step()
+    # acts only at the end of each grad_accum micro-batches.
+    engine = dist.deepspeed_engine(step_fn, opt, sched, ds) if ds is not None else None
+    if engine is not None:
+        model = step_fn = engine
 
     step = 0
     if cfg.resume:
         found = checkpoints(out_dir)
         if found:
-            step = load_checkpoint(core, opt, sched, batches, found[-1])
+            step = load_checkpoint(core, opt, sched, batches, found[-1], engine=engine, rank=rank, world=world)
             if rank == 0:
                 console.print(f"resumed from {found[-1].name} at step {step}")
             keep = [line for line in log_file.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step] if log_file.exists() else []
@@ -406,18 +437,25 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
             n_tgt = sum(int((m["targets"] != D.IGNORE).sum()) for m in micro)
             n_tok = sum(real_tokens(m) for m in micro)
             loss_sum = 0.0
+            lr = sched.get_last_lr()[0]
             for i, m in enumerate(micro):
-                sync = world == 1 or i == len(micro) - 1
+                sync = world == 1 or i == len(micro) - 1 or engine is not None
                 ctx = model.no_sync() if not sync else contextlib.nullcontext()
                 with ctx, autocast:
                     ls = step_fn(m)
-                (ls / max(n_tgt, 1)).backward()
+                if engine is not None:
+                    engine.backward(ls / max(n_tgt, 1), scale_wrt_gas=False)  # already a mean over the whole step
+                    engine.step()
+                else:
+                    (ls / max(n_tgt, 1)).backward()
                 loss_sum += float(ls.detach())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_([x for x in model.parameters() if x.requires_grad], cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else 0.0
-            lr = sched.get_last_lr()[0]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            if engine is not None:
+                grad_norm = float(engine.get_global_grad_norm() or 0.0)
+            else:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_([x for x in model.parameters() if x.requires_grad], cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else 0.0
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
             step += 1
             if prec.device.type == "cuda":
                 torch.cuda.synchronize()  # so the step time (and tokens/s) includes the optimizer's kernels
@@ -433,8 +471,8 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
                     with open(log_file, "a") as f:
                         f.write(json.dumps(last) + "\n")
                 progress.update(task, completed=step, description=f"loss {loss:.4f}  lr {lr:.2e}  {n_tok / dt:,.0f} tok/s")
-                if cfg.save_steps > 0 and (step % cfg.save_steps == 0 or step == total):
-                    save_checkpoint(core, opt, sched, step, batches, out_dir, meta, cfg.save_total_limit)
+            if cfg.save_steps > 0 and (step % cfg.save_steps == 0 or step == total):
+                save_checkpoint(core, opt, sched, step, batches, out_dir, meta, cfg.save_total_limit, engine=engine, rank=rank, world=world)
     if rank == 0:
         save_adapter(core, out_dir / "adapter", meta)
         args_file = out_dir / "train_args.json"
