@@ -39,20 +39,20 @@ class Precision:
 
 def resolve_model_path(name: str) -> Path:
     """A HF model directory, a .gguf file, or the built-in SmolLM2 name, as a loadable HF directory."""
-    from datagen.local import BUILTIN, builtin_gguf, materialize
-
+    p = Path(name).expanduser()
+    if p.is_dir() and (p / "config.json").is_file():
+        return p  # a plain HF directory needs nothing from datagen's generation side
     try:
+        from datagen.local import BUILTIN, builtin_gguf, materialize
+
         if name.lower() in BUILTIN:
             return materialize(builtin_gguf())
-        p = Path(name).expanduser()
         if p.is_file() and p.suffix == ".gguf":
             return materialize(p)
     except TrainError:
         raise
     except Exception as exc:
         raise TrainError(f"cannot prepare model {name!r}: {exc}".splitlines()[0]) from None
-    if p.is_dir() and (p / "config.json").is_file():
-        return p
     raise TrainError(f"model not found: {name!r} (give a HF model directory, a .gguf file, or 'smollm2')")
 
 
