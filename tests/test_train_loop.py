@@ -156,3 +156,23 @@ def test_log_plot_and_checkpoint_contents(tmp_path, data, llama):
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     r = log(out)[-1]
     assert r["tokens_per_s"] > 0 and r["tokens"] > r["target_tokens"] > 0
+
+
+def test_deepspeed_config_keeps_our_autocast_batch_and_clipping(tmp_path):
+    """DeepSpeed switches torch.autocast off inside its engine unless its config says otherwise:
+    the config we hand it must carry our compute dtype (as DeepSpeed itself parses it) and our flags."""
+    from deepspeed.runtime.config import get_lower_precision_safe_modules, get_torch_autocast_dtype, get_torch_autocast_enabled
+
+    from train.distributed import deepspeed_config
+
+    ds = deepspeed_config("zero2", micro_batch=4, grad_accum=2, max_grad_norm=0.3, world=2, autocast=torch.bfloat16)
+    assert get_torch_autocast_enabled(ds) and get_torch_autocast_dtype(ds) == torch.bfloat16
+    assert get_lower_precision_safe_modules(ds) == []  # LoRA gradients reduced in fp32, as under DDP
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["gradient_clipping"]) == (16, 4, 2, 0.3)
+    assert ds["zero_optimization"]["stage"] == 2
+    assert "torch_autocast" not in deepspeed_config("zero2", micro_batch=4, grad_accum=1, max_grad_norm=0.3, world=1)  # fp32 on the CPU
+    theirs = tmp_path / "ds.json"
+    theirs.write_text(json.dumps({"zero_optimization": {"stage": 2}, "torch_autocast": {"enabled": False}}))
+    with pytest.raises(TrainError, match="remove the 'torch_autocast' section"):
+        deepspeed_config(str(theirs), micro_batch=4, grad_accum=1, max_grad_norm=0.3, world=1)
+

@@ -379,8 +379,9 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
     log_file = out_dir / "train_log.jsonl"
     n_train = sum(x.numel() for x in model.parameters() if x.requires_grad)
     n_all = sum(x.numel() * (2 if type(x).__name__ == "Params4bit" else 1) for x in model.parameters())  # 4-bit: two a byte
+    amp = prec.dtype if prec.device.type == "cuda" and prec.dtype != torch.float32 else None  # autocast's dtype, if any
     ds = dist.deepspeed_config(cfg.deepspeed, micro_batch=cfg.per_device_batch_size, grad_accum=cfg.grad_accum,
-                               max_grad_norm=cfg.max_grad_norm, world=world) if cfg.deepspeed else None
+                               max_grad_norm=cfg.max_grad_norm, world=world, autocast=amp) if cfg.deepspeed else None
     if rank == 0:
         console.print(f"[bold]train qlora[/]: {prec.describe()}; template {template_name}; "
                       f"{len(samples)} samples{' packed' if cfg.packing else ''}; LoRA r={cfg.lora_rank} on "
@@ -424,7 +425,7 @@ def fit(cfg: Config, model, samples: list[dict], *, prec: M.Precision, pad_id: i
     elif log_file.exists():
         log_file.unlink()
 
-    autocast = torch.autocast(prec.device.type, dtype=prec.dtype, enabled=prec.device.type == "cuda" and prec.dtype != torch.float32)
+    autocast = torch.autocast(prec.device.type, dtype=prec.dtype, enabled=amp is not None)
     model.train()
     t0, tokens_total, last = time.perf_counter(), 0, {}
     progress = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
