@@ -13,7 +13,9 @@ baseline: HF Trainer + peft + prepare_model_for_kbit_training, LoRA r 64 on all 
           gradient checkpointing, paged_adamw_32bit, dynamic padding, batch 8.
 ours-*:   train.qlora.fit (the loop `train qlora` runs) with train.model.add_lora, in a few settings.
 
-Tokens/s counts real (non-padding) tokens over the timed steps (after --warmup steps).
+Tokens/s counts real (non-padding) tokens over the timed steps (after --warmup steps). Each
+setting runs in a process of its own (the model loads in seconds), so compiled graphs, the
+baseline's fp32 casts and the allocator's state never leak from one setting into the next.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import gc
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +40,11 @@ from train import model as M  # noqa: E402
 from train import qlora as Q  # noqa: E402
 
 GiB = 2**30
+
+try:
+    import matplotlib  # noqa: F401
+except ImportError:  # a bare GPU box may lack it; the loss plot is not what this measures
+    Q.plot_loss = lambda *a, **k: None
 
 
 def shape(tiny: bool) -> dict:
@@ -158,14 +166,18 @@ def run_baseline(model, samples, args, out: Path) -> dict:
 
 # -- ours ---------------------------------------------------------------------------------------
 
-def run_ours(base, samples, args, out: Path, *, name: str, rows: int, gc_on: bool, optim: str, chunk: int, row_len: int, lora_dtype: str = "fp32", compile: bool = False) -> dict:
+def run_ours(base, samples, args, out: Path, *, name: str, rows: int, gc_on: bool, optim: str, chunk: int, row_len: int, lora_dtype: str = "fp32",
+             compile: bool = False, attn: str = "sdpa", deepspeed: str | None = None) -> dict:
     peak_reset()
+    start = torch.cuda.memory_allocated() / GiB if torch.cuda.is_available() else float("nan")  # left over from earlier settings
+    base.set_attn_implementation(attn)  # what --attn-implementation does at load time
     prec = M.Precision(torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.bits,
                        torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     model = M.add_lora(base, rank=64, alpha=16, dropout=0.05, gradient_checkpointing=gc_on, lora_dtype=lora_dtype)
     cfg = Q.Config(output_dir=str(out / name), max_steps=args.steps, per_device_batch_size=rows, packing=True,
                    max_seq_length=row_len, gradient_checkpointing=gc_on, optim=optim, loss_chunk=chunk, save_steps=0, seed=0,
-                   lora_rank=64, lora_alpha=16, lora_dropout=0.05, learning_rate=2e-4, bits=args.bits, lora_dtype=lora_dtype, compile=compile)
+                   lora_rank=64, lora_alpha=16, lora_dropout=0.05, learning_rate=2e-4, bits=args.bits, lora_dtype=lora_dtype, compile=compile,
+                   attn_implementation=attn, deepspeed=deepspeed)
     err = None
     try:
         Q.fit(cfg, model, samples, prec=prec, pad_id=0, meta={"bench": name}, template_name="none (token ids)")
@@ -173,20 +185,13 @@ def run_ours(base, samples, args, out: Path, *, name: str, rows: int, gc_on: boo
         err = f"out of memory: {str(exc).splitlines()[0][:120]}"
     peak = peak_gib()
     log = [json.loads(line) for line in (out / name / "train_log.jsonl").read_text().splitlines()] if (out / name / "train_log.jsonl").exists() else []
-    base = model.unload()  # take the LoRA layers out again: the next setting starts from the same base
-    if compile:  # nn.Module.compile is in place: undo it, or every later setting (and the baseline) runs compiled
-        for layer in Q.parts(base)[0].layers:
-            layer._compiled_call_impl = None
-    if gc_on:
-        base.gradient_checkpointing_disable()
-    del model
-    res = {"name": name, "lora_dtype": lora_dtype, "compile": compile, "rows": rows, "row_len": row_len, "grad_ckpt": gc_on, "optim": optim, "peak_gib": peak, "error": err}
+    res = {"name": name, "attn": attn, "deepspeed": deepspeed, "lora_dtype": lora_dtype, "compile": compile, "rows": rows, "row_len": row_len, "grad_ckpt": gc_on, "optim": optim, "peak_gib": peak, "start_gib": start, "error": err}
     if log:
         losses = [r["loss"] for r in log]
         res.update(tokens_per_s=throughput([r["tokens"] for r in log], [r["elapsed_s"] for r in log], args.warmup),
                    loss_first=losses[0], loss_last=float(np.mean(losses[-3:])), steps=len(log), tokens=sum(r["tokens"] for r in log),
                    samples_per_step=None, losses=losses)
-    return res, base
+    return res
 
 
 def objective_check(base, samples) -> dict:
@@ -204,90 +209,153 @@ def objective_check(base, samples) -> dict:
     return {"padded_mean_loss": a / n, "packed_mean_loss": b / n, "rel_diff": abs(a - b) / abs(a)}
 
 
+def profiled(fn, where: Path):
+    """Run fn under the torch profiler; write GPU time per kernel family and the top kernels."""
+    import re
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        result = fn()
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    families = [("gemm (cuBLAS/CUTLASS)", r"gemm|cutlass|sm90_|nvjet|ampere_|cublas"), ("NF4 dequantize (bitsandbytes)", r"dequant|kDequant"),
+                ("flex attention", r"flex|triton_tem"), ("sdpa / flash / mem-efficient", r"fmha|flash|attention|efficient"),
+                ("fused elementwise (inductor)", r"triton_(poi|red|per)"), ("cross-entropy / softmax", r"softmax|nll|cross|log_softmax"),
+                ("optimizer", r"adam|multi_tensor|foreach"), ("copies / casts", r"copy|cast|cat|elementwise|vectorized|unrolled")]
+    fam: Counter = Counter()
+    for e in events:
+        name = next((f for f, rx in families if re.search(rx, e.key, re.I)), "other")
+        fam[name] += e.self_device_time_total
+    total = sum(fam.values())
+    lines = [f"GPU time by kernel family ({total / 1e6:.2f} s in all):"]
+    lines += [f"  {f:34s} {t / 1e6:8.3f} s  {100 * t / total:5.1f}%" for f, t in fam.most_common()]
+    lines += ["", "top kernels:"]
+    lines += [f"  {e.self_device_time_total / 1e6:8.3f} s  {e.count:6d}x  {e.key[:110]}" for e in sorted(events, key=lambda e: -e.self_device_time_total)[:30]]
+    where.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:12]), flush=True)
+    return result
+
+
+def settings(rows: int, steps: int) -> dict:
+    """Every setting by name: keyword arguments for run_ours (n = samples it consumes)."""
+    r = rows
+    return {
+        "baseline": dict(name="baseline: HF Trainer, padding, grad ckpt, paged_adamw_32bit, batch 8", n=8 * (steps + 1)),
+        "mem": dict(name="ours-mem: packed 1x1024, grad ckpt, paged_adamw_8bit", rows=1, gc_on=True, optim="paged_adamw_8bit", chunk=1024, row_len=1024, n=400),
+        "mem-bf16": dict(name="ours-mem-bf16: packed 1x1024, grad ckpt, paged_adamw_8bit, bf16 LoRA", rows=1, gc_on=True,
+                         optim="paged_adamw_8bit", chunk=1024, row_len=1024, n=400, lora_dtype="bf16"),
+        "fast": dict(name=f"ours-fast: packed {r}x1024, no grad ckpt", rows=r, gc_on=False, optim="adamw", chunk=4096, row_len=1024, n=2400),
+        "fast-bf16": dict(name=f"ours-fast-bf16: packed {r}x1024, no grad ckpt, bf16 LoRA", rows=r, gc_on=False,
+                          optim="adamw", chunk=4096, row_len=1024, n=2400, lora_dtype="bf16"),
+        "gc": dict(name="ours-gc: packed 16x1024, grad ckpt", rows=16, gc_on=True, optim="adamw", chunk=4096, row_len=1024, n=2400),
+        "gc-compile": dict(name="ours-gc-compile: packed 16x1024, grad ckpt, compiled layers", rows=16, gc_on=True, optim="adamw",
+                           chunk=4096, row_len=1024, n=2400, compile=True),
+        "fast-compile": dict(name=f"ours-fast-compile: packed {r}x1024, no grad ckpt, sdpa, compiled", rows=r,
+                             gc_on=False, optim="adamw", chunk=4096, row_len=1024, n=2400, compile=True),
+        "flex-compile": dict(name=f"ours-flex-compile: packed {r}x1024, no grad ckpt, flex attention, compiled", rows=r,
+                             gc_on=False, optim="adamw", chunk=4096, row_len=1024, n=2400, compile=True, attn="flex_attention"),
+        "flex16-compile": dict(name="ours-flex16-compile: packed 16x1024, no grad ckpt, flex attention, compiled", rows=16,
+                               gc_on=False, optim="adamw", chunk=4096, row_len=1024, n=4800, compile=True, attn="flex_attention"),
+        "flex16-bf16-compile": dict(name="ours-flex16-bf16-compile: packed 16x1024, no grad ckpt, flex, compiled, bf16 LoRA", rows=16,
+                                    gc_on=False, optim="adamw", chunk=4096, row_len=1024, n=4800, compile=True, attn="flex_attention",
+                                    lora_dtype="bf16"),
+        "zero2": dict(name=f"ours-zero2: packed {r}x1024, no grad ckpt, flex, compiled, DeepSpeed ZeRO-2 (1 GPU)",
+                      rows=r, gc_on=False, optim="adamw", chunk=4096, row_len=1024, n=2400, compile=True,
+                      attn="flex_attention", deepspeed="zero2"),
+    }
+
+
+def child(args) -> None:
+    """One setting in this process: nothing (compiled graphs, prepare_model_for_kbit_training's
+    fp32 casts, allocator state) carries over from one setting to the next."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    out = Path(args.out)
+    sh = shape(args.tiny)
+    s = dict(settings(args.fast_rows, args.steps)[args.one])
+    name, n = s.pop("name"), s.pop("n")
+    if args.tiny:
+        n = max(n // 16, 40)
+    if args.tiny and not torch.cuda.is_available():
+        if "optim" in s:
+            s["optim"] = "adamw"  # bitsandbytes' paged optimizers want a GPU
+        if "attn" in s:
+            s["attn"] = "sdpa"  # flex attention has no backward on the CPU
+    samples = make_samples(20000 if not args.tiny else 1500, sh["vocab_size"], seed=1)
+    prec = M.Precision(torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.bits,
+                       torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    t = time.perf_counter()
+    base = M.load_base(Path(args.model_dir), prec)  # what `train qlora` does: from_pretrained with NF4 + double quant
+    loaded = {"load_s": time.perf_counter() - t, "model_gib": torch.cuda.memory_allocated() / GiB if torch.cuda.is_available() else float("nan")}
+    check = objective_check(base, samples) if args.check else None
+    part = samples[args.offset:args.offset + n]
+    if args.one == "baseline":
+        run = lambda: run_baseline(base, part, args, out)  # noqa: E731
+    else:
+        run = lambda: run_ours(base, part, args, out, name=args.one, **s)  # noqa: E731
+    res = profiled(run, out / "profile.txt") if args.profile else run()
+    res.update(name=name, **loaded)
+    Path(args.results).write_text(json.dumps({"run": res, "objective_check": check}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--model-dir", default="/tmp/bench-llama")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/bench-out"))
-    ap.add_argument("--modes", default="mem,fast,gc,baseline")
+    ap.add_argument("--modes", default="mem,flex16-compile,flex-compile,baseline")
     ap.add_argument("--fast-rows", type=int, default=8)
-    ap.add_argument("--results", default=None, help="where results.json goes [default: --out/results.json], rewritten after every run")
+    ap.add_argument("--results", default=None, help="where results.json goes [default: --out/results.json], rewritten after every setting")
     ap.add_argument("--no-bnb-optim", dest="bnb_optim", action="store_false")
+    ap.add_argument("--profile", action="store_true", help="profile the first setting's kernels (GPU time by kernel family) into --out/profile.txt")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run this one setting in this process
+    ap.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--check", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        return child(args)
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res_file = Path(args.results) if args.results else out / "results.json"
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     sh = shape(args.tiny)
     print(f"device {gpu}; torch {torch.__version__}; model {sh}", flush=True)
     path = build_model_dir(Path(args.model_dir + ("-tiny" if args.tiny else "")), args.tiny)
-    samples = make_samples(20000 if not args.tiny else 1500, sh["vocab_size"], seed=1)
-    print(f"{len(samples)} samples, mean length {np.mean([len(s['input_ids']) for s in samples]):.0f} tokens", flush=True)
-
-    t = time.perf_counter()
-    prec = M.Precision(torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.bits,
-                       torch.bfloat16 if torch.cuda.is_available() else torch.float32)
-    base = M.load_base(path, prec)  # what `train qlora` does: from_pretrained with NF4 + double quant
-    print(f"loaded {prec.describe()} in {time.perf_counter() - t:.1f}s; {torch.cuda.memory_allocated() / GiB if torch.cuda.is_available() else 0:.2f} GiB", flush=True)
-    results = {"gpu": gpu, "torch": torch.__version__, "shape": sh, "steps": args.steps, "warmup": args.warmup, "runs": []}
-    results["objective_check"] = objective_check(base, samples)
-    print("objective check:", results["objective_check"], flush=True)
-
     modes = args.modes.split(",")
-    cursor = 0
-
-    def take(k):  # each run gets fresh samples from the same stream
-        nonlocal cursor
-        part = samples[cursor:cursor + k]
-        cursor += k
-        return part
-
-    settings = {
-        "mem": dict(name="ours-mem: packed 1x1024, grad ckpt, paged_adamw_8bit", rows=1, gc_on=True, optim="paged_adamw_8bit", chunk=1024, row_len=1024, n=400),
-        "fast": dict(name=f"ours-fast: packed {args.fast_rows}x1024, no grad ckpt", rows=args.fast_rows, gc_on=False, optim="adamw", chunk=4096, row_len=1024, n=2400),
-        "gc": dict(name="ours-gc: packed 16x1024, grad ckpt", rows=16, gc_on=True, optim="adamw", chunk=4096, row_len=1024, n=2400),
-        "fast-bf16": dict(name=f"ours-fast-bf16: packed {args.fast_rows}x1024, no grad ckpt, bf16 LoRA", rows=args.fast_rows, gc_on=False,
-                          optim="adamw", chunk=4096, row_len=1024, n=2400, lora_dtype="bf16"),
-        "gc-bf16": dict(name="ours-gc-bf16: packed 16x1024, grad ckpt, bf16 LoRA", rows=16, gc_on=True, optim="adamw", chunk=4096,
-                        row_len=1024, n=2400, lora_dtype="bf16"),
-        "big-bf16": dict(name="ours-big-bf16: packed 12x1024, no grad ckpt, bf16 LoRA", rows=12, gc_on=False, optim="adamw", chunk=4096,
-                         row_len=1024, n=3000, lora_dtype="bf16"),
-        "fast-compile": dict(name=f"ours-fast-compile: packed {args.fast_rows}x1024, no grad ckpt, compiled layers", rows=args.fast_rows,
-                             gc_on=False, optim="adamw", chunk=4096, row_len=1024, n=2400, compile=True),
-        "gc-compile": dict(name="ours-gc-compile: packed 16x1024, grad ckpt, compiled layers", rows=16, gc_on=True, optim="adamw",
-                           chunk=4096, row_len=1024, n=2400, compile=True),
-        "mem-bf16": dict(name="ours-mem-bf16: packed 1x1024, grad ckpt, paged_adamw_8bit, bf16 LoRA", rows=1, gc_on=True,
-                         optim="paged_adamw_8bit", chunk=1024, row_len=1024, n=400, lora_dtype="bf16"),
-    }
-    if args.tiny:
-        for s in settings.values():
-            s["optim"] = "adamw" if not torch.cuda.is_available() else s["optim"]
-    for mode in modes:
-        if mode == "baseline":
-            continue
-        s = dict(settings[mode])
-        n = s.pop("n")
-        n = 150 if args.tiny else n
-        name = s.pop("name")
-        res, base = run_ours(base, take(n), args, out, name=mode, **s)
-        res["name"] = name
-        results["runs"].append(res)
-        print(json.dumps({k: v for k, v in res.items() if k != "losses"}), flush=True)
+    table = settings(args.fast_rows, args.steps)
+    unknown = [m for m in modes if m not in table]
+    if unknown:
+        sys.exit(f"unknown --modes {', '.join(unknown)}; known: {', '.join(table)}")
+    results = {"gpu": gpu, "torch": torch.__version__, "shape": sh, "steps": args.steps, "warmup": args.warmup,
+               "one_process_per_setting": True, "runs": []}
+    offset = 0
+    for i, mode in enumerate(modes):  # each setting gets fresh samples from the same stream
+        one = out / f".{mode}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--one", mode, "--offset", str(offset), "--results", str(one),
+               "--model-dir", str(path), "--out", str(out), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--bits", str(args.bits), "--fast-rows", str(args.fast_rows)]
+        cmd += ["--tiny"] * args.tiny + ["--no-bnb-optim"] * (not args.bnb_optim) + ["--check"] * (i == 0) + ["--profile"] * (args.profile and i == 0)
+        offset += table[mode]["n"] if not args.tiny else max(table[mode]["n"] // 16, 40)
+        r = subprocess.run(cmd)
+        if r.returncode != 0 or not one.exists():
+            results["runs"].append({"name": table[mode]["name"], "error": f"exit {r.returncode}", "peak_gib": float("nan")})
+        else:
+            got = json.loads(one.read_text())
+            results["runs"].append(got["run"])
+            if got["objective_check"]:
+                results["objective_check"] = got["objective_check"]
+                print("objective check:", got["objective_check"], flush=True)
+        print(json.dumps({k: v for k, v in results["runs"][-1].items() if k != "losses"}), flush=True)
         res_file.write_text(json.dumps(results, indent=2))
-    if "baseline" in modes:
-        res = run_baseline(base, take(8 * (args.steps + 1)), args, out)
-        results["runs"].append(res)
-        print(json.dumps({k: v for k, v in res.items() if k != "losses"}), flush=True)
-    res_file.write_text(json.dumps(results, indent=2))
 
-    base_tps = next((r["tokens_per_s"] for r in results["runs"] if r["name"].startswith("baseline")), None)
-    print(f"\n{gpu}: {args.steps} steps each, tokens/s over the last {args.steps - args.warmup}")
+    base_tps = next((r["tokens_per_s"] for r in results["runs"] if r["name"].startswith("baseline") and "tokens_per_s" in r), None)
+    print(f"\n{gpu}: {args.steps} steps each, tokens/s over the last {args.steps - args.warmup}, one process per setting")
     print(f"{'run':62s} {'tok/s':>9s} {'x base':>7s} {'peak GiB':>9s} {'loss 1st':>9s} {'loss end':>9s}")
     for r in results["runs"]:
         tps = r.get("tokens_per_s", float("nan"))
