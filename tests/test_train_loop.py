@@ -176,3 +176,13 @@ def test_deepspeed_config_keeps_our_autocast_batch_and_clipping(tmp_path):
     with pytest.raises(TrainError, match="remove the 'torch_autocast' section"):
         deepspeed_config(str(theirs), micro_batch=4, grad_accum=1, max_grad_norm=0.3, world=1)
 
+
+
+def test_missing_deepspeed_is_named_before_the_model_loads(monkeypatch, tmp_path, data, llama):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    monkeypatch.setattr(M, "load_base", lambda *a, **k: pytest.fail("the model was loaded before the missing package was named"))
+    with pytest.raises(TrainError, match=r"--deepspeed needs the deepspeed package: pip install 'datagen\[deepspeed\]'"):
+        Q.prepare(cfg(data, llama, tmp_path / "o", deepspeed="zero2"))

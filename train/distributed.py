@@ -105,11 +105,16 @@ def deepspeed_config(spec: str, *, micro_batch: int, grad_accum: int, max_grad_n
     return ds
 
 
+def require_deepspeed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise TrainError("--deepspeed needs the deepspeed package: pip install 'datagen[deepspeed]'")
+
+
 def deepspeed_engine(module, optimizer, scheduler, ds: dict):
-    try:
-        import deepspeed
-    except ImportError:
-        raise TrainError("--deepspeed needs the deepspeed package: pip install 'datagen[deepspeed]'") from None
+    require_deepspeed()
+    import deepspeed
     from deepspeed.utils import logger
 
     logger.setLevel("WARNING")  # its INFO lines (config dumps, timers) would drown our progress display

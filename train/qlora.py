@@ -326,7 +326,8 @@ def plot_loss(log_file: Path, png: Path) -> None:
 
 def prepare(cfg: Config, console=None):
     """Everything before the first step; returned so the benchmark can drive the same objects."""
-    if cfg.deepspeed:  # a bad DeepSpeed config fails here, before the model load
+    if cfg.deepspeed:  # a bad DeepSpeed config, or no deepspeed at all, fails here, before the model load
+        dist.require_deepspeed()
         dist.deepspeed_config(cfg.deepspeed, micro_batch=cfg.per_device_batch_size, grad_accum=cfg.grad_accum,
                               max_grad_norm=cfg.max_grad_norm, world=dist.world_size())
     if cfg.max_steps <= 0 and cfg.epochs <= 0:
