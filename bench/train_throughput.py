@@ -166,13 +166,10 @@ def run_baseline(model, samples, args, out: Path) -> dict:
 
 # -- ours ---------------------------------------------------------------------------------------
 
-def run_ours(base, samples, args, out: Path, *, name: str, rows: int, gc_on: bool, optim: str, chunk: int, row_len: int, lora_dtype: str = "fp32",
+def run_ours(base, samples, args, out: Path, prec: M.Precision, *, name: str, rows: int, gc_on: bool, optim: str, chunk: int, row_len: int, lora_dtype: str = "fp32",
              compile: bool = False, attn: str = "sdpa", deepspeed: str | None = None) -> dict:
     peak_reset()
-    start = torch.cuda.memory_allocated() / GiB if torch.cuda.is_available() else float("nan")  # left over from earlier settings
     base.set_attn_implementation(attn)  # what --attn-implementation does at load time
-    prec = M.Precision(torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.bits,
-                       torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     model = M.add_lora(base, rank=64, alpha=16, dropout=0.05, gradient_checkpointing=gc_on, lora_dtype=lora_dtype)
     cfg = Q.Config(output_dir=str(out / name), max_steps=args.steps, per_device_batch_size=rows, packing=True,
                    max_seq_length=row_len, gradient_checkpointing=gc_on, optim=optim, loss_chunk=chunk, save_steps=0, seed=0,
@@ -185,7 +182,7 @@ def run_ours(base, samples, args, out: Path, *, name: str, rows: int, gc_on: boo
         err = f"out of memory: {str(exc).splitlines()[0][:120]}"
     peak = peak_gib()
     log = [json.loads(line) for line in (out / name / "train_log.jsonl").read_text().splitlines()] if (out / name / "train_log.jsonl").exists() else []
-    res = {"name": name, "attn": attn, "deepspeed": deepspeed, "lora_dtype": lora_dtype, "compile": compile, "rows": rows, "row_len": row_len, "grad_ckpt": gc_on, "optim": optim, "peak_gib": peak, "start_gib": start, "error": err}
+    res = {"name": name, "attn": attn, "deepspeed": deepspeed, "lora_dtype": lora_dtype, "compile": compile, "rows": rows, "row_len": row_len, "grad_ckpt": gc_on, "optim": optim, "peak_gib": peak, "error": err}
     if log:
         losses = [r["loss"] for r in log]
         res.update(tokens_per_s=throughput([r["tokens"] for r in log], [r["elapsed_s"] for r in log], args.warmup),
@@ -284,8 +281,7 @@ def child(args) -> None:
         if "attn" in s:
             s["attn"] = "sdpa"  # flex attention has no backward on the CPU
     samples = make_samples(20000 if not args.tiny else 1500, sh["vocab_size"], seed=1)
-    prec = M.Precision(torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.bits,
-                       torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    prec = M.pick_precision(args.bits)  # what `train qlora` picks: bf16 compute on the GPU, fp32 on the CPU
     t = time.perf_counter()
     base = M.load_base(Path(args.model_dir), prec)  # what `train qlora` does: from_pretrained with NF4 + double quant
     loaded = {"load_s": time.perf_counter() - t, "model_gib": torch.cuda.memory_allocated() / GiB if torch.cuda.is_available() else float("nan")}
@@ -294,7 +290,7 @@ def child(args) -> None:
     if args.one == "baseline":
         run = lambda: run_baseline(base, part, args, out)  # noqa: E731
     else:
-        run = lambda: run_ours(base, part, args, out, name=args.one, **s)  # noqa: E731
+        run = lambda: run_ours(base, part, args, out, prec, name=args.one, **s)  # noqa: E731
     res = profiled(run, out / "profile.txt") if args.profile else run()
     res.update(name=name, **loaded)
     Path(args.results).write_text(json.dumps({"run": res, "objective_check": check}))
