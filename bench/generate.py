@@ -12,7 +12,7 @@ Phases (all in one go, each skippable):
             /stats every second; figures come from a steady window after --warmup
   baseline  Alpaca's generate_instruction_following_data loop: send one request, wait,
             parse, ROUGE-L (rouge_score, brute force) against everything, repeat
-  local     the embedded model (datagen.local.LocalBackend): tokens/s batched vs one prompt
+  local     the embedded model (datagen.backends.local.LocalBackend): tokens/s batched vs one prompt
             at a time, torch threads = 1 and = all cores
 
     python bench/generate.py                  # ~5 minutes
@@ -321,7 +321,7 @@ def bench_baseline(args) -> dict:
 def bench_local(args) -> dict:
     import torch
 
-    from datagen.local import LocalBackend
+    from datagen.backends.local import LocalBackend
     from datagen.records import Prompt, Stage
 
     topics = ["volcanoes", "honeybees", "chess", "tides", "bread", "jazz", "bicycles", "libraries"]

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from conftest import core_cli, core_free_port
-from datagen.backends import FatalBackendError, OpenAIBackend
+from datagen.backends import FatalBackendError
+from datagen.backends.openai_compat import OpenAIBackend
 from datagen.client import LLMClient
 from datagen.prompts import bootstrap_prompt, load_prompts, parse_task_list
 from datagen.records import Prompt, Stage

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from datagen.local import builtin_gguf
+from datagen.backends.local import builtin_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 

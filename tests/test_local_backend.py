@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from datagen.backends import FatalBackendError
-from datagen.local import LocalBackend, materialize, resolve_model
+from datagen.backends.local import LocalBackend, materialize, resolve_model
 from datagen.records import Prompt, Stage
 
 ROOT = Path(__file__).resolve().parents[1]

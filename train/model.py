@@ -43,7 +43,7 @@ def resolve_model_path(name: str) -> Path:
     if p.is_dir() and (p / "config.json").is_file():
         return p  # a plain HF directory needs nothing from datagen's generation side
     try:
-        from datagen.local import BUILTIN, builtin_gguf, materialize
+        from datagen.backends.local import BUILTIN, builtin_gguf, materialize
 
         if name.lower() in BUILTIN:
             return materialize(builtin_gguf())

@@ -1,59 +1,13 @@
-"""Model backends behind one small protocol, so chat, completion and local modes are interchangeable.
-
-A backend turns a batch of Prompts into Generations, one attempt, and says whether a failure
-is worth retrying. Rate limits, retries, batching and logging live in datagen.client.
-"""
+"""Chat and Completion APIs of OpenAI or any compatible server, through the official async client."""
 
 from __future__ import annotations
 
 import os
 import re
 import time
-from typing import Protocol, runtime_checkable
 
+from datagen.backends.base import BackendError, FatalBackendError, estimate_tokens
 from datagen.records import Generation, Prompt
-
-
-class BackendError(RuntimeError):
-    """One failed attempt. `retryable` failures are tried again; others fail the prompt."""
-
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-class FatalBackendError(RuntimeError):
-    """Nothing will work (bad key, unknown model, unreachable server): stop the run."""
-
-
-@runtime_checkable
-class Backend(Protocol):
-    name: str
-    model: str
-    max_batch: int  # prompts per call
-    context_window: int
-
-    def count_tokens(self, text: str) -> int: ...
-
-    async def check(self) -> None:
-        """Fail fast with FatalBackendError before a run starts."""
-
-    async def complete(self, prompts: list[Prompt]) -> list[Generation]: ...
-
-    async def aclose(self) -> None: ...
-
-
-_CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough BPE count for servers whose tokenizer we lack: ~4 chars per token, 1 per CJK char."""
-    cjk = len(_CJK.findall(text))
-    return cjk + (len(text) - cjk + 3) // 4
-
-
-# ---------------------------------------------------------------- OpenAI-compatible HTTP
 
 
 def _retry_after(exc) -> float | None:
@@ -226,24 +180,3 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         await self.client.close()
-
-
-# ---------------------------------------------------------------- embedded local model
-
-
-def make_backend(api: str, model: str, **kw) -> Backend:
-    if api in ("chat", "completion"):
-        return OpenAIBackend(
-            api,
-            model,
-            api_key=kw.get("api_key"),
-            base_url=kw.get("base_url"),
-            timeout=kw.get("timeout", 120.0),
-            prompts_per_request=kw.get("prompts_per_request", 1),
-            context_window=kw.get("context_window", 4096),
-        )
-    if api == "local":
-        from datagen.local import LocalBackend
-
-        return LocalBackend(model, batch_size=kw.get("batch_size", 8), context_window=kw.get("context_window"))
-    raise FatalBackendError(f"unknown --api {api!r}: use chat, completion or local")

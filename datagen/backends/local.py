@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from datagen.backends import FatalBackendError
+from datagen.backends.base import FatalBackendError
 from datagen.records import Generation, Prompt
 
 BUILTIN = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "default"}
