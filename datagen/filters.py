@@ -26,6 +26,18 @@ BLACKLIST = {
 }
 
 
+# Characters that change how text displays without being seen: bidi embeddings, overrides and
+# isolates (U+202E turns "invoice\u202efdp.exe" into "invoiceexe.pdf"), marks, zero-width
+# spaces and joiners, word joiner, invisible operators, BOM. Generated text has no use for them.
+INVISIBLE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def invisible_characters(text: str) -> str | None:
+    """The first invisible or bidi control character in text, as 'U+XXXX', or None."""
+    m = INVISIBLE.search(text)
+    return None if m is None else f"U+{ord(m.group(0)):04X}"
+
+
 @dataclass
 class Limits:
     """Instruction length bounds: words for English, characters for Chinese."""
@@ -64,6 +76,9 @@ class InstructionFilter:
             return "too_short", f"{n} < {self.limits.min_len}"
         if n > self.limits.max_len:
             return "too_long", f"{n} > {self.limits.max_len}"
+        hidden = invisible_characters(t)
+        if hidden:
+            return "invisible_characters", hidden
         m = self._black.search(t)
         if m:
             return "blacklist", m.group(0)
@@ -91,6 +106,8 @@ def filter_instances(instances: list[Instance], max_instances: int = 5, max_outp
             reasons.append("empty_output")
         elif inp and inp == out:
             reasons.append("input_equals_output")
+        elif invisible_characters(inp + out):
+            reasons.append("invisible_characters")
         elif out.endswith((":", "：")):
             reasons.append("trailing_colon")
         elif len(out) > max_output_chars:

@@ -133,3 +133,16 @@ def test_max_instances_caps_kept():
     kept, reasons = filter_instances([I(str(i), f"answer {i}") for i in range(8)], max_instances=5)
     assert [k.input for k in kept] == ["0", "1", "2", "3", "4"]
     assert reasons == []
+
+
+def test_invisible_and_bidi_characters_are_a_finding():
+    from datagen.filters import InstructionFilter, filter_instances, invisible_characters
+    from datagen.records import Instance
+
+    assert InstructionFilter("en").check("Explain what invoice\u202efdp.exe means to a user.") == ("invisible_characters", "U+202E")
+    assert InstructionFilter("zh").check("请解释这个\u200b词语的意思。") == ("invisible_characters", "U+200B")
+    for ch in "\u202a\u202d\u2066\u2069\u200d\u2060\ufeff\u200f":
+        assert invisible_characters(f"a{ch}b") == f"U+{ord(ch):04X}"
+    assert invisible_characters("Plain text, 中文, émigré — “quotes”.") is None
+    kept, dropped = filter_instances([Instance(input="x", output="ok"), Instance(input="", output="hidden\u2067text")])
+    assert len(kept) == 1 and dropped == ["invisible_characters"]
