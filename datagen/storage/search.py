@@ -1,38 +1,71 @@
-"""Full-text search over instructions and instances.
+"""Full-text search over instructions and their instances (inputs and outputs).
 
 SQLite: an FTS5 table with the trigram tokenizer, so substring search works for Chinese
-(which has no spaces for a word tokenizer to split on) as well as English. It is an
-external-content table kept in step by triggers, so the text is stored once.
-Other databases: a case-insensitive LIKE, which Postgres serves from a pg_trgm index when present.
+(which has no spaces for a word tokenizer to split on) as well as English. One row per
+sample (rowid = sample id) with two columns, the instruction and the sample's instances
+joined, kept in step by triggers on both tables; a term matches in either column.
+Other databases: a case-insensitive LIKE on the instruction or any instance, which Postgres
+serves from pg_trgm indexes when present.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import exists, or_, select, text
 from sqlalchemy.engine import Engine
 
+from datagen.storage.models import InstanceRow, Sample
+
+_INSTANCES_TEXT = (
+    "coalesce((SELECT group_concat(input || char(10) || output, char(10)) FROM instance WHERE sample_id = {sid}), '')"
+)
+# Fills sample_fts from the tables: after a bulk load without triggers, or from the old layout.
+POPULATE = (
+    "INSERT INTO sample_fts(rowid, instruction, instances) SELECT s.id, s.instruction, "
+    + _INSTANCES_TEXT.format(sid="s.id")
+    + " FROM sample s"
+)
+_REFRESH_INSTANCES = "UPDATE sample_fts SET instances = " + _INSTANCES_TEXT + " WHERE rowid = {sid};"
 _SQLITE_DDL = [
-    """CREATE VIRTUAL TABLE IF NOT EXISTS sample_fts USING fts5(
-           instruction, content='sample', content_rowid='id', tokenize='trigram')""",
+    # Its own copy of the text (not external content): instance text lives in another table.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS sample_fts USING fts5(instruction, instances, tokenize='trigram')",
     """CREATE TRIGGER IF NOT EXISTS sample_fts_ai AFTER INSERT ON sample BEGIN
-           INSERT INTO sample_fts(rowid, instruction) VALUES (new.id, new.instruction);
+           INSERT INTO sample_fts(rowid, instruction, instances) VALUES (new.id, new.instruction, '');
        END""",
     """CREATE TRIGGER IF NOT EXISTS sample_fts_ad AFTER DELETE ON sample BEGIN
-           INSERT INTO sample_fts(sample_fts, rowid, instruction) VALUES ('delete', old.id, old.instruction);
+           DELETE FROM sample_fts WHERE rowid = old.id;
        END""",
     """CREATE TRIGGER IF NOT EXISTS sample_fts_au AFTER UPDATE OF instruction ON sample BEGIN
-           INSERT INTO sample_fts(sample_fts, rowid, instruction) VALUES ('delete', old.id, old.instruction);
-           INSERT INTO sample_fts(rowid, instruction) VALUES (new.id, new.instruction);
+           UPDATE sample_fts SET instruction = new.instruction WHERE rowid = new.id;
+       END""",
+    f"""CREATE TRIGGER IF NOT EXISTS sample_fts_inst_ai AFTER INSERT ON instance BEGIN
+           {_REFRESH_INSTANCES.format(sid="new.sample_id")}
+       END""",
+    f"""CREATE TRIGGER IF NOT EXISTS sample_fts_inst_ad AFTER DELETE ON instance BEGIN
+           {_REFRESH_INSTANCES.format(sid="old.sample_id")}
+       END""",
+    f"""CREATE TRIGGER IF NOT EXISTS sample_fts_inst_au AFTER UPDATE ON instance BEGIN
+           {_REFRESH_INSTANCES.format(sid="old.sample_id")}
+           {_REFRESH_INSTANCES.format(sid="new.sample_id")}
        END""",
 ]
+_OLD_TRIGGERS = ("sample_fts_ai", "sample_fts_ad", "sample_fts_au")
 
 
 def install(engine: Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
     with engine.begin() as conn:
+        old = conn.execute(text("SELECT sql FROM sqlite_master WHERE type='table' AND name='sample_fts'")).scalar()
+        rebuild = old is None or "instances" not in old
+        if old is not None and rebuild:
+            # The instruction-only index of earlier versions: replace it (one pass over the data).
+            for name in _OLD_TRIGGERS:
+                conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+            conn.execute(text("DROP TABLE sample_fts"))
         for ddl in _SQLITE_DDL:
             conn.execute(text(ddl))
+        if rebuild:
+            conn.execute(text(POPULATE))
 
 
 # --- Queries -----------------------------------------------------------------------------------
@@ -82,15 +115,19 @@ def fts_match(expr: str):
 
 def fts_rowids(expr: str):
     """SELECT rowid FROM sample_fts WHERE sample_fts MATCH :expr, as a selectable."""
-    from sqlalchemy import select
-
     return select(fts_table().c.rowid).where(fts_match(expr))
 
 
-def like_clauses(column_, words: list[str], dialect: str):
-    """Case-insensitive substring conditions: ILIKE on Postgres, LIKE elsewhere (ASCII case-folded in SQLite)."""
+def like_clauses(words: list[str], dialect: str):
+    """Per word: the instruction or one of the sample's instances contains it, case-insensitively
+    (ILIKE on Postgres, LIKE elsewhere: ASCII case-folded in SQLite)."""
+
+    def like(col, pat):
+        return col.ilike(pat, escape="\\") if dialect == "postgresql" else col.like(pat, escape="\\")
+
     out = []
     for w in words:
         pat = _like_pattern(w)
-        out.append(column_.ilike(pat, escape="\\") if dialect == "postgresql" else column_.like(pat, escape="\\"))
+        in_instances = exists().where(InstanceRow.sample_id == Sample.id, or_(like(InstanceRow.input, pat), like(InstanceRow.output, pat)))
+        out.append(or_(like(Sample.instruction, pat), in_instances))
     return out
