@@ -7,6 +7,8 @@ import re
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
 from api.config import Settings
@@ -27,26 +29,33 @@ def get_neighbours(request: Request) -> NeighbourCache:
     return request.app.state.neighbours
 
 
-def _check_token(request: Request, authorization: str | None) -> None:
+def invalid(loc: tuple, msg: str) -> RequestValidationError:
+    """A 422 shaped like every other 422 (a list of {loc, msg, type}), as the schema says."""
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+# The OpenAPI schema declares one HTTP bearer scheme; auto_error=False so we choose the answers.
+bearer = HTTPBearer(auto_error=False, description="DATAGEN_API_TOKEN (or the token `serve` printed)")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _check_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
     settings: Settings = request.app.state.settings
-    if not authorization:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "use 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
+    if not hmac.compare_digest(credentials.credentials.strip().encode(), settings.token.encode()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong token")
 
 
-def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+def require_token(request: Request, credentials: Credentials) -> None:
     """Every change needs the token."""
-    _check_token(request, authorization)
+    _check_token(request, credentials)
 
 
-def read_access(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+def read_access(request: Request, credentials: Credentials) -> None:
     """Reads need the token too when the service listens beyond this machine."""
     if request.app.state.settings.protect_reads:
-        _check_token(request, authorization)
+        _check_token(request, credentials)
 
 
 _ACTOR = re.compile(r"^[\w.@+\- ]{1,64}$")
@@ -55,11 +64,11 @@ _ACTOR = re.compile(r"^[\w.@+\- ]{1,64}$")
 def reviewer(x_reviewer: Annotated[str | None, Header(description="who is reviewing (audit log)")] = None) -> str:
     name = (x_reviewer or "").strip() or "api"
     if not _ACTOR.match(name):
-        raise HTTPException(422, "X-Reviewer: 1-64 letters, digits, spaces or . @ + - _")
+        raise invalid(("header", "x-reviewer"), "1-64 letters, digits, spaces or . @ + - _")
     return name
 
 
-def to_filter(engine: Engine, f: Filter) -> queries.SampleFilter:
+def to_filter(engine: Engine, f: Filter, ids: list[int] | None = None) -> queries.SampleFilter:
     run_id = None
     if f.run:
         run_id = queries.run_id_for(engine, f.run)
@@ -76,6 +85,7 @@ def to_filter(engine: Engine, f: Filter) -> queries.SampleFilter:
         len_min=f.len_min,
         len_max=f.len_max,
         q=(f.q or "").strip() or None,
+        ids=list(ids) if ids else None,
     )
 
 

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from api.config import ConfigError, Settings
 from api.deps import read_access
 from api.routes import export, runs, samples, stats
-from api.security import BodyLimit, SecurityHeaders, install_log_scrubbing
+from api.security import BodyLimit, HostCheck, SecurityHeaders, install_log_scrubbing
 from api.services import NeighbourCache
 from datagen import storage
 from datagen.storage import queries
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(queries.QueryError)
     async def _bad_query(_req: Request, exc: queries.QueryError):
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": [{"loc": ["query"], "msg": str(exc), "type": "value_error"}]}, status_code=422)
 
     @app.exception_handler(storage.StorageError)
     async def _storage(_req: Request, exc: storage.StorageError):
@@ -72,17 +72,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if not settings.protect_reads:  # with a read token, a rebinding page cannot read anything
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)
     install_log_scrubbing()
     return app
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 8000, db: str | None = None) -> None:
+def serve(*, host: str = "127.0.0.1", port: int = 8000, db: str | None = None, allowed_hosts: tuple[str, ...] = ()) -> None:
     """Run the service with uvicorn; refuses a non-loopback address without DATAGEN_API_TOKEN."""
     import uvicorn
 
     try:
-        settings = Settings.from_env(db_url=db, host=host, port=port)
+        settings = Settings.from_env(db_url=db, host=host, port=port, allowed_hosts=allowed_hosts)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

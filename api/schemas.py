@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 StatusName = Literal["pending", "accepted", "rejected", "approved", "discarded"]
 LangName = Literal["en", "zh"]
@@ -15,6 +16,20 @@ MAX_INSTRUCTION = 8_000
 MAX_FIELD = 20_000
 MAX_INSTANCES = 20
 MAX_NOTE = 2_000
+MAX_ID = 2**62  # ids, row counts: far below SQLite's and Postgres's 64-bit limit
+MAX_IDS = 500
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: str) -> str:
+    # Postgres refuses NUL in text and no database stores a lone surrogate: a clear 422, never a 500.
+    if _UNSTORABLE.search(value):
+        raise ValueError("NUL characters and unpaired surrogates are not allowed")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
 
 
 class Filter(BaseModel):
@@ -22,16 +37,16 @@ class Filter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run: str | None = Field(None, max_length=200, description="run name")
+    run: Text | None = Field(None, max_length=200, description="run name")
     lang: LangName | None = None
     status: list[StatusName] = Field(default_factory=list, max_length=5)
     classification: bool | None = Field(None, description="is_classification")
-    reason: str | None = Field(None, max_length=64, description="filter that rejected it")
+    reason: Text | None = Field(None, max_length=64, description="filter that rejected it")
     score_min: float | None = Field(None, ge=0, le=1, description="nearest ROUGE-L at least")
     score_max: float | None = Field(None, ge=0, le=1)
     len_min: int | None = Field(None, ge=0, le=1_000_000, description="instruction length in characters")
     len_max: int | None = Field(None, ge=0, le=1_000_000)
-    q: str | None = Field(None, max_length=200, description="full-text search: every word must occur")
+    q: Text | None = Field(None, max_length=200, description="search instructions, inputs and outputs: every word must occur")
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -45,7 +60,7 @@ class Filter(BaseModel):
 class ListParams(Filter):
     sort: SortName = "id"
     limit: int = Field(50, ge=1, le=500)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: Text | None = Field(None, max_length=200)
 
 
 class SampleSummary(BaseModel):
@@ -72,19 +87,20 @@ class SamplePage(BaseModel):
 class Count(BaseModel):
     count: int
     capped: bool = Field(description="true when there are more than `count`")
+    reviewed: int = Field(0, description="how many of those a reviewer approved or discarded")
 
 
 class InstanceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    input: str = Field("", max_length=MAX_FIELD)
-    output: str = Field(..., max_length=MAX_FIELD)
+    input: Text = Field("", max_length=MAX_FIELD)
+    output: Text = Field(..., max_length=MAX_FIELD)
 
 
 class EditIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    instruction: str | None = Field(None, min_length=1, max_length=MAX_INSTRUCTION)
+    instruction: Text | None = Field(None, min_length=1, max_length=MAX_INSTRUCTION)
     instances: list[InstanceIn] | None = Field(None, max_length=MAX_INSTANCES)
-    note: str | None = Field(None, max_length=MAX_NOTE)
+    note: Text | None = Field(None, max_length=MAX_NOTE)
 
     @model_validator(mode="after")
     def _something(self):
@@ -95,16 +111,18 @@ class EditIn(BaseModel):
 
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = Field(None, max_length=MAX_NOTE)
+    note: Text | None = Field(None, max_length=MAX_NOTE)
+    force: bool = Field(False, description="approve even though the filters rejected the sample (otherwise 409)")
 
 
 class BulkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["approve", "reject"]
-    filter: Filter
-    note: str | None = Field(None, max_length=MAX_NOTE)
+    filter: Filter = Field(default_factory=Filter)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, min_length=1, max_length=MAX_IDS, description="only these samples (ANDed with the filter)")
+    note: Text | None = Field(None, max_length=MAX_NOTE)
     all: bool = Field(False, description="must be true to act on an empty filter (every sample)")
-    max_rows: int | None = Field(None, ge=1, description="stop after this many")
+    max_rows: int | None = Field(None, ge=1, le=MAX_ID, description="stop after this many")
 
 
 class BulkOut(BaseModel):
@@ -146,3 +164,55 @@ class RunOut(BaseModel):
     tokens_in: int
     tokens_out: int
     cost: float
+
+
+class Instance(BaseModel):
+    input: str
+    output: str
+
+
+class SampleDetail(SampleSummary):
+    """One sample with its instances, the request it came from and (GET) its audit log."""
+
+    model_config = ConfigDict(extra="allow")  # columns added to the table later pass through
+    run: str | None
+    nearest: str | None
+    instances: list[Instance]
+    request: dict[str, Any] | None
+    nearest_highlight: dict[str, Any] | None = None
+    audit: list[dict[str, Any]] | None = None
+
+
+class EditOut(BaseModel):
+    sample: SampleDetail
+    findings: dict[str, Any] = Field(description="what the filters say about the edited text")
+
+
+class Error(BaseModel):
+    detail: str
+
+
+class ValidationItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    detail: list[ValidationItem]
+
+
+def _error(text: str) -> dict:
+    return {"model": Error, "description": text}
+
+
+# Documented on every route; FastAPI adds 422 itself (our handler keeps its shape: ValidationErrorOut).
+READ_ERRORS = {
+    400: _error("malformed request (bad Content-Length)"),
+    401: _error("no bearer token (reads need one when serving beyond loopback)"),
+    403: _error("wrong token"),
+    404: _error("no such sample or run"),
+    413: _error("request body too large"),
+    421: _error("Host name not served here (DNS rebinding guard)"),
+}
+WRITE_ERRORS = {**READ_ERRORS, 409: _error("conflicts with a kept instruction or with the filters")}

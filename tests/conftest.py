@@ -173,7 +173,7 @@ def app(db_url):
     from api.config import Settings
     from api.main import create_app
 
-    return create_app(Settings(db_url=db_url, token=TOKEN))
+    return create_app(Settings(db_url=db_url, token=TOKEN, allowed_hosts=("testserver",)))
 
 
 @pytest.fixture()

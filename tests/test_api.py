@@ -64,7 +64,7 @@ def test_filters_narrow_the_list(client):
     assert high and all(s["nearest_score"] >= 0.7 for s in high)
     short = client.get("/api/samples?len_max=12").json()["items"]
     assert short and all(s["length"] <= 12 for s in short)
-    assert client.get("/api/samples/count?status=accepted").json() == {"count": 10, "capped": False}
+    assert client.get("/api/samples/count?status=accepted").json() == {"count": 10, "capped": False, "reviewed": 0}
 
 
 def test_search_english_chinese_short_terms_and_syntax(client):
@@ -361,3 +361,150 @@ def test_secrets_are_scrubbed():
     assert "hf_abcdefghijklmnopqrstu" not in scrub_text("use hf_abcdefghijklmnopqrstu now")
     assert scrub_text("Authorization: Bearer abcdefghijklmnop") .count("abcdefghijklmnop") == 0
     assert scrub_text("Write a poem about keys.") == "Write a poem about keys."
+
+
+# --- hostile input (issue 10) --------------------------------------------------------------------
+
+
+def _cursor(obj) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("get", "/api/samples?q=ab%00cd", None),
+        ("get", "/api/samples/count?q=ab%00cd", None),
+        ("get", "/api/stats?q=ab%00cd", None),
+        ("get", "/api/export?q=ab%00cd", None),
+        ("get", "/api/samples?run=a%00b", None),
+        ("post", "/api/samples/bulk", {"action": "approve", "filter": {"q": "ab\x00cd"}}),
+        ("patch", "/api/samples/1", {"instruction": "Write a poem\x00 about rain."}),
+        ("patch", "/api/samples/1", {"instances": [{"input": "", "output": "bad \ud800 surrogate"}]}),
+        ("post", "/api/samples/1/approve", {"note": "a\x00b"}),
+        ("get", "/api/samples?cursor=" + _cursor([2**64, 2**64]), None),
+        ("get", "/api/samples?sort=score&cursor=" + _cursor([0.5, 2**63]), None),
+        ("get", "/api/samples?sort=length&cursor=" + _cursor([-(2**70), 3]), None),
+        ("post", "/api/samples/bulk", {"action": "reject", "filter": {"run": "demo-en"}, "max_rows": 2**64}),
+        ("post", "/api/samples/bulk", {"action": "reject", "ids": [2**63]}),
+    ],
+)
+def test_nul_bytes_surrogates_and_huge_numbers_are_422_with_a_list_body(client, method, path, body):
+    kwargs = {"headers": AUTH} if method != "get" else {}
+    if body is not None:  # json= would refuse the lone surrogate on our side
+        kwargs["content"] = json.dumps(body).encode()
+        kwargs["headers"] = {**AUTH, "Content-Type": "application/json"}
+    r = getattr(client, method)(path, **kwargs)
+    assert r.status_code == 422, (path, r.status_code, r.text[:300])
+    detail = r.json()["detail"]
+    assert isinstance(detail, list) and all({"loc", "msg", "type"} <= set(e) for e in detail)  # the schema's shape
+    msgs = " ".join(e["msg"] for e in detail)
+    assert any(w in msgs for w in ("NUL", "unicode", "cursor", "less than or equal")), msgs
+    assert _sample(client.app.state.settings.db_url, 1).status == "accepted"
+
+
+def test_every_422_has_the_documented_shape(client):
+    for r in (
+        client.get("/api/samples?cursor=garbage"),
+        client.patch("/api/samples/1", headers={**AUTH, "X-Reviewer": "<script>"}, json={"instruction": "Fine text here."}),
+        client.post("/api/samples/bulk", headers=AUTH, json={"action": "approve", "filter": {}}),
+    ):
+        assert r.status_code == 422
+        assert isinstance(r.json()["detail"], list) and r.json()["detail"][0]["msg"], r.text
+
+
+def test_openapi_declares_bearer_auth_errors_and_bodies(client):
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"] == {"type": "http", "scheme": "bearer", "description": schema["components"]["securitySchemes"]["HTTPBearer"]["description"]}
+    for path, ops in schema["paths"].items():
+        for op in ops.values():
+            names = [p["name"].lower() for p in op.get("parameters", [])]
+            assert "authorization" not in names, path  # auth is the security scheme, not a header parameter
+    approve = schema["paths"]["/api/samples/{sample_id}/approve"]["post"]
+    assert approve["security"] == [{"HTTPBearer": []}]
+    assert {"400", "401", "403", "404", "409", "413", "422"} <= set(approve["responses"])
+    patch = schema["paths"]["/api/samples/{sample_id}"]["patch"]
+    assert patch["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/EditOut"}
+    assert {"401", "404", "413"} <= set(schema["paths"]["/api/samples"]["get"]["responses"])
+
+
+# --- reviewing at scale (issue 10) ---------------------------------------------------------------
+
+
+def test_bulk_on_picked_rows_only(client, db_url):
+    r = client.post("/api/samples/bulk", headers=AUTH, json={"action": "reject", "ids": [3, 4, 9999]})
+    assert r.status_code == 200 and r.json()["changed"] == 2
+    assert [_sample(db_url, i).status for i in (1, 3, 4, 8)] == ["accepted", "discarded", "discarded", "accepted"]
+    # ids AND the filter: 1 is English, 13 Chinese.
+    r = client.post("/api/samples/bulk", headers=AUTH, json={"action": "reject", "ids": [1, 13], "filter": {"lang": "zh"}})
+    assert r.json()["changed"] == 1 and _sample(db_url, 1).status == "accepted" and _sample(db_url, 13).status == "discarded"
+
+
+def test_undo_puts_back_the_status_from_the_audit_log(client, db_url):
+    assert client.post("/api/samples/3/reject", headers=AUTH).json()["status"] == "discarded"
+    r = client.post("/api/samples/3/undo", headers=AUTH)
+    assert r.status_code == 200 and r.json()["status"] == "accepted"
+    assert _sample(db_url, 3).status == "accepted"
+    last = _audit(db_url, 3)[-1]
+    assert (last.action, last.before, last.after, last.actor) == ("undo", "discarded", "accepted", "alice")
+    assert client.post("/api/samples/3/undo", headers=AUTH).status_code == 409  # an undo is not undone
+    assert client.post("/api/samples/5/undo", headers=AUTH).status_code == 409  # never reviewed
+    # A bulk review is undone like any other; a sample edited since its review is not.
+    client.post("/api/samples/4/approve", headers=AUTH)
+    client.post("/api/samples/bulk", headers=AUTH, json={"action": "reject", "ids": [4]})
+    assert client.post("/api/samples/4/undo", headers=AUTH).json()["status"] == "approved"
+    client.post("/api/samples/8/approve", headers=AUTH)
+    client.patch("/api/samples/8", headers=AUTH, json={"instruction": "Translate the sentence into German: I like pears."})
+    assert client.post("/api/samples/8/undo", headers=AUTH).status_code == 409 and _sample(db_url, 8).status == "approved"
+    assert client.post("/api/samples/4/undo", headers={"X-Reviewer": "x"}).status_code == 401
+
+
+def test_approving_what_the_filters_rejected_needs_force(client, db_url):
+    r = client.post("/api/samples/2/approve", headers=AUTH, json={})
+    assert r.status_code == 409 and "force" in r.json()["detail"] and "similar" in r.json()["detail"]
+    assert _sample(db_url, 2).status == "rejected"
+    r = client.post("/api/samples/2/approve", headers=AUTH, json={"force": True})
+    assert r.status_code == 200 and _sample(db_url, 2).status == "approved"
+
+
+def test_count_says_how_many_are_reviewed(client):
+    assert client.get("/api/samples/count?run=demo-en").json() == {"count": 12, "capped": False, "reviewed": 0}
+    client.post("/api/samples/1/approve", headers=AUTH)
+    client.post("/api/samples/3/reject", headers=AUTH)
+    assert client.get("/api/samples/count?run=demo-en").json()["reviewed"] == 2
+
+
+def test_search_covers_inputs_and_outputs(client):
+    r = client.patch("/api/samples/4", headers=AUTH, json={"instances": [{"input": "the quokka text", "output": "A zebra crossing."}]})
+    assert r.status_code == 200
+    assert _ids(client.get("/api/samples?q=zebra")) == [4]  # output, FTS5 path
+    assert _ids(client.get("/api/samples?q=quokka%20summarize")) == [4]  # input + instruction, ANDed
+    assert _ids(client.get("/api/samples?q=kk")) == [4]  # a short term: the LIKE path
+    client.patch("/api/samples/4", headers=AUTH, json={"instances": [{"input": "", "output": "Plain."}]})
+    assert _ids(client.get("/api/samples?q=zebra")) == []  # the index follows edits
+
+
+def test_an_old_instruction_only_search_index_is_rebuilt(tmp_path):
+    from sqlalchemy import text
+
+    from conftest import build_db
+    from datagen import storage
+
+    url = build_db(tmp_path / "old.db")
+    engine = storage.connect(url)
+    with engine.begin() as conn:  # the layout of earlier versions
+        for name in ("sample_fts_ai", "sample_fts_ad", "sample_fts_au", "sample_fts_inst_ai", "sample_fts_inst_ad", "sample_fts_inst_au"):
+            conn.execute(text(f"DROP TRIGGER {name}"))
+        conn.execute(text("DROP TABLE sample_fts"))
+        conn.execute(text("CREATE VIRTUAL TABLE sample_fts USING fts5(instruction, content='sample', content_rowid='id', tokenize='trigram')"))
+        conn.execute(text("INSERT INTO sample_fts(sample_fts) VALUES ('rebuild')"))
+    storage.dispose_all()
+    engine = storage.connect(url)
+    from datagen.storage import queries
+
+    page = queries.list_samples(engine, queries.SampleFilter(q="output 10"))
+    assert [s["id"] for s in page.items] == [11]  # instance text, indexed by the rebuilt table
+    assert [s["id"] for s in queries.list_samples(engine, queries.SampleFilter(q="healthy winter")).items] == [10]
+    storage.dispose_all()

@@ -3,12 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import EngineDep
-from api.schemas import RunOut
+from api.schemas import READ_ERRORS, RunOut
 from api.security import scrub_config
 from datagen import storage
 from datagen.storage import queries
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=READ_ERRORS)
 
 
 @router.get("/runs", response_model=list[RunOut], summary="Runs with their counts and costs")

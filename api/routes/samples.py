@@ -5,15 +5,31 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
 from api import services
-from api.deps import ActorDep, EngineDep, NeighboursDep, SettingsDep, require_token, to_filter
-from api.schemas import BulkIn, BulkOut, Count, EditIn, Filter, ListParams, ReviewIn, ReviewOut, SamplePage, Similar
+from api.deps import ActorDep, EngineDep, NeighboursDep, SettingsDep, invalid, require_token, to_filter
+from api.schemas import (
+    MAX_ID,
+    READ_ERRORS,
+    WRITE_ERRORS,
+    BulkIn,
+    BulkOut,
+    Count,
+    EditIn,
+    EditOut,
+    Filter,
+    ListParams,
+    ReviewIn,
+    ReviewOut,
+    SampleDetail,
+    SamplePage,
+    Similar,
+)
 from api.security import scrub_text
 from datagen.records import Instance
 from datagen.storage import queries
 
-router = APIRouter(tags=["samples"])
-SampleId = Annotated[int, Path(ge=1, le=2**62)]
-MAX_BULK_RESULT = 1 << 62
+router = APIRouter(tags=["samples"], responses=READ_ERRORS)
+SampleId = Annotated[int, Path(ge=1, le=MAX_ID)]
+COUNT_CAP = 1_000_000  # exact progress ("312 of 10,417 reviewed") for any review queue of a sane size
 
 
 @router.get("/samples", response_model=SamplePage, summary="Filter, search, sort and page through samples")
@@ -23,10 +39,10 @@ def list_samples(engine: EngineDep, params: Annotated[ListParams, Query()]):
     return SamplePage(items=page.items, next_cursor=page.next_cursor)
 
 
-@router.get("/samples/count", response_model=Count, summary="How many samples match (counted up to 10,000)")
+@router.get("/samples/count", response_model=Count, summary="How many samples match and how many are reviewed (counted up to 1,000,000)")
 def count_samples(engine: EngineDep, params: Annotated[Filter, Query()]):
-    n, capped = queries.count_samples(engine, to_filter(engine, params))
-    return Count(count=n, capped=capped)
+    c = queries.count_samples(engine, to_filter(engine, params), cap=COUNT_CAP)
+    return Count(count=c.count, capped=c.capped, reviewed=c.reviewed)
 
 
 def _load(engine, sample_id: int) -> dict:
@@ -39,7 +55,7 @@ def _load(engine, sample_id: int) -> dict:
     return row
 
 
-@router.get("/samples/{sample_id}", summary="One sample: instances, the request it came from, its audit log")
+@router.get("/samples/{sample_id}", response_model=SampleDetail, summary="One sample: instances, the request it came from, its audit log")
 def get_sample(engine: EngineDep, sample_id: SampleId):
     row = _load(engine, sample_id)
     if row["nearest"]:
@@ -57,7 +73,9 @@ def similar(engine: EngineDep, neighbours: NeighboursDep, sample_id: SampleId, k
     return hits
 
 
-@router.patch("/samples/{sample_id}", dependencies=[Depends(require_token)], summary="Edit; the filters re-check the new text")
+@router.patch(
+    "/samples/{sample_id}", response_model=EditOut, dependencies=[Depends(require_token)], responses=WRITE_ERRORS, summary="Edit; the filters re-check the new text"
+)
 def edit_sample(engine: EngineDep, neighbours: NeighboursDep, settings: SettingsDep, actor: ActorDep, sample_id: SampleId, body: EditIn):
     row = _load(engine, sample_id)
     instances = None if body.instances is None else [Instance(input=i.input, output=i.output) for i in body.instances]
@@ -80,19 +98,37 @@ def _review(engine, sample_id: int, action: str, actor: str, body: ReviewIn | No
     return ReviewOut(id=sample_id, status=new, reviewed_by=actor)
 
 
-@router.post("/samples/{sample_id}/approve", response_model=ReviewOut, dependencies=[Depends(require_token)], summary="Approve")
+WRITE = {"response_model": ReviewOut, "dependencies": [Depends(require_token)], "responses": WRITE_ERRORS}
+
+
+@router.post("/samples/{sample_id}/approve", summary="Approve; a sample the filters rejected needs force=true (else 409)", **WRITE)
 def approve(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
+    row = _load(engine, sample_id)
+    if row["status"] == "rejected" and not (body and body.force):
+        why = row["reason"] or "a filter"
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the filters rejected sample {sample_id} ({why}): send force=true to approve it anyway")
     return _review(engine, sample_id, "approve", actor, body)
 
 
-@router.post("/samples/{sample_id}/reject", response_model=ReviewOut, dependencies=[Depends(require_token)], summary="Reject (status becomes discarded)")
+@router.post("/samples/{sample_id}/reject", summary="Reject (status becomes discarded)", **WRITE)
 def reject(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
     return _review(engine, sample_id, "reject", actor, body)
 
 
-@router.post("/samples/bulk", response_model=BulkOut, dependencies=[Depends(require_token)], summary="Approve or reject everything a filter matches")
+@router.post("/samples/{sample_id}/undo", summary="Undo the sample's last review: its status goes back to what the audit log recorded before it", **WRITE)
+def undo(engine: EngineDep, actor: ActorDep, sample_id: SampleId):
+    return ReviewOut(id=sample_id, status=queries.undo_review(engine, sample_id, actor=actor), reviewed_by=actor)
+
+
+@router.post(
+    "/samples/bulk",
+    response_model=BulkOut,
+    dependencies=[Depends(require_token)],
+    responses=WRITE_ERRORS,
+    summary="Approve or reject everything a filter matches, or only the listed ids",
+)
 def bulk(engine: EngineDep, actor: ActorDep, body: BulkIn):
-    f = to_filter(engine, body.filter)
+    f = to_filter(engine, body.filter, ids=body.ids)
     if f.is_empty() and not body.all:
-        raise HTTPException(422, "the filter matches every sample: narrow it or send all=true")
+        raise invalid(("body", "filter"), "the filter matches every sample: narrow it, list ids, or send all=true")
     return queries.bulk_review(engine, f, body.action, actor=actor, note=body.note, max_rows=body.max_rows)

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Query
 
 from api import services
 from api.deps import EngineDep, to_filter
-from api.schemas import Filter
+from api.schemas import READ_ERRORS, Filter
 from datagen.storage import queries
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], responses=READ_ERRORS)
 VERB_SAMPLE = 5_000
 
 

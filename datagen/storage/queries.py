@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -23,6 +24,8 @@ from datagen.storage.runs import instruction_hash
 
 KEPT_STATUSES = (Status.accepted.value, Status.approved.value)
 REVIEW_ACTIONS = {"approve": Status.approved.value, "reject": Status.discarded.value}
+REVIEWED_STATUSES = tuple(REVIEW_ACTIONS.values())  # a person decided: what review progress counts
+MAX_SQL_INT = 2**63 - 1
 
 
 class QueryError(ValueError):
@@ -49,6 +52,7 @@ class SampleFilter:
     len_min: int | None = None  # characters
     len_max: int | None = None
     q: str | None = None
+    ids: list[int] | None = None  # only these samples (rows a reviewer picked)
 
     def is_empty(self) -> bool:
         return not any(v not in (None, [], "") for v in asdict(self).values())
@@ -72,6 +76,8 @@ def where(engine: Engine, f: SampleFilter, *, by_id: bool = False, fts_joined: b
     serves (SQLite's planner cannot tell the two cases apart without STAT4).
     """
     c: list = []
+    if f.ids:
+        c.append(Sample.id.in_(f.ids))
     if f.run_id is not None:
         c.append(Sample.run_id == f.run_id)
     if f.lang:
@@ -102,7 +108,7 @@ def where(engine: Engine, f: SampleFilter, *, by_id: bool = False, fts_joined: b
             c.append(search.fts_match(expr))
         elif expr:
             c.append(Sample.id.in_(search.fts_rowids(expr)))
-        c.extend(search.like_clauses(Sample.instruction, likes, engine.dialect.name))
+        c.extend(search.like_clauses(likes, engine.dialect.name))
     return c
 
 
@@ -150,7 +156,10 @@ def decode_cursor(cursor: str) -> tuple:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key, id_ = json.loads(raw)
-        if not isinstance(id_, int) or not isinstance(key, (int, float, str)):
+        if not isinstance(id_, int) or not isinstance(key, (int, float, str)) or isinstance(id_, bool):
+            raise ValueError
+        # The database compares 64-bit integers and finite floats; anything else is not our cursor.
+        if abs(id_) > MAX_SQL_INT or (isinstance(key, int) and abs(key) > MAX_SQL_INT) or (isinstance(key, float) and not math.isfinite(key)):
             raise ValueError
         return key, id_
     except Exception:  # noqa: BLE001 - anything malformed is the client's mistake
@@ -217,17 +226,25 @@ def _summary(r) -> dict:
     return d
 
 
-def count_samples(engine: Engine, f: SampleFilter, cap: int = 10_000) -> tuple[int, bool]:
-    """How many match, counting at most `cap` (so a count never scans a million rows): (n, capped)."""
+@dataclass
+class Count:
+    count: int
+    capped: bool  # more than `count` match
+    reviewed: int  # approved or discarded, among those counted
+
+
+def count_samples(engine: Engine, f: SampleFilter, cap: int = 10_000) -> Count:
+    """How many match and how many of those a reviewer decided, counting at most `cap` rows."""
     joined = _fts_joinable(engine, f)
-    inner = select(Sample.id).where(*where(engine, f, by_id=True, fts_joined=joined))
+    inner = select(Sample.status).where(*where(engine, f, by_id=True, fts_joined=joined))
     if joined:
         fts = search.fts_table()
         inner = inner.select_from(Sample).join(fts, fts.c.rowid == Sample.id)
     inner = inner.limit(cap + 1).subquery()
     with engine.connect() as conn:
-        n = conn.execute(select(func.count()).select_from(inner)).scalar_one()
-    return min(n, cap), n > cap
+        by = dict(conn.execute(select(inner.c.status, func.count()).group_by(inner.c.status)).all())
+    n = sum(by.values())
+    return Count(min(n, cap), n > cap, sum(by.get(st, 0) for st in REVIEWED_STATUSES))
 
 
 # --- One sample ----------------------------------------------------------------------------------
@@ -345,6 +362,33 @@ def review_sample(engine: Engine, sample_id: int, action: str, *, actor: str, no
         s.add(Audit(sample_id=sample_id, action=action, actor=actor, note=note, before=old, after=new))
         s.commit()
         return new
+
+
+def undo_review(engine: Engine, sample_id: int, *, actor: str) -> str:
+    """Put back the status a sample had before its last change, if that was a review.
+
+    The audit row of that review holds the status before and after; the undo is audited too,
+    and refused when the sample changed since (its status is no longer the review's result).
+    """
+    with Session(engine) as s:
+        row = s.get(Sample, sample_id)
+        if row is None:
+            raise NotFound(f"no sample {sample_id}")
+        last = s.execute(select(Audit).where(Audit.sample_id == sample_id).order_by(Audit.id.desc()).limit(1)).scalar_one_or_none()
+        if last is None or last.action not in REVIEW_ACTIONS or not last.before:
+            raise Conflict(f"sample {sample_id}: its last change is not a review, nothing to undo")
+        if row.status != last.after:
+            raise Conflict(f"sample {sample_id} is {row.status} now, not {last.after}: nothing to undo")
+        row.status, row.reviewed_by, row.updated_at = last.before, actor, utcnow()
+        s.add(row)
+        try:
+            s.flush()
+        except IntegrityError:
+            s.rollback()
+            raise Conflict("this run keeps an identical instruction now; cannot restore this one") from None
+        s.add(Audit(sample_id=sample_id, action="undo", actor=actor, note=f"undo {last.action} #{last.id}", before=last.after, after=last.before))
+        s.commit()
+        return last.before
 
 
 def bulk_review(
@@ -490,7 +534,9 @@ __all__ = [
     "SampleFilter",
     "audit_log",
     "bulk_review",
+    "Count",
     "count_samples",
+    "undo_review",
     "edit_sample",
     "get_sample",
     "iter_matching",
