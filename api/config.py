@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 
 TOKEN_ENV = "DATAGEN_API_TOKEN"
+# Host names, besides loopback ones, that a browser may use to reach a server whose reads need
+# no token (comma-separated; `serve --allowed-host` adds more). Anything else is DNS rebinding.
+ALLOWED_HOSTS_ENV = "DATAGEN_ALLOWED_HOSTS"
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
 
@@ -33,11 +37,19 @@ class Settings:
     max_page: int = 500
     similar_k: int = 5
     threshold: float = 0.7  # ROUGE-L above which an edit is reported as a near-duplicate
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback ones (lower case)
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, *, db_url: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> Settings:
+    def from_env(
+        cls, *, db_url: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, allowed_hosts: tuple[str, ...] = ()
+    ) -> Settings:
         token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        names = [*os.environ.get(ALLOWED_HOSTS_ENV, "").split(","), *allowed_hosts]
+        allowed = tuple(dict.fromkeys(n.strip().lower().rstrip(".") for n in names if n.strip()))
+        for name in allowed:
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9.\-]*[a-z0-9])?|\[[0-9a-f:.]+\]", name):
+                raise ConfigError(f"allowed host {name!r} is not a host name (no scheme, port or path)")
         generated = False
         if not token:
             if not is_loopback(host):
@@ -46,7 +58,9 @@ class Settings:
             token, generated = secrets.token_urlsafe(24), True
         if len(token) < 16:
             raise ConfigError(f"{TOKEN_ENV} is too short: use at least 16 characters")
-        return cls(db_url=db_url, host=host, port=port, token=token, token_generated=generated, protect_reads=not is_loopback(host))
+        return cls(
+            db_url=db_url, host=host, port=port, token=token, token_generated=generated, protect_reads=not is_loopback(host), allowed_hosts=allowed
+        )
 
 
 class ConfigError(ValueError):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from urllib.parse import unquote_plus
+
+from api.config import is_loopback
 
 # Things that look like credentials, wherever they appear in text we send or log.
 _SECRET_PATTERNS = [
@@ -15,7 +18,8 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{12,}"),
     re.compile(r"(?i)\b((?:api[_-]?key|access[_-]?token|secret|password|passwd|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"),
 ]
-_SENSITIVE_KEY = re.compile(r"(?i)(api[_-]?key|token|secret|password|passwd|authorization|credential)")
+# Names of fields and query parameters whose values are secrets (config keys, ?token=...).
+_SENSITIVE_KEY = re.compile(r"(?i)(api[_-]?key|^key$|token|secret|passw(?:or)?d|^pwd$|^auth$|authori[sz]ation|credential|session|signature|^sig$)")
 MASK = "***"
 
 
@@ -46,10 +50,27 @@ def scrub_config(raw: str | None) -> dict:
     return scrub_obj(data if isinstance(data, dict) else {"value": data})
 
 
+def scrub_query(target: str) -> str:
+    """A request target with the values of credential-named query parameters masked."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return scrub_text(target)
+    pairs = []
+    for pair in query.split("&"):  # one by one: a pattern over the whole string would eat its neighbours
+        name, eq, _value = pair.partition("=")
+        pairs.append(f"{name}={MASK}" if eq and _SENSITIVE_KEY.search(unquote_plus(name)) else scrub_text(pair))
+    return scrub_text(path) + "?" + "&".join(pairs)
+
+
 class ScrubFilter(logging.Filter):
     """A logging filter that masks key-shaped strings in every record that passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            # uvicorn's access formatter unpacks (client, method, target, version, status): keep the shape.
+            record.args = (args[0], args[1], scrub_query(str(args[2])), args[3], args[4])
+            return True
         try:
             msg = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken record is logged as is
@@ -109,6 +130,33 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def host_name(header: str) -> str:
+    """The name part of a Host header: 'Example.COM.:80' -> 'example.com', '[::1]:8000' -> '[::1]'."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1] or value
+    return value.rsplit(":", 1)[0].rstrip(".") if value.count(":") <= 1 else value
+
+
+class HostCheck:
+    """ASGI middleware against DNS rebinding: while reads need no token, only loopback names
+    and the configured ones may reach the service. A page on attacker.example whose name the
+    attacker re-points at 127.0.0.1 would otherwise read /api same-origin."""
+
+    def __init__(self, app, allowed: tuple[str, ...]):
+        self.app, self.allowed = app, set(allowed)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            header = next((v for k, v in scope.get("headers", []) if k == b"host"), None)
+            if header is not None:
+                name = host_name(header.decode("latin-1"))
+                if not (is_loopback(name) or name in self.allowed):
+                    detail = f"Host {name[:100]!r} is not served here: add it with `datagen serve --allowed-host NAME` or DATAGEN_ALLOWED_HOSTS"
+                    return await _json_error(send, 421, detail)
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

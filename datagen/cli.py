@@ -168,11 +168,12 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback needs DATAGEN_API_TOKEN"),
     port: int = typer.Option(8000, help="TCP port"),
     db: str = typer.Option(None, "--db", help="database URL or SQLite path (default: DATAGEN_DATABASE_URL or datagen.db)"),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="a host name browsers may use besides localhost (repeatable; also DATAGEN_ALLOWED_HOSTS)"),
 ) -> None:
     """Serve the review dashboard and REST API over the project database."""
     from api.main import serve as run_server
 
-    run_server(host=host, port=port, db=db)
+    run_server(host=host, port=port, db=db, allowed_hosts=tuple(allowed_host))
 
 
 @app.command()
