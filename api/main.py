@@ -7,14 +7,17 @@ import sys
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.config import ConfigError, Settings
 from api.deps import read_access
 from api.routes import export, runs, samples, stats
-from api.security import BodyLimit, HostCheck, SecurityHeaders, install_log_scrubbing
+from api.security import BodyLimit, HostCheck, SecurityHeaders, document_open_reads, install_log_scrubbing
 from api.services import NeighbourCache
 from datagen import storage
 from datagen.storage import queries
@@ -59,6 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _storage(_req: Request, exc: storage.StorageError):
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(req: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:  # Starlette lists the first matching route's methods only
+            methods = {m for r in app.router.routes if r.matches(req.scope)[0] != Match.NONE for m in getattr(r, "methods", ())}
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+        return await http_exception_handler(req, exc)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
         # Echo where and what, never the submitted value (it may be huge, or a secret).
@@ -74,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if not settings.protect_reads:  # with a read token, a rebinding page cannot read anything
         app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
+        document_open_reads(app)
     app.add_middleware(SecurityHeaders)
     install_log_scrubbing()
     return app

@@ -90,14 +90,22 @@ class Count(BaseModel):
     reviewed: int = Field(0, description="how many of those a reviewer approved or discarded")
 
 
+# JSON bodies are strict: 0 is not false and "1" is not 1 (query strings stay lax: all text).
+BODY = ConfigDict(extra="forbid", strict=True)
+
+
+class BodyFilter(Filter):
+    model_config = BODY
+
+
 class InstanceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = BODY
     input: Text = Field("", max_length=MAX_FIELD)
     output: Text = Field(..., max_length=MAX_FIELD)
 
 
 class EditIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = BODY
     instruction: Text | None = Field(None, min_length=1, max_length=MAX_INSTRUCTION)
     instances: list[InstanceIn] | None = Field(None, max_length=MAX_INSTANCES)
     note: Text | None = Field(None, max_length=MAX_NOTE)
@@ -110,15 +118,15 @@ class EditIn(BaseModel):
 
 
 class ReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = BODY
     note: Text | None = Field(None, max_length=MAX_NOTE)
     force: bool = Field(False, description="approve even though the filters rejected the sample (otherwise 409)")
 
 
 class BulkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = BODY
     action: Literal["approve", "reject"]
-    filter: Filter = Field(default_factory=Filter)
+    filter: BodyFilter = Field(default_factory=BodyFilter)
     ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, min_length=1, max_length=MAX_IDS, description="only these samples (ANDed with the filter)")
     note: Text | None = Field(None, max_length=MAX_NOTE)
     all: bool = Field(False, description="must be true to act on an empty filter (every sample)")

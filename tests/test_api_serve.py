@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -120,3 +120,16 @@ def test_an_export_that_fails_midway_does_not_look_complete(serve, tmp_path):
     # Curl, the usual client, exits non-zero instead of keeping a cut file.
     curl = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "out.json"), base + "/api/export?run=demo-en"], capture_output=True, text=True, timeout=60)
     assert curl.returncode != 0, curl.stderr
+
+
+def test_the_whole_schema_holds(serve, tmp_path):
+    """Schemathesis over every operation with every check, with and without the token."""
+    base, log = serve(build_db(tmp_path / "st.db"))
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(REPO / "tests" / "schemathesis.toml"), "run", base + "/openapi.json",
+         "--checks", "all", "--max-examples", "15", "--workers", "1", "--no-color", "-H", f"Authorization: Bearer {TOKEN}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert "No issues found" in proc.stdout and "Tested: 14" in proc.stdout, proc.stdout[-3000:]
+    assert "Traceback" not in log.read_text()

@@ -55,7 +55,7 @@ def _load(engine, sample_id: int) -> dict:
     return row
 
 
-@router.get("/samples/{sample_id}", response_model=SampleDetail, summary="One sample: instances, the request it came from, its audit log")
+@router.get("/samples/{sample_id:int}", response_model=SampleDetail, summary="One sample: instances, the request it came from, its audit log")
 def get_sample(engine: EngineDep, sample_id: SampleId):
     row = _load(engine, sample_id)
     if row["nearest"]:
@@ -64,7 +64,7 @@ def get_sample(engine: EngineDep, sample_id: SampleId):
     return row
 
 
-@router.get("/samples/{sample_id}/similar", response_model=list[Similar], summary="Most similar kept instructions of the same run")
+@router.get("/samples/{sample_id:int}/similar", response_model=list[Similar], summary="Most similar kept instructions of the same run")
 def similar(engine: EngineDep, neighbours: NeighboursDep, sample_id: SampleId, k: Annotated[int, Query(ge=1, le=20)] = 5):
     row = _load(engine, sample_id)
     hits = neighbours.top_k(row["run_id"], row["lang"], row["instruction"], k=k, exclude=sample_id)
@@ -74,7 +74,7 @@ def similar(engine: EngineDep, neighbours: NeighboursDep, sample_id: SampleId, k
 
 
 @router.patch(
-    "/samples/{sample_id}", response_model=EditOut, dependencies=[Depends(require_token)], responses=WRITE_ERRORS, summary="Edit; the filters re-check the new text"
+    "/samples/{sample_id:int}", response_model=EditOut, dependencies=[Depends(require_token)], responses=WRITE_ERRORS, summary="Edit; the filters re-check the new text"
 )
 def edit_sample(engine: EngineDep, neighbours: NeighboursDep, settings: SettingsDep, actor: ActorDep, sample_id: SampleId, body: EditIn):
     row = _load(engine, sample_id)
@@ -101,7 +101,7 @@ def _review(engine, sample_id: int, action: str, actor: str, body: ReviewIn | No
 WRITE = {"response_model": ReviewOut, "dependencies": [Depends(require_token)], "responses": WRITE_ERRORS}
 
 
-@router.post("/samples/{sample_id}/approve", summary="Approve; a sample the filters rejected needs force=true (else 409)", **WRITE)
+@router.post("/samples/{sample_id:int}/approve", summary="Approve; a sample the filters rejected needs force=true (else 409)", **WRITE)
 def approve(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
     row = _load(engine, sample_id)
     if row["status"] == "rejected" and not (body and body.force):
@@ -110,12 +110,12 @@ def approve(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: Revie
     return _review(engine, sample_id, "approve", actor, body)
 
 
-@router.post("/samples/{sample_id}/reject", summary="Reject (status becomes discarded)", **WRITE)
+@router.post("/samples/{sample_id:int}/reject", summary="Reject (status becomes discarded)", **WRITE)
 def reject(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
     return _review(engine, sample_id, "reject", actor, body)
 
 
-@router.post("/samples/{sample_id}/undo", summary="Undo the sample's last review: its status goes back to what the audit log recorded before it", **WRITE)
+@router.post("/samples/{sample_id:int}/undo", summary="Undo the sample's last review: its status goes back to what the audit log recorded before it", **WRITE)
 def undo(engine: EngineDep, actor: ActorDep, sample_id: SampleId):
     return ReviewOut(id=sample_id, status=queries.undo_review(engine, sample_id, actor=actor), reviewed_by=actor)
 

@@ -13,7 +13,7 @@ function el(tag, attrs, ...children) {
     else if (k === "on") for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
     else node.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -23,7 +23,7 @@ function el(tag, attrs, ...children) {
 function svg(tag, attrs, ...children) {
   const node = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -31,7 +31,52 @@ function svg(tag, attrs, ...children) {
 }
 
 // --- state ---------------------------------------------------------------------------------
-const state = { items: [], cursor: null, index: -1, detail: null, editing: false, filter: {} };
+const state = {
+  items: [], cursor: null, index: -1, detail: null, editing: false, filter: {},
+  chain: Promise.resolve(), // reviews and moves run one after another, in key-press order
+  undo: [], // ids of this tab's reviews, newest last (u undoes them one by one)
+  picked: new Set(), // ids ticked for a bulk action
+  progress: null, // {count, capped, reviewed} of the current filter
+};
+const REVIEWED = ["approved", "discarded"];
+
+// Each key press or click becomes one step, run after the previous one finished: three fast
+// `a` presses approve three samples, each read when its turn comes, never one sample thrice.
+function enqueue(step) {
+  state.chain = state.chain.then(step).catch((e) => toast(e.message, true));
+  return state.chain;
+}
+
+// Generated text may hide characters that reorder or vanish on screen (U+202E shows
+// "invoice\u202Efdp.exe" as "invoiceexe.pdf"). Show each as a visible marker instead.
+const INVISIBLE = /[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+const INVISIBLE_NAMES = {
+  0x200b: "ZERO WIDTH SPACE", 0x200c: "ZERO WIDTH NON-JOINER", 0x200d: "ZERO WIDTH JOINER", 0x200e: "LEFT-TO-RIGHT MARK",
+  0x200f: "RIGHT-TO-LEFT MARK", 0x202a: "LEFT-TO-RIGHT EMBEDDING", 0x202b: "RIGHT-TO-LEFT EMBEDDING", 0x202c: "POP DIRECTIONAL FORMATTING",
+  0x202d: "LEFT-TO-RIGHT OVERRIDE", 0x202e: "RIGHT-TO-LEFT OVERRIDE", 0x2060: "WORD JOINER", 0x2066: "LEFT-TO-RIGHT ISOLATE",
+  0x2067: "RIGHT-TO-LEFT ISOLATE", 0x2068: "FIRST STRONG ISOLATE", 0x2069: "POP DIRECTIONAL ISOLATE", 0xfeff: "ZERO WIDTH NO-BREAK SPACE (BOM)",
+};
+
+function codePoint(ch) { return "U+" + ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0"); }
+
+function visible(text) {
+  const out = [];
+  let last = 0;
+  const s = String(text ?? "");
+  for (const m of s.matchAll(INVISIBLE)) {
+    if (m.index > last) out.push(document.createTextNode(s.slice(last, m.index)));
+    const cp = codePoint(m[0]);
+    out.push(el("span", { class: "invis", title: `${cp} ${INVISIBLE_NAMES[m[0].codePointAt(0)] || "invisible character"}` }, cp));
+    last = m.index + m[0].length;
+  }
+  if (last < s.length || !out.length) out.push(document.createTextNode(s.slice(last)));
+  return out;
+}
+
+function hiddenChars(d) {
+  const all = [d.instruction, ...d.instances.flatMap((x) => [x.input, x.output])].join("\n");
+  return [...new Set((all.match(INVISIBLE) || []).map(codePoint))];
+}
 
 function token() { return sessionStorage.getItem("datagen.token") || ""; }
 function reviewer() { return localStorage.getItem("datagen.reviewer") || ""; }
@@ -52,14 +97,23 @@ async function api(path, opts = {}) {
   const res = await fetch(path, { method: opts.method || "GET", headers, body: opts.body });
   if (!res.ok) {
     let detail = res.statusText;
-    try { const j = await res.json(); detail = typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail); } catch (_) { /* not JSON */ }
+    try {
+      const j = await res.json();
+      detail = typeof j.detail === "string" ? j.detail : Array.isArray(j.detail) ? j.detail.map((e) => `${(e.loc || []).slice(1).join(".")}: ${e.msg}`).join("; ") : JSON.stringify(j.detail);
+    } catch (_) { /* not JSON */ }
     if (res.status === 401 || res.status === 403) detail = "token: " + detail;
-    throw new Error(`${res.status}: ${detail}`);
+    const err = new Error(`${res.status}: ${detail}`);
+    err.status = res.status; err.detail = detail;
+    throw err;
   }
   return opts.raw ? res : res.json();
 }
 
-// --- filters -------------------------------------------------------------------------------
+// --- filters and the URL -------------------------------------------------------------------
+// The filter and the current sample live in the address (?status=rejected&sample=42), so a
+// reload keeps the place and a link shows a colleague the same sample.
+const FILTER_KEYS = ["run", "lang", "status", "classification", "reason", "score_min", "score_max", "len_min", "len_max", "sort", "q"];
+
 function readFilter() {
   const f = {};
   for (const [k, v] of new FormData($("#filters")).entries()) if (String(v).trim() !== "") f[k] = String(v).trim();
@@ -74,6 +128,26 @@ function query(f, extra) {
 
 function filterOnly(f) { const g = Object.assign({}, f); delete g.sort; return g; }
 
+function writeUrl() {
+  const id = state.items[state.index]?.id;
+  const qs = query(state.filter, id ? { sample: id } : {});
+  const url = location.pathname + (qs ? "?" + qs : "");
+  if (url !== location.pathname + location.search) history.replaceState(null, "", url);
+}
+
+function readUrl() {
+  const p = new URLSearchParams(location.search);
+  for (const k of FILTER_KEYS) {
+    const field = $(`#filters [name=${k}]`);
+    const v = p.get(k);
+    if (!field || v === null) continue;
+    if (field.tagName === "SELECT" && ![...field.options].some((o) => o.value === v)) field.append(el("option", { value: v }, v));
+    field.value = v;
+  }
+  const id = parseInt(p.get("sample"), 10);
+  return Number.isFinite(id) && id > 0 ? id : null;
+}
+
 async function loadOptions() {
   try {
     const [runs, reasons] = await Promise.all([api("/api/runs"), api("/api/reasons")]);
@@ -84,18 +158,44 @@ async function loadOptions() {
   } catch (e) { toast(e.message, true); }
 }
 
-async function applyFilter() {
+const FIND_PAGES = 20; // a linked sample further down than 2,000 rows is shown on its own
+
+async function applyFilter(wantId) {
   const gen = state.gen = (state.gen || 0) + 1; // a newer filter makes older answers moot
   state.filter = readFilter();
   state.items = []; state.cursor = null; state.index = -1;
+  state.picked.clear(); pickedChanged();
   $("#list").replaceChildren();
   await loadMore(gen);
+  let at = wantId ? state.items.findIndex((x) => x.id === wantId) : 0;
+  for (let n = 0; wantId && at < 0 && state.cursor && n < FIND_PAGES && gen === state.gen; n++) {
+    await loadMore(gen);
+    at = state.items.findIndex((x) => x.id === wantId);
+  }
   if (gen !== state.gen) return;
-  if (state.items.length) select(0); else $("#detail").replaceChildren(el("p", { class: "muted" }, "Nothing matches this filter."));
-  const c = await api("/api/samples/count?" + query(filterOnly(state.filter))).catch(() => null);
-  if (gen !== state.gen) return;
-  $("#count").textContent = c ? `${c.count}${c.capped ? "+" : ""} matching` : "";
+  if (at >= 0 && state.items.length) select(at);
+  else if (wantId) showAlone(wantId);
+  else { writeUrl(); $("#detail").replaceChildren(el("p", { class: "muted" }, "Nothing matches this filter.")); }
+  refreshCount(gen);
   if (!$("#stats-view").hidden) loadStats();
+}
+
+async function refreshCount(gen) {
+  const c = await api("/api/samples/count?" + query(filterOnly(state.filter))).catch(() => null);
+  if (gen !== undefined && gen !== state.gen) return;
+  state.progress = c;
+  showProgress();
+}
+
+function showProgress() {
+  const c = state.progress;
+  $("#count").textContent = c ? `${c.reviewed.toLocaleString("en-US")} of ${c.count.toLocaleString("en-US")}${c.capped ? "+" : ""} reviewed` : "";
+}
+
+function countReview(oldStatus, newStatus) {
+  if (!state.progress) return;
+  state.progress.reviewed += (REVIEWED.includes(newStatus) ? 1 : 0) - (REVIEWED.includes(oldStatus) ? 1 : 0);
+  showProgress();
 }
 
 async function loadMore(gen) {
@@ -112,11 +212,14 @@ async function loadMore(gen) {
 function badge(status) { return el("span", { class: "badge " + status }, status); }
 
 function listItem(it, i) {
-  return el("li", { "data-i": i, "data-id": it.id, on: { click: () => select(i) } },
+  const pick = el("input", { type: "checkbox", class: "pick", title: "select for a bulk action (x)", "aria-label": `select #${it.id}`, checked: state.picked.has(it.id) });
+  pick.addEventListener("click", (ev) => { ev.stopPropagation(); togglePick(it.id, pick.checked); pick.blur(); });
+  return el("li", { "data-i": i, "data-id": it.id, on: { click: () => enqueue(() => select(i)) } },
+    pick,
     badge(it.status),
     el("span", { class: "id" }, "#" + it.id),
     it.nearest_score !== null ? el("span", { class: "score", title: "nearest ROUGE-L" }, it.nearest_score.toFixed(2)) : null,
-    el("span", { class: "text" }, it.instruction));
+    el("span", { class: "text" }, visible(it.instruction)));
 }
 
 function refreshListItem(i) {
@@ -124,17 +227,36 @@ function refreshListItem(i) {
   if (old) { const fresh = listItem(state.items[i], i); if (i === state.index) fresh.classList.add("current"); old.replaceWith(fresh); }
 }
 
+function togglePick(id, on) {
+  if (on === undefined) on = !state.picked.has(id);
+  if (on) state.picked.add(id); else state.picked.delete(id);
+  const box = $(`#list li[data-id="${id}"] .pick`);
+  if (box) box.checked = on;
+  pickedChanged();
+}
+
+function pickedChanged() {
+  const n = state.picked.size;
+  $("#bulk-approve").textContent = n ? `Approve selected (${n})` : "Approve all";
+  $("#bulk-reject").textContent = n ? `Reject selected (${n})` : "Reject all";
+  $("#clear-picks").hidden = !n;
+}
+
 // --- one sample ----------------------------------------------------------------------------
-async function select(i) {
+function select(i) {
   if (i < 0 || i >= state.items.length) return;
-  state.index = i; state.editing = false;
+  state.index = i; state.editing = false; state.alone = null;
   for (const li of document.querySelectorAll("#list li.current")) li.classList.remove("current");
   const li = $(`#list li[data-i="${i}"]`);
   if (li) { li.classList.add("current"); li.scrollIntoView({ block: "nearest" }); }
-  const id = state.items[i].id;
+  writeUrl();
+  showDetail(state.items[i].id);
+}
+
+async function showDetail(id) {
   try {
     const d = await api(`/api/samples/${id}`);
-    if (state.items[state.index]?.id !== id) return; // the reviewer moved on meanwhile
+    if (state.items[state.index]?.id !== id && state.alone !== id) return; // the reviewer moved on meanwhile
     state.detail = d;
     renderDetail(d, null);
     const sim = await api(`/api/samples/${id}/similar?k=5`).catch(() => []);
@@ -142,8 +264,21 @@ async function select(i) {
   } catch (e) { toast(e.message, true); }
 }
 
+// A linked sample that the filter does not list (or lists too far down): shown, not navigable.
+function showAlone(id) {
+  state.alone = id;
+  showDetail(id).then(() => $("#detail").prepend(el("p", { class: "muted" }, `#${id} is not in the first ${state.items.length} rows of this filter; j/k walk the list.`)));
+}
+
+// j at the last loaded row fetches the next page first.
+async function next() {
+  if (state.index + 1 >= state.items.length && state.cursor) await loadMore();
+  if (state.index + 1 < state.items.length) select(state.index + 1);
+  else if (state.index >= 0) { showDetail(state.items[state.index].id); toast("end of the list"); }
+}
+
 function pieces(parts) {
-  return parts.map(([text, shared]) => shared ? el("mark", {}, text) : document.createTextNode(text));
+  return parts.map(([text, shared]) => shared ? el("mark", {}, visible(text)) : visible(text));
 }
 
 function compare(title, a, b, score) {
@@ -154,19 +289,37 @@ function compare(title, a, b, score) {
       el("div", { class: "side" }, el("div", { class: "label" }, "neighbour"), el("p", {}, b))));
 }
 
+function auditEntry(a) {
+  const head = `${a.at.replace("T", " ").slice(0, 19)} ${a.actor} ${a.action}${a.note ? " — " + a.note : ""}`;
+  let before = null, after = null;
+  try { before = JSON.parse(a.before); after = JSON.parse(a.after); } catch (_) { /* a status, not a snapshot */ }
+  if (!before || typeof before !== "object" || !after || typeof after !== "object") {
+    return el("li", {}, head, a.before || a.after ? el("span", { class: "muted" }, `  ${a.before ?? "—"} → ${a.after ?? "—"}`) : null);
+  }
+  const rows = [];
+  if (before.instruction !== after.instruction) rows.push(["instruction", before.instruction, after.instruction]);
+  const inst = (x) => (x.instances || []).map((i, n) => `${n + 1}. ${i.input ? "input: " + i.input + "\n   " : ""}output: ${i.output}`).join("\n");
+  if (inst(before) !== inst(after)) rows.push(["instances", inst(before), inst(after)]);
+  return el("li", {}, head, rows.length ? el("table", { class: "diff" },
+    el("tr", {}, el("th", {}, ""), el("th", {}, "before"), el("th", {}, "after")),
+    rows.map(([what, b, c]) => el("tr", {}, el("td", { class: "label" }, what), el("td", { class: "before" }, visible(b)), el("td", { class: "after" }, visible(c))))) : el("span", { class: "muted" }, "  (no change)"));
+}
+
 function renderDetail(d, similar) {
+  const hidden = hiddenChars(d);
   const meta = el("dl", { class: "meta" },
     el("dt", {}, "status"), el("dd", {}, badge(d.status)),
-    d.reason ? [el("dt", {}, "reason"), el("dd", {}, d.reason + (d.detail ? ` — ${d.detail}` : ""))] : null,
+    d.reason ? [el("dt", {}, "reason"), el("dd", {}, visible(d.reason + (d.detail ? ` — ${d.detail}` : "")))] : null,
+    hidden.length ? [el("dt", {}, "invisible characters"), el("dd", { class: "warn", id: "hidden-chars" }, hidden.join(" "))] : null,
     el("dt", {}, "run"), el("dd", {}, `${d.run} · ${d.lang} · #${d.id}`),
     el("dt", {}, "classification"), el("dd", {}, d.is_classification === null ? "unknown" : d.is_classification ? "yes" : "no"),
     el("dt", {}, "length"), el("dd", {}, `${d.length} chars`),
     d.nearest_score !== null ? [el("dt", {}, "nearest ROUGE-L"), el("dd", {}, d.nearest_score.toFixed(3))] : null,
-    d.reviewed_by ? [el("dt", {}, "reviewed by"), el("dd", {}, d.reviewed_by + (d.review_note ? ` — “${d.review_note}”` : ""))] : null);
+    d.reviewed_by ? [el("dt", {}, "reviewed by"), el("dd", {}, visible(d.reviewed_by + (d.review_note ? ` — “${d.review_note}”` : "")))] : null);
 
   const instances = el("ol", { class: "instances" }, d.instances.map((x) =>
-    el("li", {}, x.input ? el("div", { class: "input" }, el("span", { class: "label" }, "input "), x.input) : null,
-      el("div", { class: "output" }, el("span", { class: "label" }, "output "), x.output))));
+    el("li", {}, x.input ? el("div", { class: "input" }, el("span", { class: "label" }, "input "), visible(x.input)) : null,
+      el("div", { class: "output" }, el("span", { class: "label" }, "output "), visible(x.output)))));
 
   const blocks = [];
   if (d.nearest && d.nearest_highlight) blocks.push(compare("Nearest kept instruction when it was filtered", pieces(d.nearest_highlight.a), pieces(d.nearest_highlight.b), d.nearest_score));
@@ -174,37 +327,62 @@ function renderDetail(d, similar) {
     const top = similar[0];
     if (!d.nearest) blocks.push(compare("Most similar kept instruction", pieces(top.highlight.a), pieces(top.highlight.b), top.score));
     blocks.push(el("div", { class: "similar" }, el("h3", {}, "Similar kept instructions"),
-      el("ol", {}, similar.map((s) => el("li", {}, el("span", { class: "score" }, s.score.toFixed(3)), " ", el("span", {}, s.instruction), el("span", { class: "muted" }, ` #${s.id}`))))));
+      el("ol", {}, similar.map((s) => el("li", {}, el("span", { class: "score" }, s.score.toFixed(3)), " ", el("span", {}, visible(s.instruction)), el("span", { class: "muted" }, ` #${s.id}`))))));
   } else if (similar) blocks.push(el("p", { class: "muted" }, "No similar kept instructions in this run."));
 
   const req = d.request ? el("details", { class: "request" }, el("summary", {}, `Request #${d.request.id} (${d.request.stage}, ${d.request.model})`),
-    el("h4", {}, "prompt"), el("pre", {}, d.request.prompt), el("h4", {}, "response"), el("pre", {}, d.request.response)) : null;
-  const audit = d.audit && d.audit.length ? el("details", { class: "audit" }, el("summary", {}, `History (${d.audit.length})`),
-    el("ul", {}, d.audit.map((a) => el("li", {}, `${a.at.replace("T", " ").slice(0, 19)} ${a.actor} ${a.action}${a.note ? " — " + a.note : ""}`)))) : null;
+    el("h4", {}, "prompt"), el("pre", {}, visible(d.request.prompt)), el("h4", {}, "response"), el("pre", {}, visible(d.request.response))) : null;
+  const audit = d.audit && d.audit.length ? el("details", { class: "audit", open: true }, el("summary", {}, `History (${d.audit.length})`),
+    el("ul", {}, d.audit.map(auditEntry))) : null;
 
   $("#detail").replaceChildren(
     el("div", { class: "actions" },
-      el("button", { type: "button", class: "approve", on: { click: () => review("approve") } }, "Approve (a)"),
-      el("button", { type: "button", class: "reject", on: { click: () => review("reject") } }, "Reject (r)"),
+      el("button", { type: "button", class: "approve", on: { click: () => enqueue(() => review("approve")) } }, "Approve (a)"),
+      el("button", { type: "button", class: "reject", on: { click: () => enqueue(() => review("reject")) } }, "Reject (r)"),
       el("button", { type: "button", on: { click: startEdit } }, "Edit (e)"),
       el("input", { id: "note", placeholder: "note (n)", maxlength: 2000 })),
-    el("p", { class: "instruction", id: "instruction" }, d.instruction),
+    el("p", { class: "instruction", id: "instruction" }, visible(d.instruction)),
     ...[meta, el("h3", {}, `Instances (${d.instances.length})`), instances, ...blocks, req, audit].filter(Boolean));
 }
 
 async function review(action) {
-  const it = state.items[state.index];
+  const i = state.index, it = state.items[i];
   if (!it) return;
   const note = ($("#note")?.value || "").trim();
+  const body = note ? { note } : {};
+  // Approving what the filters rejected is allowed, but only on purpose.
+  if (action === "approve" && it.status === "rejected") {
+    if (!confirm(`The filters rejected #${it.id} (${it.reason || "a filter"}). Approve it anyway?`)) return;
+    body.force = true;
+  }
+  let r;
   try {
-    const r = await api(`/api/samples/${it.id}/${action}`, { method: "POST", json: note ? { note } : {} });
-    it.status = r.status; it.reviewed_by = r.reviewed_by;
-    refreshListItem(state.index);
-    toast(`#${it.id} ${r.status}`);
-    if (state.index + 1 < state.items.length) select(state.index + 1);
-    else if (state.cursor) { await loadMore(); select(state.index + 1); }
-    else select(state.index);
-  } catch (e) { toast(e.message, true); }
+    r = await api(`/api/samples/${it.id}/${action}`, { method: "POST", json: body });
+  } catch (e) {
+    if (e.status !== 409 || body.force || !/force/.test(e.detail || "")) throw e;
+    if (!confirm(`${e.detail}\n\nApprove #${it.id} anyway?`)) return;
+    r = await api(`/api/samples/${it.id}/${action}`, { method: "POST", json: Object.assign(body, { force: true }) });
+  }
+  countReview(it.status, r.status);
+  it.status = r.status; it.reviewed_by = r.reviewed_by;
+  state.undo.push(it.id);
+  refreshListItem(i);
+  toast(`#${it.id} ${r.status} (u undoes)`);
+  if (state.index === i) await next();
+}
+
+async function undo() {
+  const id = state.undo.pop();
+  if (id === undefined) { toast("nothing to undo in this tab"); return; }
+  const r = await api(`/api/samples/${id}/undo`, { method: "POST", json: {} });
+  const i = state.items.findIndex((x) => x.id === id);
+  if (i >= 0) {
+    countReview(state.items[i].status, r.status);
+    state.items[i].status = r.status;
+    refreshListItem(i);
+    select(i);
+  }
+  toast(`#${id} back to ${r.status}`);
 }
 
 function startEdit() {
@@ -236,7 +414,8 @@ async function saveEdit() {
     it.instruction = res.sample.instruction;
     refreshListItem(state.index);
     state.editing = false;
-    state.detail = Object.assign(res.sample, { audit: state.detail.audit });
+    const fresh = await api(`/api/samples/${it.id}`).catch(() => null); // with the new audit entry
+    state.detail = fresh || Object.assign(res.sample, { audit: state.detail.audit });
     renderDetail(state.detail, null);
     $("#detail").prepend(findingsBox(res.findings));
     toast(`#${it.id} saved`);
@@ -249,20 +428,22 @@ function findingsBox(f) {
   if (f.instances.dropped.length) lines.push(`instances dropped: ${f.instances.dropped.join(", ")}`);
   if (f.similar) lines.push(`nearest kept: ${f.similar.score.toFixed(3)}${f.similar.over_threshold ? " — over the threshold" : ""} “${f.similar.instruction}”`);
   return el("div", { class: "findings " + (f.ok ? "ok" : "warn"), id: "findings" },
-    el("strong", {}, f.ok ? "Filters pass the edited text." : "Filters flag the edited text:"), el("ul", {}, lines.map((l) => el("li", {}, l))));
+    el("strong", {}, f.ok ? "Filters pass the edited text." : "Filters flag the edited text:"), el("ul", {}, lines.map((l) => el("li", {}, visible(l)))));
 }
 
 // --- bulk and export -----------------------------------------------------------------------
 async function bulk(action) {
+  const picked = [...state.picked];
   const f = filterOnly(readFilter());
   const filter = {};
   for (const [k, v] of Object.entries(f)) filter[k] = k === "status" ? [v] : ["score_min", "score_max"].includes(k) ? Number(v) : ["len_min", "len_max"].includes(k) ? parseInt(v, 10) : k === "classification" ? v === "true" : v;
-  const count = $("#count").textContent || "all";
-  if (!confirm(`${action} every sample matching this filter (${count})?`)) return;
+  const what = picked.length ? `the ${picked.length} selected samples` : `every sample matching this filter (${state.progress ? state.progress.count + (state.progress.capped ? "+" : "") : "all"})`;
+  if (!confirm(`${action} ${what}?`)) return;
+  const json = picked.length ? { action, ids: picked } : { action, filter, all: Object.keys(filter).length === 0 };
   try {
-    const r = await api("/api/samples/bulk", { method: "POST", json: { action, filter, all: Object.keys(filter).length === 0 } });
+    const r = await api("/api/samples/bulk", { method: "POST", json });
     toast(`${r.changed} ${r.status}${r.skipped ? `, ${r.skipped} skipped (duplicates)` : ""}`);
-    applyFilter();
+    await applyFilter(state.items[state.index]?.id);
   } catch (e) { toast(e.message, true); }
 }
 
@@ -333,6 +514,25 @@ async function loadStats() {
 }
 
 // --- keyboard --------------------------------------------------------------------------------
+const KEYS = [
+  ["j / ↓", "next sample (loads more at the end of the list)"],
+  ["k / ↑", "previous sample"],
+  ["a", "approve (asks first when the filters rejected it)"],
+  ["r", "reject"],
+  ["u", "undo this tab's last review"],
+  ["x", "select the sample for a bulk action"],
+  ["e", "edit (Ctrl+Enter saves, Esc cancels)"],
+  ["n", "write a note for the next review"],
+  ["/", "search instructions, inputs and outputs"],
+  ["?", "this list"],
+  ["Esc", "close this list, leave a text field"],
+];
+
+function toggleHelp(show) {
+  const h = $("#help");
+  h.hidden = show === undefined ? !h.hidden : !show;
+}
+
 function onKey(ev) {
   const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
   if (state.editing) {
@@ -344,14 +544,20 @@ function onKey(ev) {
     if (ev.key === "Escape") document.activeElement.blur();
     return;
   }
+  if (ev.key === "Escape" && !$("#help").hidden) { toggleHelp(false); ev.preventDefault(); return; }
+  if (ev.key === "?") { toggleHelp(); ev.preventDefault(); return; }
   if (ev.ctrlKey || ev.metaKey || ev.altKey || $("#queue-view").hidden) return;
   const keys = {
-    j: () => select(state.index + 1), ArrowDown: () => select(state.index + 1),
+    j: next, ArrowDown: next,
     k: () => select(state.index - 1), ArrowUp: () => select(state.index - 1),
-    a: () => review("approve"), r: () => review("reject"), e: startEdit,
-    n: () => $("#note")?.focus(), "/": () => $("#search").focus(),
+    a: () => review("approve"), r: () => review("reject"), u: undo,
+    x: () => { const it = state.items[state.index]; if (it) togglePick(it.id); },
   };
-  if (keys[ev.key]) { ev.preventDefault(); keys[ev.key](); }
+  const now = {
+    e: startEdit, n: () => $("#note")?.focus(), "/": () => $("#search").focus(),
+  };
+  if (keys[ev.key]) { ev.preventDefault(); enqueue(keys[ev.key]); }
+  else if (now[ev.key]) { ev.preventDefault(); now[ev.key](); }
 }
 
 // --- start -----------------------------------------------------------------------------------
@@ -371,17 +577,21 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#reviewer").addEventListener("keydown", (e) => { if (e.key === "Enter") e.target.blur(); });
   $("#save-token").addEventListener("click", () => { sessionStorage.setItem("datagen.token", $("#token").value.trim()); $("#token").value = ""; authState(); toast("token kept for this tab"); });
   $("#token").addEventListener("keydown", (e) => { if (e.key === "Enter") { $("#save-token").click(); e.target.blur(); } });
-  $("#filters").addEventListener("submit", (e) => { e.preventDefault(); applyFilter(); });
+  $("#filters").addEventListener("submit", (e) => { e.preventDefault(); enqueue(() => applyFilter()); });
   // A changed select re-queries and gives the keyboard back to the queue (j/k/a/r/e).
-  $("#filters").addEventListener("change", (e) => { if (e.target.tagName === "SELECT") { e.target.blur(); applyFilter(); } });
+  $("#filters").addEventListener("change", (e) => { if (e.target.tagName === "SELECT") { e.target.blur(); enqueue(() => applyFilter()); } });
   $("#filters").addEventListener("submit", () => document.activeElement?.blur());
-  $("#more").addEventListener("click", () => loadMore());
-  $("#bulk-approve").addEventListener("click", () => bulk("approve"));
-  $("#bulk-reject").addEventListener("click", () => bulk("reject"));
+  $("#more").addEventListener("click", () => enqueue(() => loadMore()));
+  $("#bulk-approve").addEventListener("click", () => enqueue(() => bulk("approve")));
+  $("#bulk-reject").addEventListener("click", () => enqueue(() => bulk("reject")));
+  $("#clear-picks").addEventListener("click", () => { for (const id of [...state.picked]) togglePick(id, false); });
   $("#export").addEventListener("click", exportJson);
   $("#tab-queue").addEventListener("click", () => showTab("queue"));
   $("#tab-stats").addEventListener("click", () => showTab("stats"));
+  $("#help-button").addEventListener("click", () => toggleHelp());
+  $("#help").addEventListener("click", (e) => { if (e.target.id === "help") toggleHelp(false); });
+  $("#help-keys").replaceChildren(...KEYS.map(([k, what]) => el("tr", {}, el("td", {}, el("kbd", {}, k)), el("td", {}, what))));
   document.addEventListener("keydown", onKey);
   authState();
-  loadOptions().then(applyFilter);
+  enqueue(async () => { await loadOptions(); const want = readUrl(); await applyFilter(want); });
 });
