@@ -93,6 +93,7 @@ def make_zh(rng: random.Random, seeds: list[str]) -> str:
 
 def build(db: Path, rows: int, seed: int = 7) -> None:
     from datagen import storage
+    from datagen.storage import search
     from datagen.storage.runs import instruction_hash
 
     if db.exists():
@@ -145,7 +146,7 @@ def build(db: Path, rows: int, seed: int = 7) -> None:
     _flush(con, batch, inst)
     print(f"\r  {rows:,} rows inserted in {time.time() - t0:.0f}s; building the FTS5 index...", file=sys.stderr)
     t1 = time.time()
-    con.execute("INSERT INTO sample_fts(sample_fts) VALUES ('rebuild')")
+    con.execute(search.POPULATE)  # sample_fts keeps its own copy: fill it from the tables
     for _, sql in trig:
         con.execute(sql)
     con.commit()

@@ -130,11 +130,12 @@ ZH = [
 ]
 
 
-def build_db(path: Path) -> str:
+def build_db(path: Path | str) -> str:
+    """The review test data in a SQLite file at `path`, or in the database at a URL."""
     from datagen import storage
     from datagen.records import Candidate, Instance, Status
 
-    url = f"sqlite:///{path}"
+    url = path if isinstance(path, str) else f"sqlite:///{path}"
     engine = storage.connect(url)
     run, _ = storage.open_run(engine, "demo-en", lang="en", api="openai", model="m", target=100, config={"api_key": "sk-shouldnotleak1234567890", "temperature": 0.7})
     run_zh, _ = storage.open_run(engine, "demo-zh", lang="zh", api="openai", model="m", target=100, config={})

@@ -102,3 +102,22 @@ def test_generate_resume_export_on_postgres(core_pg_url, stub_server, tmp_path):
     storage.dispose_all()
     created = run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=timezone.utc)
     assert abs(datetime.now(timezone.utc) - created) < timedelta(minutes=10), run.created_at
+
+
+def test_review_search_covers_instances_on_postgres(core_pg_url):
+    """ILIKE over instructions, inputs and outputs; NUL in a filter is refused before Postgres sees it."""
+    from fastapi.testclient import TestClient
+
+    from api.config import Settings
+    from api.main import create_app
+    from conftest import AUTH, TOKEN, build_db
+    from datagen import storage
+
+    url = build_db(core_pg_url)
+    with TestClient(create_app(Settings(db_url=url, token=TOKEN, allowed_hosts=("testserver",)))) as c:
+        assert c.patch("/api/samples/4", headers=AUTH, json={"instances": [{"input": "the quokka", "output": "A Zebra crossing."}]}).status_code == 200
+        ids = lambda q: [s["id"] for s in c.get("/api/samples", params={"q": q}).json()["items"]]  # noqa: E731
+        assert ids("zebra") == [4] and ids("QUOKKA summarize") == [4] and ids("zz-none") == []
+        assert c.get("/api/samples?q=ab%00cd").status_code == 422
+        assert c.get("/api/samples/count?run=demo-en").json()["count"] == 12
+    storage.dispose_all()

@@ -324,18 +324,18 @@ def edit_sample(
         if row is None:
             raise NotFound(f"no sample {sample_id}")
         before = _snapshot(s, row)
-        if instruction is not None and instruction != row.instruction:
-            row.instruction = instruction
-            row.instruction_hash = instruction_hash(instruction)
-        if instances is not None:
-            s.execute(delete(InstanceRow).where(InstanceRow.sample_id == sample_id))
-            s.flush()
-            for i, inst in enumerate(instances):
-                s.add(InstanceRow(sample_id=sample_id, idx=i, input=inst.input, output=inst.output))
-        row.updated_at = utcnow()
-        row.reviewed_by = actor
-        s.add(row)
-        try:
+        try:  # any flush may write the new instruction, and a duplicate of a kept one fails there
+            if instruction is not None and instruction != row.instruction:
+                row.instruction = instruction
+                row.instruction_hash = instruction_hash(instruction)
+            if instances is not None:
+                s.execute(delete(InstanceRow).where(InstanceRow.sample_id == sample_id))
+                s.flush()
+                for i, inst in enumerate(instances):
+                    s.add(InstanceRow(sample_id=sample_id, idx=i, input=inst.input, output=inst.output))
+            row.updated_at = utcnow()
+            row.reviewed_by = actor
+            s.add(row)
             s.flush()
         except IntegrityError:
             s.rollback()
