@@ -152,6 +152,8 @@ def test_review_in_the_browser(server, browser):
     page.wait_for_selector(".audit table.diff td.before")
     assert "<script>alert('xss')</script>" in page.text_content(".audit table.diff td.before")
     assert page.text_content(".audit table.diff td.after") == "Explain why the sky looks blue during the day."
+    page.locator(".audit").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-history.png"))
     assert page.locator("#detail script, #detail img").count() == 0
 
     # A near duplicate beside its nearest neighbour, shared words marked.
