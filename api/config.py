@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from dataclasses import dataclass, field
 
-TOKEN_ENV = "DATAGEN_API_TOKEN"
+from datagen import config
+from datagen.errors import InputError
+
+TOKEN_ENV = config.ENV["api_token"]
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
 
@@ -37,7 +39,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, *, db_url: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> Settings:
-        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        token = token if token is not None else (config.env("api_token") or "")
         generated = False
         if not token:
             if not is_loopback(host):
@@ -49,5 +51,5 @@ class Settings:
         return cls(db_url=db_url, host=host, port=port, token=token, token_generated=generated, protect_reads=not is_loopback(host))
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     pass

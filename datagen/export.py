@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from datagen import storage
+from datagen.errors import InputError
 
 FORMATS = ("alpaca", "jsonl", "sharegpt")
 STATUSES = {"accepted": ("accepted", "approved"), "approved": ("approved",), "all": ("accepted", "approved")}
@@ -16,7 +17,7 @@ STATUSES = {"accepted": ("accepted", "approved"), "approved": ("approved",), "al
 NOINPUT = {"<noinput>", "<no input>", "noinput", "no input", "<无输入>", "无输入", "n/a", "none", "(none)", "null", "-"}
 
 
-class ExportError(RuntimeError):
+class ExportError(InputError):
     pass
 
 

@@ -19,10 +19,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
-
 from datagen import storage
 from datagen.client import LLMClient
+from datagen.config import PipelineConfig
+from datagen.errors import DatagenError
 from datagen.filters import InstructionFilter, filter_instances
 from datagen.prompts import (
     PromptSet,
@@ -39,25 +39,7 @@ from datagen.records import Candidate, Prompt, SeedTask, Stage, Status
 from datagen.similarity import SimilarityIndex
 
 
-class PipelineConfig(BaseModel):
-    target: int = 100
-    num_seed_examples: int = 6
-    num_machine_examples: int = 2
-    new_per_prompt: int = 8
-    threshold: float = 0.7
-    max_instances: int = 5
-    temperature: float = 0.7
-    top_p: float = 0.95
-    bootstrap_max_tokens: int = 1024
-    classify_max_tokens: int = 3
-    instances_max_tokens: int = 1024
-    max_bootstrap_inflight: int = 8
-    max_consecutive_failures: int = 30
-    max_barren_rounds: int = 200
-    random_seed: int | None = None
-
-
-class PipelineError(RuntimeError):
+class PipelineError(DatagenError):
     pass
 
 

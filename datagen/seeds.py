@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from datagen.errors import InputError
 from datagen.records import SeedTask
 
 SEEDS_DIR = Path(__file__).resolve().parent / "seeds"  # package data, beside prompts/
@@ -17,7 +18,7 @@ DEFAULT_SEEDS = {"en": SEEDS_DIR / "en" / "seed_tasks.jsonl", "zh": SEEDS_DIR / 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
-class SeedError(ValueError):
+class SeedError(InputError):
     pass
 
 

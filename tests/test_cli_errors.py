@@ -65,3 +65,22 @@ def test_broken_prompt_file(tmp_path, core_closed_url):
     bad.write_text("[bootstrap\n", encoding="utf-8")
     err = core_one_line_error(generate("--base-url", core_closed_url, "--prompts", str(bad), "--db", str(tmp_path / "x.db")))
     assert "not valid TOML" in err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["-n", "0"], "--num-instructions 0"),
+        (["-n", "-5"], "--num-instructions -5"),
+        (["--threshold", "7"], "--threshold 7.0"),
+        (["--concurrency", "0"], "--concurrency 0"),
+        (["--max-tries", "0"], "--max-tries 0"),
+        (["--api", "gpt"], "--api 'gpt'"),
+    ],
+)
+def test_bad_generate_options_are_refused_before_anything_is_written(tmp_path, core_closed_url, args, needle):
+    db = tmp_path / "x.db"
+    err = core_one_line_error(core_cli("generate", "--base-url", core_closed_url, "--db", str(db), "--no-progress", *args))
+    assert needle in err
+    assert not db.exists()  # no run row, no database
+

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from datagen.errors import Conflict, InputError, NotFound
 from datagen.records import Instance, Status
 from datagen.storage import search
 from datagen.storage.models import Audit, InstanceRow, Request, Run, Sample, utcnow
@@ -25,16 +26,8 @@ KEPT_STATUSES = (Status.accepted.value, Status.approved.value)
 REVIEW_ACTIONS = {"approve": Status.approved.value, "reject": Status.discarded.value}
 
 
-class QueryError(ValueError):
+class QueryError(InputError):
     """A request the database cannot answer as asked (bad cursor, unknown sort...)."""
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(RuntimeError):
-    pass
 
 
 @dataclass
