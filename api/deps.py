@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from api.config import Settings
 from api.schemas import Filter
 from api.services import NeighbourCache
+from datagen import storage
 from datagen.storage import queries
 
 
@@ -60,23 +61,11 @@ def reviewer(x_reviewer: Annotated[str | None, Header(description="who is review
 
 
 def to_filter(engine: Engine, f: Filter) -> queries.SampleFilter:
-    run_id = None
-    if f.run:
-        run_id = queries.run_id_for(engine, f.run)
-        if run_id is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run named {f.run!r}")
-    return queries.SampleFilter(
-        run_id=run_id,
-        lang=f.lang,
-        status=list(f.status),
-        is_classification=f.classification,
-        reason=f.reason,
-        score_min=f.score_min,
-        score_max=f.score_max,
-        len_min=f.len_min,
-        len_max=f.len_max,
-        q=(f.q or "").strip() or None,
-    )
+    run = storage.get_run(engine, f.run) if f.run else None
+    if f.run and run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run named {f.run!r}")
+    same = f.model_dump(include={"lang", "status", "reason", "score_min", "score_max", "len_min", "len_max"})
+    return queries.SampleFilter(**same, run_id=run and run.id, is_classification=f.classification, q=(f.q or "").strip() or None)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from datagen import similarity
+from datagen import similarity, storage
 from datagen.filters import InstructionFilter, filter_instances
 from datagen.records import Instance
 from datagen.storage import queries
@@ -49,7 +49,7 @@ class NeighbourCache:
             if entry.index is None or sig != entry.signature:
                 if entry.index is None:
                     entry.index = similarity.SimilarityIndex(lang=lang)
-                entry.current = dict(queries.kept_texts(self.engine, run_id, lang))
+                entry.current = dict(storage.kept_texts(self.engine, run_id))
                 for sid, text in entry.current.items():
                     if entry.indexed.get(sid) != text:
                         entry.index.add(text)

@@ -81,7 +81,7 @@ class Pipeline:
             self.index.add(s.instruction)
         for text in storage.indexed_instructions(engine, run_id):
             self.index.add(text)
-        self.machine = storage.kept_instructions(engine, run_id)
+        self.machine = [text for _, text in storage.kept_texts(engine, run_id)]
         stats = storage.run_stats(engine, run_id)
         self.progress = Progress(target=cfg.target, accepted=stats.kept)
         self.progress.rejected.update(stats.by_reason)
