@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from datagen import config
 from datagen.errors import InputError
@@ -32,10 +32,6 @@ class Settings:
     # Reads are open on loopback (your own machine); anywhere else every /api call needs the token.
     protect_reads: bool = False
     max_body_bytes: int = 1 << 20
-    max_page: int = 500
-    similar_k: int = 5
-    threshold: float = 0.7  # ROUGE-L above which an edit is reported as a near-duplicate
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, *, db_url: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> Settings:

@@ -11,21 +11,17 @@ from sqlalchemy.engine import Engine
 
 from api.config import Settings
 from api.schemas import Filter
-from api.services import NeighbourCache
 from datagen import storage
+from datagen.review import Reviewer
 from datagen.storage import queries
-
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_neighbours(request: Request) -> NeighbourCache:
-    return request.app.state.neighbours
+def get_reviewer(request: Request) -> Reviewer:
+    return request.app.state.reviewer
 
 
 def _check_token(request: Request, authorization: str | None) -> None:
@@ -69,6 +65,5 @@ def to_filter(engine: Engine, f: Filter) -> queries.SampleFilter:
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 ActorDep = Annotated[str, Depends(reviewer)]
-NeighboursDep = Annotated[NeighbourCache, Depends(get_neighbours)]
+ReviewerDep = Annotated[Reviewer, Depends(get_reviewer)]

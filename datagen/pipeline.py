@@ -23,7 +23,6 @@ from datagen import storage
 from datagen.client import LLMClient
 from datagen.config import PipelineConfig
 from datagen.errors import DatagenError
-from datagen.filters import InstructionFilter, filter_instances
 from datagen.prompts import (
     PromptSet,
     bootstrap_prompt,
@@ -36,6 +35,7 @@ from datagen.prompts import (
     pick_instance_shots,
 )
 from datagen.records import Candidate, Prompt, SeedTask, Stage, Status
+from datagen.review import Rule
 from datagen.similarity import SimilarityIndex
 
 
@@ -75,7 +75,7 @@ class Pipeline:
         self.seeds = seeds
         self.prompts = prompts
         self.rng = random.Random(cfg.random_seed)
-        self.heuristics = InstructionFilter(lang)
+        self.rule = Rule(lang, cfg.threshold, cfg.max_instances)  # the one a reviewer's change is checked by
         self.index = SimilarityIndex(lang=lang, threshold=cfg.threshold)
         for s in seeds:
             self.index.add(s.instruction)
@@ -183,7 +183,7 @@ class Pipeline:
 
     def screen(self, c: Candidate) -> Candidate:
         """Heuristics, then ROUGE-L against seeds and everything kept; the verdict is stored now."""
-        bad = self.heuristics.check(c.instruction)
+        bad = self.rule.instruction(c.instruction)
         if bad:
             c.status, (c.reason, c.detail) = Status.rejected, bad
         else:
@@ -228,7 +228,7 @@ class Pipeline:
         return c
 
     def finish(self, c: Candidate) -> Candidate:
-        kept, reasons = filter_instances(c.instances, self.cfg.max_instances)
+        kept, reasons = self.rule.instances(c.instances)
         c.instances = kept
         if kept:
             c.status, c.reason = Status.accepted, None

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
 from api import services
-from api.deps import ActorDep, EngineDep, NeighboursDep, SettingsDep, require_token, to_filter
+from api.deps import ActorDep, EngineDep, ReviewerDep, require_token, to_filter
 from api.schemas import BulkIn, BulkOut, Count, EditIn, Filter, ListParams, ReviewIn, ReviewOut, SamplePage, Similar
 from api.security import scrub_text
 from datagen.records import Instance
@@ -13,7 +13,6 @@ from datagen.storage import queries
 
 router = APIRouter(tags=["samples"])
 SampleId = Annotated[int, Path(ge=1, le=2**62)]
-MAX_BULK_RESULT = 1 << 62
 
 
 @router.get("/samples", response_model=SamplePage, summary="Filter, search, sort and page through samples")
@@ -49,45 +48,40 @@ def get_sample(engine: EngineDep, sample_id: SampleId):
 
 
 @router.get("/samples/{sample_id}/similar", response_model=list[Similar], summary="Most similar kept instructions of the same run")
-def similar(engine: EngineDep, neighbours: NeighboursDep, sample_id: SampleId, k: Annotated[int, Query(ge=1, le=20)] = 5):
+def similar(engine: EngineDep, reviewer: ReviewerDep, sample_id: SampleId, k: Annotated[int, Query(ge=1, le=20)] = 5):
     row = _load(engine, sample_id)
-    hits = neighbours.top_k(row["run_id"], row["lang"], row["instruction"], k=k, exclude=sample_id)
+    hits = reviewer.top_k(row["run_id"], row["lang"], row["instruction"], k=k, exclude=sample_id)
     for h in hits:
         h["highlight"] = services.highlight(row["instruction"], h["instruction"], row["lang"])
     return hits
 
 
-@router.patch("/samples/{sample_id}", dependencies=[Depends(require_token)], summary="Edit; the filters re-check the new text")
-def edit_sample(engine: EngineDep, neighbours: NeighboursDep, settings: SettingsDep, actor: ActorDep, sample_id: SampleId, body: EditIn):
-    row = _load(engine, sample_id)
+@router.patch(
+    "/samples/{sample_id}",
+    dependencies=[Depends(require_token)],
+    summary="Edit; checked by the run's own filters first: a kept sample that would fail them is refused (409, with the reasons)",
+)
+def edit_sample(engine: EngineDep, reviewer: ReviewerDep, actor: ActorDep, sample_id: SampleId, body: EditIn):
     instances = None if body.instances is None else [Instance(input=i.input, output=i.output) for i in body.instances]
-    queries.edit_sample(engine, sample_id, actor=actor, instruction=body.instruction, instances=instances, note=body.note)
-    row = _load(engine, sample_id)
-    findings = services.check_edit(
-        neighbours,
-        sample_id=sample_id,
-        run_id=row["run_id"],
-        lang=row["lang"],
-        instruction=row["instruction"],
-        instances=[Instance(**i) for i in row["instances"]],
-        threshold=settings.threshold,
-    )
-    return {"sample": row, "findings": findings}
+    findings = reviewer.edit(sample_id, actor=actor, instruction=body.instruction, instances=instances, note=body.note)
+    return {"sample": _load(engine, sample_id), "findings": findings}
 
 
-def _review(engine, sample_id: int, action: str, actor: str, body: ReviewIn | None) -> ReviewOut:
-    new = queries.review_sample(engine, sample_id, action, actor=actor, note=body.note if body else None)
+@router.post(
+    "/samples/{sample_id}/approve",
+    response_model=ReviewOut,
+    dependencies=[Depends(require_token)],
+    summary="Approve; a sample that fails its run's filters is refused (409, with the reasons) unless force=true",
+)
+def approve(reviewer: ReviewerDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None, force: Annotated[bool, Query()] = False):
+    new = reviewer.approve(sample_id, actor=actor, note=body.note if body else None, force=force)
     return ReviewOut(id=sample_id, status=new, reviewed_by=actor)
-
-
-@router.post("/samples/{sample_id}/approve", response_model=ReviewOut, dependencies=[Depends(require_token)], summary="Approve")
-def approve(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
-    return _review(engine, sample_id, "approve", actor, body)
 
 
 @router.post("/samples/{sample_id}/reject", response_model=ReviewOut, dependencies=[Depends(require_token)], summary="Reject (status becomes discarded)")
 def reject(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
-    return _review(engine, sample_id, "reject", actor, body)
+    new = queries.review_sample(engine, sample_id, "reject", actor=actor, note=body.note if body else None)
+    return ReviewOut(id=sample_id, status=new, reviewed_by=actor)
 
 
 @router.post("/samples/bulk", response_model=BulkOut, dependencies=[Depends(require_token)], summary="Approve or reject everything a filter matches")
