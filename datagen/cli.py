@@ -164,25 +164,7 @@ def seeds_validate(path: Path = typer.Argument(..., help="Seed file: JSON Lines 
     """Check a seed file and print its counts."""
     from datagen.seeds import load_seeds, summarize
 
-    try:
-        print(summarize(load_seeds(path)).line())
-    except _user_errors() as exc:
-        fail(str(exc).splitlines()[0])
-
-
-# --- serve: the review API and dashboard (code in api/) ----------------------------------------
-
-
-@app.command()
-def serve(
-    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback needs DATAGEN_API_TOKEN"),
-    port: int = typer.Option(8000, help="TCP port"),
-    db: str = typer.Option(None, "--db", help="database URL or SQLite path (default: DATAGEN_DATABASE_URL or datagen.db)"),
-) -> None:
-    """Serve the review dashboard and REST API over the project database."""
-    from api.main import serve as run_server
-
-    run_server(host=host, port=port, db=db)
+    print(summarize(load_seeds(path)).line())
 
 
 @app.command()

@@ -234,6 +234,36 @@ def test_approving_a_sample_that_fails_the_rule_needs_force(client, db_url):
     assert (a.action, a.actor, a.before, a.after) == ("force_approve", "alice", "rejected", "approved")
 
 
+def test_serve_reads_the_database_url_from_the_environment(db_url, tmp_path):
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import core_env, core_free_port
+
+    port = core_free_port()
+    env = core_env(DATAGEN_DATABASE_URL=db_url, DATAGEN_API_TOKEN=TOKEN)
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as r:
+                    runs = json.loads(r.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serve did not answer"
+                time.sleep(0.2)
+        assert [r["name"] for r in runs] == ["demo-en", "demo-zh"]
+        assert not (tmp_path / "datagen.db").exists()  # the default was not opened (or created) instead
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_bulk_on_a_filter(client, db_url):
     r = client.post("/api/samples/bulk", headers=AUTH, json={"action": "reject", "filter": {"reason": "similar", "run": "demo-en"}, "note": "dupes"})
     assert r.status_code == 200 and r.json()["changed"] == 2

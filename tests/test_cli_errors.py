@@ -84,3 +84,28 @@ def test_bad_generate_options_are_refused_before_anything_is_written(tmp_path, c
     assert needle in err
     assert not db.exists()  # no run row, no database
 
+
+def serve_cli(*args: str, env=None, timeout: float = 60):
+    """`datagen serve` as the entry point runs it (api.cli composes the core CLI and serve)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, "-m", "api.cli", "serve", "--port", str(core_free_port()), *args],
+                          cwd=REPO, env=env or core_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_serve_refuses_a_missing_database_a_bad_url_and_a_missing_directory(tmp_path):
+    assert "no database at" in core_one_line_error(serve_cli("--db", str(tmp_path / "typo.db")))
+    assert not (tmp_path / "typo.db").exists()
+    assert "notadb://x" in core_one_line_error(serve_cli("--db", "notadb://x"))
+    assert "does not exist" in core_one_line_error(serve_cli("--db", str(tmp_path / "no" / "dir" / "x.db")))
+    # The environment variable is read the same way: a typo there is refused too.
+    assert "no database at" in core_one_line_error(serve_cli(env=core_env(DATAGEN_DATABASE_URL=str(tmp_path / "env-typo.db"))))
+    assert not (tmp_path / "env-typo.db").exists()
+
+
+def test_serve_on_a_dead_postgres_is_one_line():
+    err = core_one_line_error(serve_cli("--db", f"postgresql+psycopg://u:secretpw@127.0.0.1:{core_free_port()}/x"))
+    assert "127.0.0.1" in err and "secretpw" not in err

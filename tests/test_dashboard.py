@@ -39,7 +39,7 @@ def server(tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, DATAGEN_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
     log = open(path.with_suffix(".log"), "w")
-    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", url], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", url], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -31,4 +31,4 @@ def test_non_editable_install_has_the_default_seeds(tmp_path):
     assert r.returncode == 0, r.stderr
     where, counts = r.stdout.splitlines()
     assert where.startswith(str(target)) and counts == "175 175"
-    assert not (target / "datagen" / "devserver.py").exists()
+    assert not (target / "datagen" / "devserver.py").exists() and (target / "api" / "cli.py").is_file()
