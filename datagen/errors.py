@@ -1,7 +1,8 @@
 """The root of every error a user should see as one line (bad input, unreachable server, ...).
 
 Anything else is a bug and keeps its traceback. Each class carries what the two shells need:
-the CLI's exit code and the API's HTTP status, so each shell has one handler for all of them.
+the CLI's exit code (1 for all of them today) and the API's HTTP status, so each shell has one
+handler for all of them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ class DatagenError(Exception):
 class InputError(DatagenError):
     """Bad input: an option, a file, a URL, a query."""
 
-    exit_code = 2
     http_status = 422
 
 
