@@ -26,7 +26,7 @@ class App(typer.Typer):
             return super().__call__(*args, **kwargs)
         except DatagenError as exc:
             print(f"error: {one_line(exc)}", file=sys.stderr)
-            raise SystemExit(exc.exit_code) from None
+            raise SystemExit(1) from None
 
 
 app = App(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Self-instruct data: generate, curate, export.")

@@ -1,8 +1,7 @@
 """The root of every error a user should see as one line (bad input, unreachable server, ...).
 
-Anything else is a bug and keeps its traceback. Each class carries what the two shells need:
-the CLI's exit code (1 for all of them today) and the API's HTTP status, so each shell has one
-handler for all of them.
+Anything else is a bug and keeps its traceback. Each class carries its HTTP status, so the CLI
+and the API each have one handler for all of them.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 class DatagenError(Exception):
     """A problem worth one clear line to the user and a non-zero exit."""
 
-    exit_code = 1
     http_status = 400
 
     def body(self) -> dict:

@@ -70,9 +70,8 @@ class Rule:
             reasons.append("instances: none")
         return {
             "instruction": None if verdict is None else {"reason": verdict[0], "detail": verdict[1]},
-            "instances": {"kept": len(kept), "total": len(instances), "dropped": dropped, "max": self.max_instances},
+            "instances": {"kept": len(kept), "total": len(instances), "dropped": dropped},
             "similar": None if nearest is None else {**nearest, "over_threshold": nearest["score"] > self.threshold},
-            "threshold": self.threshold,
             "reasons": reasons,
             "ok": not reasons,
         }
@@ -180,15 +179,19 @@ class Reviewer:
         best = max((n for n in near if n), key=lambda n: n["score"], default=None)
         return rule.check(instruction, instances, best)
 
-    def edit(self, sample_id: int, *, actor: str, instruction: str | None, instances: list[Instance] | None, note: str | None) -> dict:
-        """Edit a sample. A kept one must still pass its run's rule (else RuleViolation, nothing saved);
-        any other is saved with the findings, and must pass when it is approved."""
+    def _check_sample(self, sample_id: int, instruction: str | None = None, instances: list[Instance] | None = None) -> tuple[dict, dict]:
+        """(row, findings) for the sample as it would stand with these changes."""
         row = queries.get_sample(self.engine, sample_id)
         if row is None:
             raise queries.NotFound(f"no sample {sample_id}")
-        new_text = row["instruction"] if instruction is None else instruction
-        new_inst = [Instance(**i) for i in row["instances"]] if instances is None else instances
-        findings = self.check(sample_id, row["run_id"], row["lang"], new_text, new_inst)
+        text = row["instruction"] if instruction is None else instruction
+        inst = [Instance(**i) for i in row["instances"]] if instances is None else instances
+        return row, self.check(sample_id, row["run_id"], row["lang"], text, inst)
+
+    def edit(self, sample_id: int, *, actor: str, instruction: str | None, instances: list[Instance] | None, note: str | None) -> dict:
+        """Edit a sample. A kept one must still pass its run's rule (else RuleViolation, nothing saved);
+        any other is saved with the findings, and must pass when it is approved."""
+        row, findings = self._check_sample(sample_id, instruction, instances)
         if row["status"] in KEPT and not findings["ok"]:
             raise RuleViolation(findings)
         queries.edit_sample(self.engine, sample_id, actor=actor, instruction=instruction, instances=instances, note=note)
@@ -196,10 +199,7 @@ class Reviewer:
 
     def approve(self, sample_id: int, *, actor: str, note: str | None, force: bool = False) -> str:
         """Approve a sample; one that fails its run's rule needs force=True (recorded in the audit log)."""
-        row = queries.get_sample(self.engine, sample_id)
-        if row is None:
-            raise queries.NotFound(f"no sample {sample_id}")
-        findings = self.check(sample_id, row["run_id"], row["lang"], row["instruction"], [Instance(**i) for i in row["instances"]])
+        _, findings = self._check_sample(sample_id)
         if not findings["ok"] and not force:
             raise RuleViolation(findings)
         return queries.review_sample(self.engine, sample_id, "approve", actor=actor, note=note, forced=not findings["ok"])
