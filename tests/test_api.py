@@ -213,6 +213,8 @@ def test_an_edit_that_breaks_the_runs_rule_is_refused_and_nothing_is_saved(clien
         ({"instances": [{"input": "a", "output": "x"}, {"input": "b", "output": "y"}, {"input": "c", "output": "z"}]}, "max_instances 2"),
         ({"instances": [{"input": "", "output": "   "}]}, "empty_output"),
         ({"instruction": "Draw a picture of the sea."}, "blacklist"),
+        # The hardening report's case: spaces and an empty output were saved and then exported.
+        ({"instruction": "   ", "instances": [{"input": "", "output": ""}]}, "instruction: empty"),
     ]
     for body, needle in cases:
         r = client.patch("/api/samples/3", headers=AUTH, json=body)
