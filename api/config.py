@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-TOKEN_ENV = "DATAGEN_API_TOKEN"
-# Host names, besides loopback ones, that a browser may use to reach a server whose reads need
-# no token (comma-separated; `serve --allowed-host` adds more). Anything else is DNS rebinding.
-ALLOWED_HOSTS_ENV = "DATAGEN_ALLOWED_HOSTS"
+from datagen import config
+from datagen.errors import InputError
+
+TOKEN_ENV = config.ENV["api_token"]
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
 
@@ -34,18 +33,16 @@ class Settings:
     # Reads are open on loopback (your own machine); anywhere else every /api call needs the token.
     protect_reads: bool = False
     max_body_bytes: int = 1 << 20
-    max_page: int = 500
-    similar_k: int = 5
-    threshold: float = 0.7  # ROUGE-L above which an edit is reported as a near-duplicate
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback ones (lower case)
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(
         cls, *, db_url: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, allowed_hosts: tuple[str, ...] = ()
     ) -> Settings:
-        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
-        names = [*os.environ.get(ALLOWED_HOSTS_ENV, "").split(","), *allowed_hosts]
+        token = token if token is not None else (config.env("api_token") or "")
+        # Host names, besides loopback ones, that a browser may use to reach a server whose reads
+        # need no token (the environment's list plus --allowed-host). Anything else is DNS rebinding.
+        names = [*(config.env("allowed_hosts") or "").split(","), *allowed_hosts]
         allowed = tuple(dict.fromkeys(n.strip().lower().rstrip(".") for n in names if n.strip()))
         for name in allowed:
             if not re.fullmatch(r"[a-z0-9]([a-z0-9.\-]*[a-z0-9])?|\[[0-9a-f:.]+\]", name):
@@ -63,5 +60,5 @@ class Settings:
         )
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     pass

@@ -12,20 +12,17 @@ from sqlalchemy.engine import Engine
 
 from api.config import Settings
 from api.schemas import Filter
-from api.services import NeighbourCache
+from datagen import storage
+from datagen.review import Reviewer
 from datagen.storage import queries
-
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_neighbours(request: Request) -> NeighbourCache:
-    return request.app.state.neighbours
+def get_reviewer(request: Request) -> Reviewer:
+    return request.app.state.reviewer
 
 
 def invalid(loc: tuple, msg: str) -> RequestValidationError:
@@ -66,27 +63,15 @@ def reviewer(x_reviewer: Annotated[str | None, Header(pattern=ACTOR_PATTERN, des
 
 
 def to_filter(engine: Engine, f: Filter, ids: list[int] | None = None) -> queries.SampleFilter:
-    run_id = None
-    if f.run:
-        run_id = queries.run_id_for(engine, f.run)
-        if run_id is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run named {f.run!r}")
+    run = storage.get_run(engine, f.run) if f.run else None
+    if f.run and run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run named {f.run!r}")
+    same = f.model_dump(include={"lang", "status", "reason", "score_min", "score_max", "len_min", "len_max"})
     return queries.SampleFilter(
-        run_id=run_id,
-        lang=f.lang,
-        status=list(f.status),
-        is_classification=f.classification,
-        reason=f.reason,
-        score_min=f.score_min,
-        score_max=f.score_max,
-        len_min=f.len_min,
-        len_max=f.len_max,
-        q=(f.q or "").strip() or None,
-        ids=list(ids) if ids else None,
+        **same, run_id=run and run.id, is_classification=f.classification, q=(f.q or "").strip() or None, ids=list(ids) if ids else None
     )
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 ActorDep = Annotated[str, Depends(reviewer)]
-NeighboursDep = Annotated[NeighbourCache, Depends(get_neighbours)]
+ReviewerDep = Annotated[Reviewer, Depends(get_reviewer)]

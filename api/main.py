@@ -14,13 +14,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api.config import ConfigError, Settings
+from api.config import Settings
 from api.deps import read_access
 from api.routes import export, runs, samples, stats
 from api.security import BodyLimit, HostCheck, SecurityHeaders, document_open_reads, install_log_scrubbing
-from api.services import NeighbourCache
 from datagen import storage
-from datagen.storage import queries
+from datagen.errors import DatagenError
+from datagen.review import Reviewer
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("api")
@@ -28,7 +28,7 @@ log = logging.getLogger("api")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    engine = storage.connect(settings.db_url)
+    engine = storage.connect(settings.db_url, create=False)  # reviewing never creates a database
     app = FastAPI(
         title="datagen review API",
         version="1",
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.neighbours = NeighbourCache(engine)
+    app.state.reviewer = Reviewer(engine)
 
     api_deps = [Depends(read_access)]
     for module in (runs, samples, stats, export):
@@ -46,21 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def health():
         return {"ok": True, "database": engine.dialect.name, "reads_need_token": settings.protect_reads}
 
-    @app.exception_handler(queries.NotFound)
-    async def _not_found(_req: Request, exc: queries.NotFound):
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(queries.Conflict)
-    async def _conflict(_req: Request, exc: queries.Conflict):
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(queries.QueryError)
-    async def _bad_query(_req: Request, exc: queries.QueryError):
-        return JSONResponse({"detail": [{"loc": ["query"], "msg": str(exc), "type": "value_error"}]}, status_code=422)
-
-    @app.exception_handler(storage.StorageError)
-    async def _storage(_req: Request, exc: storage.StorageError):
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+    @app.exception_handler(DatagenError)
+    async def _user_error(_req: Request, exc: DatagenError):
+        # One table for every user-facing error: each class carries its status; anything else is a bug (500).
+        return JSONResponse(exc.body(), status_code=exc.http_status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(req: Request, exc: StarletteHTTPException):
@@ -91,14 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, db: str | None = None, allowed_hosts: tuple[str, ...] = ()) -> None:
-    """Run the service with uvicorn; refuses a non-loopback address without DATAGEN_API_TOKEN."""
+    """Run the service with uvicorn; refuses a non-loopback address without DATAGEN_API_TOKEN.
+
+    Errors (a bad URL, a missing database, a dead server, a bad host name) are DatagenErrors: the CLI prints one line.
+    """
     import uvicorn
 
-    try:
-        settings = Settings.from_env(db_url=db, host=host, port=port, allowed_hosts=allowed_hosts)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = Settings.from_env(db_url=db, host=host, port=port, allowed_hosts=allowed_hosts)
     app = create_app(settings)
     if settings.token_generated:
         print(f"No DATAGEN_API_TOKEN set; this session's token (paste it into the page): {settings.token}", file=sys.stderr)

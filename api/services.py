@@ -1,80 +1,13 @@
-"""Review logic that is not SQL: nearest neighbours, shared-word highlighting, verb statistics,
-re-checking edited text. Storage answers the queries; these functions interpret the rows."""
+"""Display logic for the dashboard: shared-word highlighting and verb statistics.
+(The review rule and the nearest neighbours are the library's: datagen/review.py.)"""
 
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
-
-from sqlalchemy.engine import Engine
 
 from datagen import similarity
-from datagen.filters import InstructionFilter, filter_instances
-from datagen.records import Instance
-from datagen.storage import queries
-
-# --- Nearest neighbours --------------------------------------------------------------------------
-
-
-@dataclass
-class _Entry:
-    signature: tuple = ()
-    index: similarity.SimilarityIndex | None = None
-    sample_ids: list[int] = field(default_factory=list)  # index id -> sample id
-    indexed: dict[int, str] = field(default_factory=dict)  # sample id -> text as indexed
-    current: dict[int, str] = field(default_factory=dict)  # kept now: sample id -> text
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class NeighbourCache:
-    """One similarity index per (run, language) over its kept samples, grown incrementally.
-
-    Approvals and edits add texts; discards and stale texts are filtered out at query time
-    against the current kept set, so the index never needs a rebuild.
-    """
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self._entries: dict[tuple[int, str], _Entry] = {}
-        self._lock = threading.Lock()
-
-    def _entry(self, run_id: int, lang: str) -> _Entry:
-        with self._lock:
-            entry = self._entries.setdefault((run_id, lang), _Entry())
-        with entry.lock:
-            sig = queries.kept_signature(self.engine, run_id, lang)
-            if entry.index is None or sig != entry.signature:
-                if entry.index is None:
-                    entry.index = similarity.SimilarityIndex(lang=lang)
-                entry.current = dict(queries.kept_texts(self.engine, run_id, lang))
-                for sid, text in entry.current.items():
-                    if entry.indexed.get(sid) != text:
-                        entry.index.add(text)
-                        entry.sample_ids.append(sid)
-                        entry.indexed[sid] = text
-                entry.signature = sig
-        return entry
-
-    def top_k(self, run_id: int, lang: str, text: str, k: int = 5, exclude: int | None = None) -> list[dict]:
-        entry = self._entry(run_id, lang)
-        want = k + 5
-        while True:
-            with entry.lock:
-                hits = entry.index.top_k_similar(text, k=want)
-                out = []
-                for idx, hit_text, score in hits:
-                    sid = entry.sample_ids[idx] if idx < len(entry.sample_ids) else None
-                    if sid is None or sid == exclude or entry.current.get(sid) != hit_text:
-                        continue  # discarded since, edited since, or the sample itself
-                    out.append({"id": sid, "instruction": hit_text, "score": round(score, 4)})
-                exhausted = len(hits) < want
-            if len(out) >= k or exhausted or want > 10 * k + 100:
-                return out[:k]
-            want *= 4
-
 
 # --- Shared-word highlighting --------------------------------------------------------------------
 
@@ -205,22 +138,3 @@ def verb_stats(rows: list[tuple[str, str]], top: int = 20, objects: int = 5) -> 
         {"verb": v, "count": n, "objects": [{"object": o, "count": c} for o, c in pairs.get(v, Counter()).most_common(objects)]}
         for v, n in verbs.most_common(top)
     ]
-
-
-# --- Re-checking an edit -------------------------------------------------------------------------
-
-
-def check_edit(cache: NeighbourCache, *, sample_id: int, run_id: int, lang: str, instruction: str, instances: list[Instance], threshold: float) -> dict:
-    """What the filters say about edited text: instruction rules, instance rules, ROUGE-L."""
-    verdict = InstructionFilter(lang).check(instruction)
-    kept, dropped = filter_instances(instances)
-    near = cache.top_k(run_id, lang, instruction, k=1, exclude=sample_id)
-    best = near[0] if near else None
-    return {
-        "instruction": None if verdict is None else {"reason": verdict[0], "detail": verdict[1]},
-        "instances": {"kept": len(kept), "total": len(instances), "dropped": dropped},
-        "similar": None
-        if best is None
-        else {"id": best["id"], "instruction": best["instruction"], "score": best["score"], "over_threshold": best["score"] > threshold},
-        "ok": verdict is None and not dropped and not (best and best["score"] > threshold),
-    }

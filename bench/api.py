@@ -269,7 +269,7 @@ def main() -> None:
     env = dict(os.environ, DATAGEN_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
     server = subprocess.Popen(
         # The real `datagen serve` command.
-        [sys.executable, "-m", "datagen.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite:///{args.db}"],
+        [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite:///{args.db}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"

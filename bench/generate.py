@@ -1,6 +1,6 @@
 """Generation speed benchmark: the async pipeline against a one-request-at-a-time loop.
 
-Both run against the same local OpenAI-compatible stub (`datagen.devserver`) with a fixed
+Both run against the same local OpenAI-compatible stub (`scripts/devserver.py`) with a fixed
 latency and a sliding-window rate limit that answers 429 + Retry-After beyond it. The stub
 runs in its own process (a fresh one per phase, so one phase's window never throttles the
 next), so this process's CPU time is the pipeline's own work: HTTP client, parsing,
@@ -53,11 +53,11 @@ def free_port() -> int:
 
 
 class Stub:
-    """`python -m datagen.devserver` in a child process."""
+    """`python scripts/devserver.py` in a child process."""
 
     def __init__(self, latency: float, rpm: int | None):
         self.port = free_port()
-        cmd = [PY, "-m", "datagen.devserver", "--port", str(self.port), "--latency", str(latency)]
+        cmd = [PY, str(ROOT / "scripts" / "devserver.py"), "--port", str(self.port), "--latency", str(latency)]
         if rpm:
             cmd += ["--rpm", str(rpm)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

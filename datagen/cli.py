@@ -12,83 +12,100 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Self-instruct data: generate, curate, export.")
+from datagen.config import THRESHOLD, GenerateOptions, PipelineConfig
+from datagen.errors import DatagenError, InputError, one_line
+
+G, P = GenerateOptions.model_fields, PipelineConfig.model_fields
+
+
+class App(typer.Typer):
+    """The one place a user-facing error becomes one line on stderr and an exit code; a bug keeps its traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except DatagenError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+app = App(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Self-instruct data: generate, curate, export.")
 seeds_app = typer.Typer(no_args_is_help=True, help="Inspect seed task pools.")
 app.add_typer(seeds_app, name="seeds")
 
-DB = typer.Option(None, "--db", envvar="DATAGEN_DATABASE_URL", help="SQLAlchemy URL or SQLite path [default: sqlite:///datagen.db]")
+DB = typer.Option(None, "--db", help="SQLAlchemy URL or SQLite path [env: DATAGEN_DATABASE_URL; default: sqlite:///datagen.db]")
+FLAGS = {"target": "--num-instructions", "random_seed": "--seed", "bootstrap_max_tokens": "--max-tokens", "instances_max_tokens": "--max-tokens"}
 
 
-def fail(msg: str, code: int = 1) -> None:
-    """One line on stderr and a non-zero exit: what a user sees for bad input, never a traceback."""
-    print(f"error: {msg}", file=sys.stderr)
-    raise typer.Exit(code)
+def opt(field, *flags: str, **kw):
+    """A typer option whose default and help come from the field's one declaration."""
+    return typer.Option(field.default, *flags, help=field.description, **kw)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from datagen.backends import FatalBackendError
-    from datagen.export import ExportError
-    from datagen.pipeline import PipelineError
-    from datagen.prompts import PromptError
-    from datagen.seeds import SeedError
-    from datagen.storage import StorageError
-    from sqlalchemy.exc import SQLAlchemyError
+def validated(schema, **values):
+    """Build an options model; a value outside its limits is an InputError naming the flag."""
+    from pydantic import ValidationError
 
-    return (FatalBackendError, ExportError, PipelineError, PromptError, SeedError, StorageError, SQLAlchemyError, ValueError, OSError)
+    try:
+        return schema(**values)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        name = str(e["loc"][-1]) if e["loc"] else ""
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+        raise InputError(f"{flag} {e.get('input')!r}: {e['msg']}") from None
 
 
 @app.command()
 def generate(
-    num_instructions: int = typer.Option(100, "--num-instructions", "-n", help="Accepted instructions to reach."),
-    run: Optional[str] = typer.Option(None, "--run", help="Run name; an existing run is resumed."),
-    api: Optional[str] = typer.Option(None, "--api", help="chat | completion | local [default: local unless a key or base URL is set]"),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name, or for --api local a HF directory / .gguf file."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
-    lang: str = typer.Option("en", "--lang", help="en | zh"),
-    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Seed task file (JSONL) [default: seeds/<lang>/]"),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompt template TOML [default: built-in for --lang]"),
+    num_instructions: int = opt(P["target"], "--num-instructions", "-n"),
+    run: Optional[str] = opt(G["run"], "--run"),
+    api: Optional[str] = opt(G["api"], "--api"),
+    model: Optional[str] = opt(G["model"], "--model"),
+    base_url: Optional[str] = opt(G["base_url"], "--base-url"),
+    lang: str = opt(G["lang"], "--lang"),
+    seeds: Optional[Path] = opt(G["seeds"], "--seeds"),
+    prompts: Optional[Path] = opt(G["prompts"], "--prompts"),
     db: Optional[str] = DB,
-    concurrency: int = typer.Option(16, "--concurrency", help="Requests in flight (API backends)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass (--api local)."),
-    prompts_per_request: int = typer.Option(1, "--prompts-per-request", help="Prompts per Completion API request."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute limit."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute limit (estimated prompt + max answer)."),
-    max_tries: int = typer.Option(5, "--max-tries", help="Attempts per request, with exponential backoff."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Seconds per request."),
-    context_window: Optional[int] = typer.Option(None, "--context-window", help="Model context size, to fit max_tokens to the prompt."),
-    threshold: float = typer.Option(0.7, "--threshold", help="Reject when ROUGE-L to a kept instruction is above this."),
-    num_seed_examples: int = typer.Option(6, "--num-seed-examples"),
-    num_machine_examples: int = typer.Option(2, "--num-machine-examples"),
-    new_per_prompt: int = typer.Option(8, "--new-per-prompt", help="New instructions asked for per prompt."),
-    max_instances: int = typer.Option(5, "--max-instances"),
-    temperature: float = typer.Option(0.7, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
+    concurrency: int = opt(G["concurrency"], "--concurrency"),
+    batch_size: int = opt(G["batch_size"], "--batch-size"),
+    prompts_per_request: int = opt(G["prompts_per_request"], "--prompts-per-request"),
+    rpm: Optional[float] = opt(G["rpm"], "--rpm"),
+    tpm: Optional[float] = opt(G["tpm"], "--tpm"),
+    max_tries: int = opt(G["max_tries"], "--max-tries"),
+    timeout: float = opt(G["timeout"], "--timeout"),
+    context_window: Optional[int] = opt(G["context_window"], "--context-window"),
+    threshold: float = opt(P["threshold"], "--threshold"),
+    num_seed_examples: int = opt(P["num_seed_examples"], "--num-seed-examples"),
+    num_machine_examples: int = opt(P["num_machine_examples"], "--num-machine-examples"),
+    new_per_prompt: int = opt(P["new_per_prompt"], "--new-per-prompt"),
+    max_instances: int = opt(P["max_instances"], "--max-instances"),
+    temperature: float = opt(P["temperature"], "--temperature"),
+    top_p: float = opt(P["top_p"], "--top-p"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Answer budget for instruction and instance prompts [default: 1024; 320 for --api local]."),
-    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per 1M input tokens (overrides prices.toml)."),
-    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M output tokens."),
-    random_seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for example sampling."),
+    price_in: Optional[float] = opt(G["price_in"], "--price-in"),
+    price_out: Optional[float] = opt(G["price_out"], "--price-out"),
+    random_seed: Optional[int] = opt(P["random_seed"], "--seed"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Generate instructions, classify them, write instances, filter, store. Resumable by --run name."""
-    from datagen.generate import GenerateOptions, generate as run_generate
-    from datagen.pipeline import PipelineConfig
+    from datagen.generate import generate as run_generate
     from datagen import progress as live
 
-    try:
-        opts = GenerateOptions(
-            run=run, api=api, model=model, base_url=base_url, lang=lang, seeds=seeds, prompts=prompts, db=db,
-            concurrency=concurrency, batch_size=batch_size, prompts_per_request=prompts_per_request, rpm=rpm, tpm=tpm,
-            max_tries=max_tries, timeout=timeout, context_window=context_window, price_in=price_in, price_out=price_out,
-            pipeline=PipelineConfig(
-                target=num_instructions, threshold=threshold, num_seed_examples=num_seed_examples,
-                num_machine_examples=num_machine_examples, new_per_prompt=new_per_prompt, max_instances=max_instances,
-                temperature=temperature, top_p=top_p,
-                **({"bootstrap_max_tokens": max_tokens, "instances_max_tokens": max_tokens} if max_tokens else {}),
-                random_seed=random_seed,
-            ),
-        )
-    except Exception as exc:  # pydantic validation of option values
-        fail(str(exc).splitlines()[0])
+    # Every value is checked here, before the database or a model is touched.
+    opts = validated(
+        GenerateOptions,
+        run=run, api=api, model=model, base_url=base_url, lang=lang, seeds=seeds, prompts=prompts, db=db,
+        concurrency=concurrency, batch_size=batch_size, prompts_per_request=prompts_per_request, rpm=rpm, tpm=tpm,
+        max_tries=max_tries, timeout=timeout, context_window=context_window, price_in=price_in, price_out=price_out,
+        pipeline=validated(
+            PipelineConfig,
+            target=num_instructions, threshold=threshold, num_seed_examples=num_seed_examples,
+            num_machine_examples=num_machine_examples, new_per_prompt=new_per_prompt, max_instances=max_instances,
+            temperature=temperature, top_p=top_p,
+            **({"bootstrap_max_tokens": max_tokens, "instances_max_tokens": max_tokens} if max_tokens is not None else {}),
+            random_seed=random_seed,
+        ),
+    )
 
     async def watch(name, prog, client, task):
         if progress:
@@ -98,9 +115,8 @@ def generate(
     try:
         name, prog = asyncio.run(run_generate(opts, on_start=watch))
     except KeyboardInterrupt:
-        fail(f"interrupted; resume with --run {run or '<name shown above>'}", 130)
-    except _user_errors() as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        print(f"error: interrupted; resume with --run {run or '<name shown above>'}", file=sys.stderr)
+        raise typer.Exit(130) from None
     secs = time.monotonic() - t0
     rejected = sum(prog.rejected.values())
     print(
@@ -122,10 +138,7 @@ def export(
     from datagen import storage
     from datagen.export import export as do_export
 
-    try:
-        n = do_export(storage.connect(db, create=False), out, fmt=fmt, run=run, status=status, lang=lang)
-    except _user_errors() as exc:
-        fail(str(exc).splitlines()[0])
+    n = do_export(storage.connect(db, create=False), out, fmt=fmt, run=run, status=status, lang=lang)
     print(f"wrote {n} records to {out}")
 
 
@@ -134,10 +147,7 @@ def runs(db: Optional[str] = DB) -> None:
     """List runs with counts, acceptance rate, rejection reasons, tokens and cost."""
     from datagen import storage
 
-    try:
-        rows = storage.list_runs(storage.connect(db, create=False))
-    except _user_errors() as exc:
-        fail(str(exc).splitlines()[0])
+    rows = storage.list_runs(storage.connect(db, create=False))
     t = Table("run", "lang", "api/model", "state", "kept/target", "rejected", "accept %", "top reasons", "requests", "tokens in/out", "cost $")
     for r, st in rows:
         t.add_row(
@@ -154,46 +164,23 @@ def seeds_validate(path: Path = typer.Argument(..., help="Seed file: JSON Lines 
     """Check a seed file and print its counts."""
     from datagen.seeds import load_seeds, summarize
 
-    try:
-        print(summarize(load_seeds(path)).line())
-    except _user_errors() as exc:
-        fail(str(exc).splitlines()[0])
-
-
-# --- serve: the review API and dashboard (code in api/) ----------------------------------------
-
-
-@app.command()
-def serve(
-    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback needs DATAGEN_API_TOKEN"),
-    port: int = typer.Option(8000, help="TCP port"),
-    db: str = typer.Option(None, "--db", help="database URL or SQLite path (default: DATAGEN_DATABASE_URL or datagen.db)"),
-    allowed_host: list[str] = typer.Option([], "--allowed-host", help="a host name browsers may use besides localhost (repeatable; also DATAGEN_ALLOWED_HOSTS)"),
-) -> None:
-    """Serve the review dashboard and REST API over the project database."""
-    from api.main import serve as run_server
-
-    run_server(host=host, port=port, db=db, allowed_hosts=tuple(allowed_host))
+    print(summarize(load_seeds(path)).line())
 
 
 @app.command()
 def dedup(
     input: str = typer.Argument(..., help="Candidates: .txt (a line each), .jsonl or .json (records with --field)."),  # noqa: A002
     lang: str = typer.Option("auto", "--lang", help="en | zh | auto (zh for texts with Han characters)"),
-    threshold: float = typer.Option(0.7, "--threshold", help="Reject when ROUGE-L F against anything kept is above this."),
+    threshold: float = typer.Option(THRESHOLD, "--threshold", help="Reject when ROUGE-L F against anything kept is above this."),
     against: Optional[str] = typer.Option(None, "--against", help="Existing instructions (same formats) to dedup against."),
     field: str = typer.Option("instruction", "--field", help="Record field holding the text (json/jsonl)."),
     out: Optional[str] = typer.Option(None, "--out", help="Kept records [default: INPUT stem + .kept.jsonl]"),
     rejected: Optional[str] = typer.Option(None, "--rejected", help="Write rejected records with nearest text and score (JSONL)."),
 ) -> None:
     """Drop ROUGE-L near-duplicates, exactly as Alpaca's filter decides, in input order."""
-    from datagen.dedup import DedupError, dedup_file
+    from datagen.dedup import dedup_file
 
-    try:
-        stats = dedup_file(input, lang=lang, threshold=threshold, against=against, field=field, out=out, rejected=rejected)
-    except (DedupError, OSError, ValueError) as e:
-        fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
-    print(stats.line())
+    print(dedup_file(input, lang=lang, threshold=threshold, against=against, field=field, out=out, rejected=rejected).line())
 
 
 def main() -> None:

@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datagen.config import THRESHOLD
+from datagen.errors import InputError
 from datagen.export import atomic_write
 from datagen.similarity import LANGS, SimilarityIndex
 
 __all__ = ["DedupError", "DedupStats", "dedup_file", "read_records"]
 
 
-class DedupError(Exception):
+class DedupError(InputError):
     """Bad input or options; the message is one line meant for the user."""
 
 
@@ -143,7 +145,7 @@ def _kept_chunks(out: Path, in_fmt: str, records: list[Any], field: str):
 def dedup_file(
     input: str | os.PathLike,  # noqa: A002 - the name the CLI uses
     lang: str = "auto",
-    threshold: float = 0.7,
+    threshold: float = THRESHOLD,
     against: str | os.PathLike | None = None,
     field: str = "instruction",
     out: str | os.PathLike | None = None,

@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from datagen.config import LANGS
+from datagen.errors import InputError
+from datagen.records import KEPT, Status
 from datagen import storage
+from datagen.storage import queries
 
 FORMATS = ("alpaca", "jsonl", "sharegpt")
-STATUSES = {"accepted": ("accepted", "approved"), "approved": ("approved",), "all": ("accepted", "approved")}
+# --status: which reviewed states make a training record.
+STATUSES = {"accepted": KEPT, "approved": (Status.approved.value,)}
 
 # What models and seed files write for "no input"; training files want an empty string.
 NOINPUT = {"<noinput>", "<no input>", "noinput", "no input", "<无输入>", "无输入", "n/a", "none", "(none)", "null", "-"}
 
 
-class ExportError(RuntimeError):
+class ExportError(InputError):
     pass
 
 
@@ -45,7 +51,12 @@ def atomic_write(path: Path, write) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise ExportError(f"output directory does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise ExportError(f"{path} is a directory: give a file name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ExportError(f"cannot write in {path.parent}: {exc.strerror}") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other the user writes
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -58,13 +69,19 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def records(engine, *, run=None, status="accepted", lang=None, sample_ids=None):
-    """Yield one alpaca record per instance, plus the sample it came from."""
+def selection(engine, *, run: str | None = None, status: str = "accepted", lang: str | None = None) -> queries.SampleFilter:
+    """The CLI's options as the filter the API uses; every value checked before anything is written."""
     if status not in STATUSES:
         raise ExportError(f"unknown status {status!r}: use {', '.join(STATUSES)}")
-    for sample, instances in storage.iter_samples(engine, run=run, statuses=STATUSES[status], lang=lang, sample_ids=sample_ids):
-        for inst in instances:
-            yield sample, {"instruction": sample.instruction.strip(), "input": clean_input(inst.input), "output": inst.output.strip()}
+    if lang is not None and lang not in LANGS:
+        raise ExportError(f"unknown language {lang!r}: use {', '.join(LANGS)}")
+    run_id = None
+    if run is not None:
+        found = storage.get_run(engine, run)
+        if found is None:
+            raise ExportError(f"no run named {run!r}")
+        run_id = found.id
+    return queries.SampleFilter(run_id=run_id, lang=lang, status=list(STATUSES[status]))
 
 
 def _sharegpt(rec: dict) -> dict:
@@ -72,28 +89,42 @@ def _sharegpt(rec: dict) -> dict:
     return {"conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": rec["output"]}]}
 
 
-def export(engine, out: str | Path, *, fmt: str = "alpaca", run=None, status="accepted", lang=None, sample_ids=None) -> int:
+def lines(engine, f: queries.SampleFilter, fmt: str = "alpaca") -> Iterator[str]:
+    """One JSON text per record: a record per instance of each matching sample, in id order."""
+    for sample, instances in queries.iter_samples(engine, f):
+        for inst in instances:
+            rec = {"instruction": sample["instruction"].strip(), "input": clean_input(inst.input), "output": inst.output.strip()}
+            yield json.dumps(_sharegpt(rec) if fmt == "sharegpt" else rec, ensure_ascii=False)
+
+
+def render(records: Iterator[str], fmt: str = "alpaca") -> Iterator[str]:
+    """The file's text around the records: a JSON array for alpaca, a record a line otherwise.
+
+    `datagen export` writes it to a file and the API streams it, so both give the same bytes.
+    """
+    if fmt != "alpaca":
+        yield from (r + "\n" for r in records)
+        return
+    yield "["
+    sep = "\n  "
+    for r in records:
+        yield sep + r
+        sep = ",\n  "
+    yield "\n]\n"
+
+
+def export(engine, out: str | Path, *, fmt: str = "alpaca", run=None, status="accepted", lang=None) -> int:
+    """Write the selection to `out` atomically; returns the number of records."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
-    if run is not None and storage.get_run(engine, run) is None:
-        raise ExportError(f"no run named {run!r}")
+    f = selection(engine, run=run, status=status, lang=lang)
     count = 0
 
-    def write(f) -> None:
+    def counted() -> Iterator[str]:
         nonlocal count
-        if fmt == "alpaca":
-            f.write("[")
-        for _, rec in records(engine, run=run, status=status, lang=lang, sample_ids=sample_ids):
-            if fmt == "sharegpt":
-                rec = _sharegpt(rec)
-            line = json.dumps(rec, ensure_ascii=False)
-            if fmt == "alpaca":
-                f.write(("\n  " if count == 0 else ",\n  ") + line)
-            else:
-                f.write(line + "\n")
+        for r in lines(engine, f, fmt):
             count += 1
-        if fmt == "alpaca":
-            f.write("\n]\n")
+            yield r
 
-    atomic_write(Path(out), write)
+    atomic_write(Path(out), lambda fh: fh.writelines(render(counted(), fmt)))
     return count

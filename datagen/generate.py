@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import tomllib
 from datetime import datetime
 from importlib import resources
-from pathlib import Path
-
-from pydantic import BaseModel
 
 from datagen import storage
-from datagen.backends import FatalBackendError, make_backend
+from datagen.backends import make_backend
 from datagen.client import LLMClient, Price
-from datagen.pipeline import Pipeline, PipelineConfig, Progress
+from datagen.config import GenerateOptions, env
+from datagen.errors import InputError
+from datagen.pipeline import Pipeline, Progress
 from datagen.prompts import load_prompts
 from datagen.records import Generation, Prompt
 from datagen.seeds import default_seed_path, load_seeds
@@ -22,32 +20,10 @@ from datagen.seeds import default_seed_path, load_seeds
 DEFAULT_MODELS = {"chat": "gpt-3.5-turbo", "completion": "davinci-002", "local": "smollm2-135m-instruct"}
 
 
-class GenerateOptions(BaseModel):
-    run: str | None = None
-    api: str | None = None  # None: chat when a key or base URL is given, else the embedded model
-    model: str | None = None
-    base_url: str | None = None
-    lang: str = "en"
-    seeds: Path | None = None
-    prompts: Path | None = None
-    db: str | None = None
-    concurrency: int = 16
-    batch_size: int = 16
-    prompts_per_request: int = 1
-    rpm: float | None = None
-    tpm: float | None = None
-    max_tries: int = 5
-    timeout: float = 120.0
-    context_window: int | None = None
-    price_in: float | None = None
-    price_out: float | None = None
-    pipeline: PipelineConfig = PipelineConfig()
-
-
 def pick_api(opts: GenerateOptions) -> str:
     if opts.api:
         return opts.api
-    if opts.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
+    if opts.base_url or env("openai_base_url") or env("openai_api_key"):
         return "chat"
     return "local"
 
@@ -68,15 +44,13 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     """
     api = pick_api(opts)
     model = opts.model or DEFAULT_MODELS.get(api, "")
-    if opts.lang not in ("en", "zh"):
-        raise ValueError(f"unknown --lang {opts.lang!r}: use en or zh")
     seeds = load_seeds(opts.seeds or default_seed_path(opts.lang))
     prompts = load_prompts(opts.lang, opts.prompts)
     engine = storage.connect(opts.db)
     name = opts.run or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     existing = storage.get_run(engine, name)
     if existing and existing.lang != opts.lang:
-        raise ValueError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
+        raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
 
     if api == "local":
         backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window)
@@ -127,7 +101,7 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
             await on_start(name, pipe.progress, client, task)
         progress = await task
         storage.set_run_state(engine, run.id, "finished")
-    except (FatalBackendError, Exception):
+    except Exception:
         storage.set_run_state(engine, run.id, "failed")
         raise
     finally:

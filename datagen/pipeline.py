@@ -19,11 +19,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
-
 from datagen import storage
 from datagen.client import LLMClient
-from datagen.filters import InstructionFilter, filter_instances
+from datagen.config import PipelineConfig
+from datagen.errors import DatagenError
 from datagen.prompts import (
     PromptSet,
     bootstrap_prompt,
@@ -36,28 +35,11 @@ from datagen.prompts import (
     pick_instance_shots,
 )
 from datagen.records import Candidate, Prompt, SeedTask, Stage, Status
+from datagen.review import Rule
 from datagen.similarity import SimilarityIndex
 
 
-class PipelineConfig(BaseModel):
-    target: int = 100
-    num_seed_examples: int = 6
-    num_machine_examples: int = 2
-    new_per_prompt: int = 8
-    threshold: float = 0.7
-    max_instances: int = 5
-    temperature: float = 0.7
-    top_p: float = 0.95
-    bootstrap_max_tokens: int = 1024
-    classify_max_tokens: int = 3
-    instances_max_tokens: int = 1024
-    max_bootstrap_inflight: int = 8
-    max_consecutive_failures: int = 30
-    max_barren_rounds: int = 200
-    random_seed: int | None = None
-
-
-class PipelineError(RuntimeError):
+class PipelineError(DatagenError):
     pass
 
 
@@ -93,13 +75,13 @@ class Pipeline:
         self.seeds = seeds
         self.prompts = prompts
         self.rng = random.Random(cfg.random_seed)
-        self.heuristics = InstructionFilter(lang)
+        self.rule = Rule(lang, cfg.threshold, cfg.max_instances)  # the one a reviewer's change is checked by
         self.index = SimilarityIndex(lang=lang, threshold=cfg.threshold)
         for s in seeds:
             self.index.add(s.instruction)
         for text in storage.indexed_instructions(engine, run_id):
             self.index.add(text)
-        self.machine = storage.kept_instructions(engine, run_id)
+        self.machine = [text for _, text in storage.kept_texts(engine, run_id)]
         stats = storage.run_stats(engine, run_id)
         self.progress = Progress(target=cfg.target, accepted=stats.kept)
         self.progress.rejected.update(stats.by_reason)
@@ -201,7 +183,7 @@ class Pipeline:
 
     def screen(self, c: Candidate) -> Candidate:
         """Heuristics, then ROUGE-L against seeds and everything kept; the verdict is stored now."""
-        bad = self.heuristics.check(c.instruction)
+        bad = self.rule.instruction(c.instruction)
         if bad:
             c.status, (c.reason, c.detail) = Status.rejected, bad
         else:
@@ -246,7 +228,7 @@ class Pipeline:
         return c
 
     def finish(self, c: Candidate) -> Candidate:
-        kept, reasons = filter_instances(c.instances, self.cfg.max_instances)
+        kept, reasons = self.rule.instances(c.instances)
         c.instances = kept
         if kept:
             c.status, c.reason = Status.accepted, None

@@ -11,10 +11,11 @@ from string import Template
 
 from pydantic import BaseModel, ValidationError
 
+from datagen.errors import InputError
 from datagen.records import Instance, SeedTask
 
 
-class PromptError(ValueError):
+class PromptError(InputError):
     pass
 
 

@@ -68,6 +68,12 @@ class Status(str, Enum):
     discarded = "discarded"  # a reviewer threw it out
 
 
+# Kept: training data (exports, counts, the neighbours a reviewer sees).
+KEPT = (Status.accepted.value, Status.approved.value)
+# Live: kept or still being judged. A run holds at most one live copy of an instruction (ux_sample_kept).
+LIVE = (Status.pending.value, *KEPT)
+
+
 class Candidate(BaseModel):
     """A machine-written instruction on its way through the filters."""
 

@@ -9,15 +9,16 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from datagen.errors import InputError
 from datagen.records import SeedTask
 
-SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+SEEDS_DIR = Path(__file__).resolve().parent / "seeds"  # package data, beside prompts/
 DEFAULT_SEEDS = {"en": SEEDS_DIR / "en" / "seed_tasks.jsonl", "zh": SEEDS_DIR / "zh" / "zh_seed_tasks.jsonl"}
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
-class SeedError(ValueError):
+class SeedError(InputError):
     pass
 
 

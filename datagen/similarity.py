@@ -58,6 +58,8 @@ import numpy as np
 from rapidfuzz.distance import LCSseq
 from rapidfuzz.process import cdist
 
+from datagen.config import THRESHOLD
+
 __all__ = [
     "LANGS",
     "SimilarityIndex",
@@ -236,7 +238,7 @@ class SimilarityIndex:
     A query probes whichever of the two its feasible partner lengths call for.
     """
 
-    def __init__(self, lang: str = "en", threshold: float = 0.7):
+    def __init__(self, lang: str = "en", threshold: float = THRESHOLD):
         if lang not in LANGS:
             raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
         threshold = float(threshold)

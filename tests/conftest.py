@@ -53,7 +53,7 @@ def stub_server():
     def start(*args: str) -> StubServer:
         port = core_free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "datagen.devserver", "--port", str(port), *args],
+            [sys.executable, str(REPO / "scripts" / "devserver.py"), "--port", str(port), *args],
             cwd=REPO, env=core_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         procs.append(proc)

@@ -194,6 +194,81 @@ def test_edit_to_a_duplicate_of_a_kept_instruction_is_a_conflict(client, db_url)
     assert r.status_code == 409 and _sample(db_url, 3).instruction.startswith("Classify")
 
 
+def _set_run_pipeline(db_url, name, **pipeline):
+    from datagen.storage import Run
+
+    with Session(_engine(db_url)) as s:
+        run = s.execute(select(Run).where(Run.name == name)).scalars().one()
+        run.config = json.dumps({"pipeline": pipeline})
+        s.add(run)
+        s.commit()
+
+
+def test_an_edit_that_breaks_the_runs_rule_is_refused_and_nothing_is_saved(client, db_url):
+    # The run was generated with a stricter threshold and at most 2 instances: review uses the same values.
+    _set_run_pipeline(db_url, "demo-en", threshold=0.5, max_instances=2)
+    before = (_sample(db_url, 3).instruction, len(_audit(db_url, 3)))
+    cases = [
+        # ROUGE-L 0.533 to kept sample 1: under the API's old fixed 0.7, over this run's 0.5.
+        ({"instruction": "Write a poem about my old cat."}, "similar"),
+        # A seed task's own text (seeds are part of generation's index).
+        ({"instruction": "How would you explain what an API is to someone with no technical background?"}, "similar"),
+        ({"instances": [{"input": "a", "output": "x"}, {"input": "b", "output": "y"}, {"input": "c", "output": "z"}]}, "max_instances 2"),
+        ({"instances": [{"input": "", "output": "   "}]}, "empty_output"),
+        ({"instruction": "Draw a picture of the sea."}, "blacklist"),
+        # The hardening report's case: spaces and an empty output were saved and then exported.
+        ({"instruction": "   ", "instances": [{"input": "", "output": ""}]}, "instruction: empty"),
+    ]
+    for body, needle in cases:
+        r = client.patch("/api/samples/3", headers=AUTH, json=body)
+        assert r.status_code == 409, (body, r.status_code, r.text)
+        assert needle in r.json()["detail"] and r.json()["findings"]["ok"] is False, r.json()
+    assert (_sample(db_url, 3).instruction, len(_audit(db_url, 3))) == before  # nothing committed
+    r = client.patch("/api/samples/3", headers=AUTH, json={"instances": [{"input": "I loved it.", "output": "positive"}]})
+    assert r.status_code == 200 and r.json()["findings"]["ok"] is True
+
+
+def test_approving_a_sample_that_fails_the_rule_needs_force(client, db_url):
+    # Sample 10 was rejected as a near duplicate of kept sample 9.
+    r = client.post("/api/samples/10/approve", headers=AUTH)
+    assert r.status_code == 409 and "similar" in r.json()["detail"]
+    assert _sample(db_url, 10).status == "rejected"
+    r = client.post("/api/samples/10/approve", headers=AUTH, json={"note": "a different enough tip list", "force": True})
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    a = _audit(db_url, 10)[-1]
+    assert (a.action, a.actor, a.before, a.after) == ("force_approve", "alice", "rejected", "approved")
+
+
+def test_serve_reads_the_database_url_from_the_environment(db_url, tmp_path):
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import core_env, core_free_port
+
+    port = core_free_port()
+    env = core_env(DATAGEN_DATABASE_URL=db_url, DATAGEN_API_TOKEN=TOKEN)
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as r:
+                    runs = json.loads(r.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serve did not answer"
+                time.sleep(0.2)
+        assert [r["name"] for r in runs] == ["demo-en", "demo-zh"]
+        assert not (tmp_path / "datagen.db").exists()  # the default was not opened (or created) instead
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_bulk_on_a_filter(client, db_url):
     r = client.post("/api/samples/bulk", headers=AUTH, json={"action": "reject", "filter": {"reason": "similar", "run": "demo-en"}, "note": "dupes"})
     assert r.status_code == 200 and r.json()["changed"] == 2

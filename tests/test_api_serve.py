@@ -25,7 +25,7 @@ def serve(tmp_path):
         log = tmp_path / f"serve-{port}.log"
         out = open(log, "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "datagen.cli", "serve", "--port", str(port), "--db", db_url, *args],
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--db", db_url, *args],
             cwd=REPO, env=core_env(DATAGEN_API_TOKEN=TOKEN, **env), stdout=out, stderr=subprocess.STDOUT,
         )
         procs.append((proc, out))
@@ -72,7 +72,7 @@ def test_dns_rebinding_only_loopback_and_configured_host_names(serve, tmp_path):
 
 def test_allowed_host_must_be_a_host_name(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "datagen.cli", "serve", "--db", build_db(tmp_path / "r.db"), "--allowed-host", "http://x.example/"],
+        [sys.executable, "-m", "api.cli", "serve", "--db", build_db(tmp_path / "r.db"), "--allowed-host", "http://x.example/"],
         cwd=REPO, env=core_env(DATAGEN_API_TOKEN=TOKEN), capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode != 0 and "not a host name" in proc.stderr and "Traceback" not in proc.stderr

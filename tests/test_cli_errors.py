@@ -65,3 +65,47 @@ def test_broken_prompt_file(tmp_path, core_closed_url):
     bad.write_text("[bootstrap\n", encoding="utf-8")
     err = core_one_line_error(generate("--base-url", core_closed_url, "--prompts", str(bad), "--db", str(tmp_path / "x.db")))
     assert "not valid TOML" in err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["-n", "0"], "--num-instructions 0"),
+        (["-n", "-5"], "--num-instructions -5"),
+        (["--threshold", "7"], "--threshold 7.0"),
+        (["--concurrency", "0"], "--concurrency 0"),
+        (["--max-tries", "0"], "--max-tries 0"),
+        (["--api", "gpt"], "--api 'gpt'"),
+    ],
+)
+def test_bad_generate_options_are_refused_before_anything_is_written(tmp_path, core_closed_url, args, needle):
+    db = tmp_path / "x.db"
+    err = core_one_line_error(core_cli("generate", "--base-url", core_closed_url, "--db", str(db), "--no-progress", *args))
+    assert needle in err
+    assert not db.exists()  # no run row, no database
+
+
+def serve_cli(*args: str, env=None, timeout: float = 60):
+    """`datagen serve` as the entry point runs it (api.cli composes the core CLI and serve)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, "-m", "api.cli", "serve", "--port", str(core_free_port()), *args],
+                          cwd=REPO, env=env or core_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_serve_refuses_a_missing_database_a_bad_url_and_a_missing_directory(tmp_path):
+    assert "no database at" in core_one_line_error(serve_cli("--db", str(tmp_path / "typo.db")))
+    assert not (tmp_path / "typo.db").exists()
+    assert "notadb://x" in core_one_line_error(serve_cli("--db", "notadb://x"))
+    assert "does not exist" in core_one_line_error(serve_cli("--db", str(tmp_path / "no" / "dir" / "x.db")))
+    # The environment variable is read the same way: a typo there is refused too.
+    assert "no database at" in core_one_line_error(serve_cli(env=core_env(DATAGEN_DATABASE_URL=str(tmp_path / "env-typo.db"))))
+    assert not (tmp_path / "env-typo.db").exists()
+
+
+def test_serve_on_a_dead_postgres_is_one_line():
+    err = core_one_line_error(serve_cli("--db", f"postgresql+psycopg://u:secretpw@127.0.0.1:{core_free_port()}/x"))
+    assert "127.0.0.1" in err and "secretpw" not in err

@@ -41,7 +41,9 @@ def server(tmp_path_factory):
     from datagen.records import Candidate, Instance, Status
 
     engine = storage.connect(url)
-    run, _ = storage.open_run(engine, BULK_RUN, lang="en", api="openai", model="m", target=BULK_ROWS, config={})
+    # Its templated instructions are near-duplicates of each other: a run made with threshold 1.0
+    # keeps them, and review judges by the run's own stored rule, so they can be approved.
+    run, _ = storage.open_run(engine, BULK_RUN, lang="en", api="openai", model="m", target=BULK_ROWS, config={"pipeline": {"threshold": 1.0}})
     for i in range(BULK_ROWS):
         text = BIDI if i == BULK_ROWS - 1 else f"Describe item number {i} of the bulk run in one sentence."
         storage.add_sample(engine, run.id, Candidate(instruction=text, lang="en", status=Status.accepted, instances=[Instance(input="", output=f"Item {i}.")]))
@@ -51,7 +53,7 @@ def server(tmp_path_factory):
     env = dict(os.environ, DATAGEN_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
     log = open(path.with_suffix(".log"), "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "datagen.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", url, "--allowed-host", "review.example"],
+        [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", url, "--allowed-host", "review.example"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"

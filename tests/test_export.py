@@ -92,11 +92,10 @@ def test_failed_export_leaves_existing_file_and_no_temp(core_export_db, tmp_path
     _, engine = core_export_db
     out = tmp_path / "keep.json"
     out.write_text("old contents", encoding="utf-8")
-    for kwargs in ({"fmt": "csv"}, {"status": "bogus"}, {"run": "nope"}):
+    for kwargs in ({"fmt": "csv"}, {"status": "bogus"}, {"run": "nope"}, {"lang": "fr"}):
         with pytest.raises(ExportError):
             export(engine, out, **kwargs)
         assert out.read_text("utf-8") == "old contents"
-    # "bogus" status fails inside the write, after the temp file exists: it must be gone.
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("export.db")) == ["keep.json"]
 
 
@@ -112,6 +111,9 @@ def test_cli_export_and_errors(core_export_db, tmp_path):
     before = out.read_bytes()
     assert "unknown format" in core_one_line_error(core_cli("export", "--db", str(db), "--out", str(out), "--format", "xml"))
     assert out.read_bytes() == before
+    assert "unknown language 'fr'" in core_one_line_error(core_cli("export", "--db", str(db), "--out", str(out), "--lang", "fr"))
+    assert out.read_bytes() == before  # refused before the file was touched
+    assert "is a directory" in core_one_line_error(core_cli("export", "--db", str(db), "--out", str(tmp_path)))
     missing = tmp_path / "no" / "such" / "dir" / "o.json"
     assert "output directory does not exist" in core_one_line_error(core_cli("export", "--db", str(db), "--out", str(missing)))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -126,3 +128,28 @@ def test_export_file_mode_follows_umask(core_export_db, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
+
+
+def test_dashboard_export_is_byte_identical_to_the_cli(core_export_db, tmp_path):
+    """One exporter: the API streams exactly the bytes `datagen export` writes for the same selection."""
+    from fastapi.testclient import TestClient
+
+    from api.config import Settings
+    from api.main import create_app
+    from conftest import TOKEN
+
+    db, _ = core_export_db
+    with TestClient(create_app(Settings(db_url=str(db), token=TOKEN)), base_url="http://localhost") as client:
+        for cli_args, query in (
+            ([], ""),
+            (["--run", "run-en"], "?run=run-en"),
+            (["--status", "approved"], "?status=approved"),
+            (["--lang", "zh"], "?lang=zh&status=accepted&status=approved"),
+        ):
+            out = tmp_path / "cli.json"
+            r = core_cli("export", "--db", str(db), "--out", str(out), *cli_args)
+            assert r.returncode == 0, r.stderr
+            api = client.get("/api/export" + query)
+            assert api.status_code == 200
+            assert api.content == out.read_bytes(), cli_args
+            assert json.loads(api.content)  # and not empty: a real selection

@@ -1,4 +1,4 @@
-"""Checks for the project's own Chinese seed pool (seeds/zh/zh_seed_tasks.jsonl).
+"""Checks for the project's own Chinese seed pool (datagen/seeds/zh/zh_seed_tasks.jsonl).
 
 Similarity is ROUGE-L F-measure over jieba tokens, the same measure the
 self-instruct filter uses for Chinese, so a seed that passes here will not be
@@ -16,7 +16,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 REPO = Path(__file__).resolve().parents[1]
-SEEDS = REPO / "seeds" / "zh" / "zh_seed_tasks.jsonl"
+SEEDS = REPO / "datagen" / "seeds" / "zh" / "zh_seed_tasks.jsonl"
 # ../shared/reference next to the repo root; a git worktree under /work/wt/<name>
 # sits one level deeper, so look one directory further up as well.
 _REF_CANDIDATES = [

@@ -22,10 +22,18 @@ def fail(msg: str, code: int = 1) -> None:
 def _quiet() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: models are local paths
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # Our first line says which device runs; third-party notices about it are noise: DeepSpeed's
+    # accelerator auto-detection warning on the CPU, bitsandbytes' optional CPU kernels.
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def _guard(fn):
@@ -97,7 +105,7 @@ def qlora(
 @app.command()
 def merge(
     base: Optional[str] = typer.Option(None, "--base", help="The 16-bit base model [default: the one the adapter was trained on]."),
-    adapter: Path = typer.Option(..., "--adapter", help="Adapter directory (a run's adapter/ or a checkpoint-N/)."),
+    adapter: Path = typer.Option(..., "--adapter", help="Adapter directory: a run's output dir, its adapter/, or a checkpoint-N/."),
     out: Path = typer.Option(..., "--out", help="Directory for the merged model."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp32"),
     bits: int = typer.Option(16, "--bits", help="Precision of the base to merge into; 4 and 8 are refused."),

@@ -225,13 +225,6 @@ def packed_batch(rows: list[list[dict]], pad_to: int = 0) -> dict:
     return {"input_ids": ids, "targets": tgt, "position_ids": pos, "segments": seg}
 
 
-def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
-    """[B, 1, L, L] boolean mask: True where query i may attend key j (same segment, j <= i)."""
-    same = segments[:, :, None] == segments[:, None, :]
-    causal = torch.ones(segments.shape[1], segments.shape[1], dtype=torch.bool, device=segments.device).tril()
-    return (same & causal)[:, None]
-
-
 class Batches:
     """An endless, seeded stream of micro-batches, over epochs; its position can be saved and restored."""
 

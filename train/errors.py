@@ -1,5 +1,7 @@
 """The one error type the CLI turns into a one-line message and a non-zero exit."""
 
+from datagen.errors import DatagenError
 
-class TrainError(RuntimeError):
+
+class TrainError(DatagenError):
     pass

@@ -20,9 +20,17 @@ from train.qlora import META_FILE, _replace_dir
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def find_adapter(path: str | Path) -> Path:
+    """The adapter folder: `path` itself, or the adapter/ inside a training output dir."""
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file() and (path / "adapter" / "adapter_config.json").is_file():
+        return path / "adapter"
+    return path
+
+
 def read_meta(adapter: Path) -> dict:
     if not (adapter / "adapter_config.json").is_file():
-        raise TrainError(f"no adapter in {adapter} (expected adapter_config.json; give the run's adapter/ or a checkpoint-N/ folder)")
+        raise TrainError(f"no adapter in {adapter} (expected adapter_config.json; give the run's output dir, its adapter/ or a checkpoint-N/ folder)")
     meta_file = adapter / META_FILE
     return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
 
@@ -31,6 +39,7 @@ def load_with_adapter(base: str | None, adapter: Path, *, dtype: torch.dtype, bi
     """(model with adapter, tokenizer, meta); `base` defaults to the one the adapter was trained on."""
     from peft import PeftModel
 
+    adapter = find_adapter(adapter)
     meta = read_meta(adapter)
     base = base or meta.get("base")
     if not base:
@@ -54,7 +63,7 @@ def merge(base: str | None, adapter: str | Path, out: str | Path, *, dtype: str 
                          "adapter; merge into the 16-bit base (--bits 16), then quantize the result if you need to")
     if dtype not in DTYPES:
         raise TrainError(f"unknown --dtype {dtype!r}: use bf16, fp16 or fp32")
-    adapter, out = Path(adapter), Path(out)
+    adapter, out = find_adapter(adapter), Path(out)
     base = base or read_meta(adapter).get("base")
     if base:
         cfg_file = M.resolve_model_path(base) / "config.json"

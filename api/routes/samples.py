@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
 from api import services
-from api.deps import ActorDep, EngineDep, NeighboursDep, SettingsDep, invalid, require_token, to_filter
+from api.deps import ActorDep, EngineDep, ReviewerDep, invalid, require_token, to_filter
 from api.schemas import (
     MAX_ID,
     READ_ERRORS,
@@ -65,54 +65,44 @@ def get_sample(engine: EngineDep, sample_id: SampleId):
 
 
 @router.get("/samples/{sample_id:int}/similar", response_model=list[Similar], summary="Most similar kept instructions of the same run")
-def similar(engine: EngineDep, neighbours: NeighboursDep, sample_id: SampleId, k: Annotated[int, Query(ge=1, le=20)] = 5):
+def similar(engine: EngineDep, reviewer: ReviewerDep, sample_id: SampleId, k: Annotated[int, Query(ge=1, le=20)] = 5):
     row = _load(engine, sample_id)
-    hits = neighbours.top_k(row["run_id"], row["lang"], row["instruction"], k=k, exclude=sample_id)
+    hits = reviewer.top_k(row["run_id"], row["lang"], row["instruction"], k=k, exclude=sample_id)
     for h in hits:
         h["highlight"] = services.highlight(row["instruction"], h["instruction"], row["lang"])
     return hits
 
 
 @router.patch(
-    "/samples/{sample_id:int}", response_model=EditOut, dependencies=[Depends(require_token)], responses=WRITE_ERRORS, summary="Edit; the filters re-check the new text"
+    "/samples/{sample_id:int}",
+    response_model=EditOut,
+    dependencies=[Depends(require_token)],
+    responses=WRITE_ERRORS,
+    summary="Edit; checked by the run's own filters first: a kept sample that would fail them is refused (409, with the reasons)",
 )
-def edit_sample(engine: EngineDep, neighbours: NeighboursDep, settings: SettingsDep, actor: ActorDep, sample_id: SampleId, body: EditIn):
-    row = _load(engine, sample_id)
+def edit_sample(engine: EngineDep, reviewer: ReviewerDep, actor: ActorDep, sample_id: SampleId, body: EditIn):
     instances = None if body.instances is None else [Instance(input=i.input, output=i.output) for i in body.instances]
-    queries.edit_sample(engine, sample_id, actor=actor, instruction=body.instruction, instances=instances, note=body.note)
-    row = _load(engine, sample_id)
-    findings = services.check_edit(
-        neighbours,
-        sample_id=sample_id,
-        run_id=row["run_id"],
-        lang=row["lang"],
-        instruction=row["instruction"],
-        instances=[Instance(**i) for i in row["instances"]],
-        threshold=settings.threshold,
-    )
-    return {"sample": row, "findings": findings}
-
-
-def _review(engine, sample_id: int, action: str, actor: str, body: ReviewIn | None) -> ReviewOut:
-    new = queries.review_sample(engine, sample_id, action, actor=actor, note=body.note if body else None)
-    return ReviewOut(id=sample_id, status=new, reviewed_by=actor)
+    findings = reviewer.edit(sample_id, actor=actor, instruction=body.instruction, instances=instances, note=body.note)
+    return {"sample": _load(engine, sample_id), "findings": findings}
 
 
 WRITE = {"response_model": ReviewOut, "dependencies": [Depends(require_token)], "responses": WRITE_ERRORS}
 
 
-@router.post("/samples/{sample_id:int}/approve", summary="Approve; a sample the filters rejected needs force=true (else 409)", **WRITE)
-def approve(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
-    row = _load(engine, sample_id)
-    if row["status"] == "rejected" and not (body and body.force):
-        why = row["reason"] or "a filter"
-        raise HTTPException(status.HTTP_409_CONFLICT, f"the filters rejected sample {sample_id} ({why}): send force=true to approve it anyway")
-    return _review(engine, sample_id, "approve", actor, body)
+@router.post(
+    "/samples/{sample_id:int}/approve",
+    summary="Approve; a sample that fails its run's filters is refused (409, with the reasons) unless the body says force=true",
+    **WRITE,
+)
+def approve(reviewer: ReviewerDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
+    new = reviewer.approve(sample_id, actor=actor, note=body.note if body else None, force=bool(body and body.force))
+    return ReviewOut(id=sample_id, status=new, reviewed_by=actor)
 
 
 @router.post("/samples/{sample_id:int}/reject", summary="Reject (status becomes discarded)", **WRITE)
 def reject(engine: EngineDep, actor: ActorDep, sample_id: SampleId, body: ReviewIn | None = None):
-    return _review(engine, sample_id, "reject", actor, body)
+    new = queries.review_sample(engine, sample_id, "reject", actor=actor, note=body.note if body else None)
+    return ReviewOut(id=sample_id, status=new, reviewed_by=actor)
 
 
 @router.post("/samples/{sample_id:int}/undo", summary="Undo the sample's last review: its status goes back to what the audit log recorded before it", **WRITE)

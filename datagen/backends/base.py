@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Protocol, runtime_checkable
 
+from datagen.errors import DatagenError, Unavailable
 from datagen.records import Generation, Prompt
 
 
-class BackendError(RuntimeError):
+class BackendError(DatagenError):
     """One failed attempt. `retryable` failures are tried again; others fail the prompt."""
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
@@ -17,7 +18,7 @@ class BackendError(RuntimeError):
         self.retry_after = retry_after
 
 
-class FatalBackendError(RuntimeError):
+class FatalBackendError(Unavailable):
     """Nothing will work (bad key, unknown model, unreachable server): stop the run."""
 
 

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from datagen import config
 from datagen.backends.base import FatalBackendError
 from datagen.records import Generation, Prompt
 
@@ -31,10 +32,6 @@ def builtin_gguf() -> Path:
     return found[0]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("DATAGEN_CACHE", Path.home() / ".cache" / "datagen"))
-
-
 def materialize(gguf: Path) -> Path:
     """Convert a GGUF file to a plain HF model directory once, and reuse it.
 
@@ -46,7 +43,7 @@ def materialize(gguf: Path) -> Path:
     import tempfile
 
     st = gguf.stat()
-    target = cache_dir() / "models" / f"{gguf.stem}-{st.st_size}"
+    target = config.cache_dir() / "models" / f"{gguf.stem}-{st.st_size}"
     if (target / "config.json").exists():
         return target
     import torch
@@ -120,7 +117,7 @@ class LocalBackend:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         # One core stays free for the event loop, SQLite and whatever else runs: measured here, torch
         # with 2 threads on a 2-core machine with one busy neighbour ran 5x slower than with 1.
-        threads = self._threads or int(os.environ.get("DATAGEN_THREADS", 0)) or max(1, (os.cpu_count() or 2) - 1)
+        threads = self._threads or int(config.env("threads") or 0) or max(1, (os.cpu_count() or 2) - 1)
         torch.set_num_threads(threads)
         try:
             path = materialize(self.path / self.gguf) if self.gguf else self.path

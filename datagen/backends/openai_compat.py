@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
+from datagen import config
 from datagen.backends.base import BackendError, FatalBackendError, estimate_tokens
 from datagen.records import Generation, Prompt
 
@@ -64,10 +64,10 @@ class OpenAIBackend:
         self.context_window = context_window
         # The Chat API takes one conversation per request; the Completion API takes a list of prompts.
         self.max_batch = 1 if mode == "chat" else max(1, prompts_per_request)
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        base_url = base_url or config.env("openai_base_url")
         if base_url and not re.match(r"^https?://[^/\s]+", base_url):
             raise FatalBackendError(f"bad base URL {base_url!r}: expected http(s)://host[:port]/v1")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
+        key = api_key or config.env("openai_api_key")
         if not key:
             if not base_url:
                 raise FatalBackendError("no API key: set OPENAI_API_KEY, or pass --base-url for a local server, or use --api local")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sqlalchemy import event
@@ -11,17 +10,19 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel, create_engine
 
+from datagen.config import env
+from datagen.errors import Unavailable
 from datagen.storage import models  # noqa: F401  (registers the tables)
 
 DEFAULT_URL = "sqlite:///datagen.db"
 
 
-class StorageError(RuntimeError):
+class StorageError(Unavailable):
     """A database problem worth one clear line to the user."""
 
 
 def resolve_url(url: str | None) -> str:
-    url = url or os.environ.get("DATAGEN_DATABASE_URL") or DEFAULT_URL
+    url = url or env("database_url") or DEFAULT_URL
     if "://" not in url:  # a bare path means a SQLite file
         url = f"sqlite:///{url}"
     return url
@@ -65,6 +66,16 @@ def connect(url: str | None = None, create: bool = True) -> Engine:
         raise StorageError(f"cannot use database URL {parsed.render_as_string(hide_password=True)}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    shown = parsed.render_as_string(hide_password=True)
+
+    def _user_facing(ctx) -> None:
+        # A database that is down, locked, read-only or full is the user's to fix: one line with
+        # the URL. Integrity errors stay as they are (callers turn them into duplicates/conflicts).
+        if isinstance(ctx.sqlalchemy_exception, OperationalError):
+            orig = ctx.original_exception
+            raise StorageError(f"database {shown}: {(str(orig).strip().splitlines() or [type(orig).__name__])[0]}") from orig
+
+    event.listen(engine, "handle_error", _user_facing)
     try:
         SQLModel.metadata.create_all(engine)
         # create_all skips tables that exist, indexes included: add indexes declared since.
@@ -75,9 +86,9 @@ def connect(url: str | None = None, create: bool = True) -> Engine:
         from datagen.storage import search
 
         search.install(engine)
-    except OperationalError as exc:
+    except OperationalError as exc:  # raised before the engine's error hook could see it
         msg = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-        raise StorageError(f"cannot open database {parsed.render_as_string(hide_password=True)}: {msg}") from None
+        raise StorageError(f"cannot open database {shown}: {msg}") from None
     _engines[url] = engine
     return engine
 

@@ -7,6 +7,12 @@ from datetime import datetime, timezone
 from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from datagen.records import LIVE
+
+
+# The partial unique index's WHERE; queries spell it the same way so SQLite can use the index.
+LIVE_WHERE = text("status IN (" + ",".join(f"'{s}'" for s in LIVE) + ")")
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -64,8 +70,8 @@ class Sample(SQLModel, table=True):
             "run_id",
             "instruction_hash",
             unique=True,
-            sqlite_where=text("status IN ('pending','accepted','approved')"),
-            postgresql_where=text("status IN ('pending','accepted','approved')"),
+            sqlite_where=LIVE_WHERE,
+            postgresql_where=LIVE_WHERE,
         ),
     )
 

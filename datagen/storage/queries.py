@@ -12,32 +12,24 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import Integer, cast, delete, func, select, text, tuple_, update
+from sqlalchemy import Integer, cast, delete, func, select, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from datagen.records import Instance, Status
+from datagen.errors import Conflict, InputError, NotFound
+from datagen.records import KEPT, LIVE, Instance, Status
 from datagen.storage import search
-from datagen.storage.models import Audit, InstanceRow, Request, Run, Sample, utcnow
+from datagen.storage.models import LIVE_WHERE, Audit, InstanceRow, Request, Run, Sample, utcnow
 from datagen.storage.runs import instruction_hash
 
-KEPT_STATUSES = (Status.accepted.value, Status.approved.value)
 REVIEW_ACTIONS = {"approve": Status.approved.value, "reject": Status.discarded.value}
 REVIEWED_STATUSES = tuple(REVIEW_ACTIONS.values())  # a person decided: what review progress counts
 MAX_SQL_INT = 2**63 - 1
 
 
-class QueryError(ValueError):
+class QueryError(InputError):
     """A request the database cannot answer as asked (bad cursor, unknown sort...)."""
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(RuntimeError):
-    pass
 
 
 @dataclass
@@ -284,22 +276,11 @@ def audit_log(engine: Engine, sample_id: int, limit: int = 50) -> list[dict]:
         return [r.model_dump() for r in rows]
 
 
-def kept_texts(engine: Engine, run_id: int, lang: str) -> list[tuple[int, str]]:
-    """(id, instruction) of the accepted and approved samples of a run, in id order."""
-    with engine.connect() as conn:
-        q = (
-            select(Sample.id, Sample.instruction)
-            .where(Sample.run_id == run_id, Sample.lang == lang, Sample.status.in_(KEPT_STATUSES))
-            .order_by(Sample.id)
-        )
-        return [(r[0], r[1]) for r in conn.execute(q)]
-
-
 def kept_signature(engine: Engine, run_id: int, lang: str) -> tuple:
     """Changes whenever the kept set of a run changes: a cache key for a similarity index."""
     with engine.connect() as conn:
         q = select(func.count(), func.max(Sample.id), func.max(Sample.updated_at)).where(
-            Sample.run_id == run_id, Sample.lang == lang, Sample.status.in_(KEPT_STATUSES)
+            Sample.run_id == run_id, Sample.lang == lang, Sample.status.in_(KEPT)
         )
         return tuple(conn.execute(q).one())
 
@@ -315,51 +296,56 @@ def _snapshot(s: Session, row: Sample) -> str:
     return json.dumps({"instruction": row.instruction, "status": row.status, "instances": inst}, ensure_ascii=False)
 
 
+def _row(s: Session, sample_id: int) -> Sample:
+    row = s.get(Sample, sample_id)
+    if row is None:
+        raise NotFound(f"no sample {sample_id}")
+    return row
+
+
+def _save(s: Session, row: Sample, conflict: str) -> None:
+    """Flush the change; the partial unique index refuses a second live copy of an instruction."""
+    row.updated_at = utcnow()
+    s.add(row)
+    try:
+        s.flush()
+    except IntegrityError:
+        s.rollback()
+        raise Conflict(conflict) from None
+
+
 def edit_sample(
     engine: Engine, sample_id: int, *, actor: str, instruction: str | None = None, instances: list[Instance] | None = None, note: str | None = None
 ) -> None:
     """Replace the instruction and/or the instances, recording before and after in the audit log."""
     with Session(engine) as s:
-        row = s.get(Sample, sample_id)
-        if row is None:
-            raise NotFound(f"no sample {sample_id}")
+        row = _row(s, sample_id)
         before = _snapshot(s, row)
-        try:  # any flush may write the new instruction, and a duplicate of a kept one fails there
-            if instruction is not None and instruction != row.instruction:
-                row.instruction = instruction
-                row.instruction_hash = instruction_hash(instruction)
-            if instances is not None:
-                s.execute(delete(InstanceRow).where(InstanceRow.sample_id == sample_id))
-                s.flush()
-                for i, inst in enumerate(instances):
-                    s.add(InstanceRow(sample_id=sample_id, idx=i, input=inst.input, output=inst.output))
-            row.updated_at = utcnow()
-            row.reviewed_by = actor
-            s.add(row)
+        # Instances first: their flush would otherwise write a new instruction outside _save's
+        # duplicate check (a 500 schemathesis found).
+        if instances is not None:
+            s.execute(delete(InstanceRow).where(InstanceRow.sample_id == sample_id))
             s.flush()
-        except IntegrityError:
-            s.rollback()
-            raise Conflict("this run already keeps an identical instruction") from None
+            for i, inst in enumerate(instances):
+                s.add(InstanceRow(sample_id=sample_id, idx=i, input=inst.input, output=inst.output))
+        if instruction is not None and instruction != row.instruction:
+            row.instruction = instruction
+            row.instruction_hash = instruction_hash(instruction)
+        row.reviewed_by = actor
+        _save(s, row, "this run already keeps an identical instruction")
         s.add(Audit(sample_id=sample_id, action="edit", actor=actor, note=note, before=before, after=_snapshot(s, row)))
         s.commit()
 
 
-def review_sample(engine: Engine, sample_id: int, action: str, *, actor: str, note: str | None = None) -> str:
-    """approve -> approved, reject -> discarded. Returns the new status."""
+def review_sample(engine: Engine, sample_id: int, action: str, *, actor: str, note: str | None = None, forced: bool = False) -> str:
+    """approve -> approved, reject -> discarded. Returns the new status. `forced`: approved against the filters' verdict."""
     new = REVIEW_ACTIONS[action]
     with Session(engine) as s:
-        row = s.get(Sample, sample_id)
-        if row is None:
-            raise NotFound(f"no sample {sample_id}")
+        row = _row(s, sample_id)
         old = row.status
-        row.status, row.review_note, row.reviewed_by, row.updated_at = new, note, actor, utcnow()
-        s.add(row)
-        try:
-            s.flush()
-        except IntegrityError:
-            s.rollback()
-            raise Conflict("this run already keeps an identical instruction; edit this one first") from None
-        s.add(Audit(sample_id=sample_id, action=action, actor=actor, note=note, before=old, after=new))
+        row.status, row.review_note, row.reviewed_by = new, note, actor
+        _save(s, row, "this run already keeps an identical instruction; edit this one first")
+        s.add(Audit(sample_id=sample_id, action=f"force_{action}" if forced else action, actor=actor, note=note, before=old, after=new))
         s.commit()
         return new
 
@@ -416,7 +402,7 @@ def bulk_review(
                 break
             last = rows[-1][0]
             todo = [(r[0], r[1]) for r in rows]
-            if new in KEPT_STATUSES:
+            if new in KEPT:
                 todo = _without_duplicates(s, rows)
                 skipped += len(rows) - len(todo)
             if todo:
@@ -430,22 +416,20 @@ def bulk_review(
 
 def _without_duplicates(s: Session, rows) -> list[tuple[int, str]]:
     """Rows that can become kept without breaking 'one kept copy per instruction per run'."""
-    keys = {(r[2], r[3]) for r in rows if r[1] not in KEPT_STATUSES}
+    keys = {(r[2], r[3]) for r in rows if r[1] not in KEPT}
     taken: set[tuple[int, str]] = set()
     if keys:
         hashes = list({h for _, h in keys})
         runs = list({r for r, _ in keys})
-        # Spelled exactly like the partial unique index's WHERE, so SQLite can use that index.
-        kept_where = text("status IN ('pending','accepted','approved')")
         for run_id, h in s.execute(
             select(Sample.run_id, Sample.instruction_hash).where(
-                Sample.run_id.in_(runs), Sample.instruction_hash.in_(hashes), kept_where
+                Sample.run_id.in_(runs), Sample.instruction_hash.in_(hashes), LIVE_WHERE
             )
         ):
             taken.add((run_id, h))
     out = []
     for sid, old, run_id, h in rows:
-        if old in KEPT_STATUSES or old == Status.pending.value:
+        if old in LIVE:
             out.append((sid, old))
         elif (run_id, h) not in taken:
             taken.add((run_id, h))
@@ -496,7 +480,7 @@ def reasons(engine: Engine) -> list[str]:
         return [r[0] for r in conn.execute(select(Sample.reason).where(Sample.reason.is_not(None)).distinct().order_by(Sample.reason))]
 
 
-def iter_matching(engine: Engine, f: SampleFilter, chunk: int = 1000) -> Iterator[tuple[dict, list[Instance]]]:
+def iter_samples(engine: Engine, f: SampleFilter, chunk: int = 1000) -> Iterator[tuple[dict, list[Instance]]]:
     """Every matching sample with its instances, in id order, read in chunks."""
     conds = where(engine, f)
     last = 0
@@ -520,33 +504,7 @@ def iter_matching(engine: Engine, f: SampleFilter, chunk: int = 1000) -> Iterato
         last = ids[-1]
 
 
-def run_id_for(engine: Engine, name: str) -> int | None:
+def run_settings(engine: Engine, run_id: int) -> tuple[str, str]:
+    """(lang, config JSON) of a run: what its samples were generated under."""
     with engine.connect() as conn:
-        return conn.execute(select(Run.id).where(Run.name == name)).scalar_one_or_none()
-
-
-__all__ = [
-    "KEPT_STATUSES",
-    "Conflict",
-    "NotFound",
-    "Page",
-    "QueryError",
-    "SampleFilter",
-    "audit_log",
-    "bulk_review",
-    "Count",
-    "count_samples",
-    "undo_review",
-    "edit_sample",
-    "get_sample",
-    "iter_matching",
-    "kept_signature",
-    "kept_texts",
-    "list_samples",
-    "reasons",
-    "review_sample",
-    "run_id_for",
-    "sample_instructions",
-    "stats",
-    "where",
-]
+        return tuple(conn.execute(select(Run.lang, Run.config).where(Run.id == run_id)).one())

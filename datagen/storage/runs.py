@@ -14,11 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from datagen.records import Candidate, Generation, Instance, Status
+from datagen.records import KEPT, LIVE, Candidate, Generation, Status
 from datagen.storage.models import InstanceRow, Request, Run, Sample, utcnow
-
-KEPT = (Status.pending.value, Status.accepted.value, Status.approved.value)
-
 
 def instruction_hash(text: str) -> str:
     norm = re.sub(r"\s+", " ", text.strip().lower())
@@ -95,7 +92,7 @@ def _sample_row(run_id: int, c: Candidate) -> Sample:
         nearest_score=c.nearest_score,
         # Kept at insert time means it passed the ROUGE-L check; it stays in the index even if a
         # later stage rejects it, so a resumed run rebuilds exactly the index the crashed one had.
-        indexed=c.status.value in KEPT,
+        indexed=c.status.value in LIVE,
         request_id=c.request_id,
     )
 
@@ -162,12 +159,11 @@ def indexed_instructions(engine: Engine, run_id: int) -> list[str]:
         )
 
 
-def kept_instructions(engine: Engine, run_id: int) -> list[str]:
-    with Session(engine) as s:
-        q = select(Sample.instruction).where(
-            Sample.run_id == run_id, Sample.status.in_((Status.accepted.value, Status.approved.value))
-        )
-        return list(s.execute(q.order_by(Sample.id)).scalars())
+def kept_texts(engine: Engine, run_id: int) -> list[tuple[int, str]]:
+    """(id, instruction) of the kept samples of a run, in id order."""
+    with engine.connect() as conn:
+        q = select(Sample.id, Sample.instruction).where(Sample.run_id == run_id, Sample.status.in_(KEPT)).order_by(Sample.id)
+        return [(r[0], r[1]) for r in conn.execute(q)]
 
 
 @dataclass
@@ -184,7 +180,7 @@ class RunStats:
 
     @property
     def kept(self) -> int:
-        return self.by_status[Status.accepted.value] + self.by_status[Status.approved.value]
+        return sum(self.by_status[st] for st in KEPT)
 
     @property
     def judged(self) -> int:
@@ -228,8 +224,3 @@ def list_runs(engine: Engine) -> list[tuple[Run, RunStats]]:
         runs = list(s.execute(select(Run).order_by(Run.id)).scalars())
     return [(r, run_stats(engine, r.id)) for r in runs]
 
-
-def load_instances(engine: Engine, sample_id: int) -> list[Instance]:
-    with Session(engine) as s:
-        rows = s.execute(select(InstanceRow).where(InstanceRow.sample_id == sample_id).order_by(InstanceRow.idx)).scalars()
-        return [Instance(input=r.input, output=r.output) for r in rows]

@@ -5,7 +5,7 @@ yes/no, Input/Output examples) and can inject what real servers do on bad days: 
 Retry-After, 500s, hangs, malformed or truncated bodies, wrong keys. Never a stand-in for a
 real model in a feature; it exists to prove retries, accounting and throughput.
 
-    python -m datagen.devserver --port 8001 --latency 1 --rpm 600 --faults 429,500,malformed
+    python scripts/devserver.py --port 8001 --latency 1 --rpm 600 --faults 429,500,malformed
 """
 
 from __future__ import annotations

@@ -1,0 +1,29 @@
+"""The `datagen` command: the core's commands plus `serve`. It lives here, not in datagen/, so the
+dependency points from the API to the core (`python -m datagen.cli` has every command but serve)."""
+
+from __future__ import annotations
+
+import typer
+
+from datagen.cli import DB, app
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback needs DATAGEN_API_TOKEN"),
+    port: int = typer.Option(8000, help="TCP port"),
+    db: str = DB,
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="a host name browsers may use besides localhost (repeatable; also DATAGEN_ALLOWED_HOSTS)"),
+) -> None:
+    """Serve the review dashboard and REST API over an existing project database."""
+    from api.main import serve as run_server
+
+    run_server(host=host, port=port, db=db, allowed_hosts=tuple(allowed_host))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

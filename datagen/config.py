@@ -1,0 +1,87 @@
+"""Settings: every option declared once, with its default, its limits and its help; the
+environment is read here and nowhere else. The CLI and the API take their defaults from these."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Lang = Literal["en", "zh"]
+LANGS: tuple[str, ...] = get_args(Lang)
+Api = Literal["chat", "completion", "local"]
+
+# Alpaca's rule: a candidate whose ROUGE-L F against anything kept is above this is a near-duplicate.
+THRESHOLD = 0.7
+
+# --- the environment -----------------------------------------------------------------------------
+
+ENV = {
+    "database_url": "DATAGEN_DATABASE_URL",  # --db for every command
+    "api_token": "DATAGEN_API_TOKEN",  # serve: the bearer token for changes
+    "allowed_hosts": "DATAGEN_ALLOWED_HOSTS",  # serve: host names besides loopback (comma-separated)
+    "openai_base_url": "OPENAI_BASE_URL",  # --base-url
+    "openai_api_key": "OPENAI_API_KEY",
+    "cache": "DATAGEN_CACHE",  # converted embedded models [default: ~/.cache/datagen]
+    "threads": "DATAGEN_THREADS",  # torch threads for --api local [default: cores - 1]
+}
+
+
+def env(key: str) -> str | None:
+    """A setting from the environment (by its key in ENV), None when unset or empty."""
+    return os.environ.get(ENV[key]) or None
+
+
+def cache_dir() -> Path:
+    return Path(env("cache") or Path.home() / ".cache" / "datagen")
+
+
+# --- generation ----------------------------------------------------------------------------------
+
+
+class PipelineConfig(BaseModel):
+    """What the self-instruct loop decides with; stored with the run, so review re-checks by the same values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: int = Field(100, ge=1, description="Accepted instructions to reach.")
+    num_seed_examples: int = Field(6, ge=1, description="Seed tasks shown per bootstrap prompt.")
+    num_machine_examples: int = Field(2, ge=0, description="Machine tasks shown per bootstrap prompt.")
+    new_per_prompt: int = Field(8, ge=1, description="New instructions asked for per prompt.")
+    threshold: float = Field(THRESHOLD, ge=0, le=1, description="Reject when ROUGE-L to a kept instruction is above this.")
+    max_instances: int = Field(5, ge=1, description="Instances kept per instruction.")
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    bootstrap_max_tokens: int = Field(1024, ge=1)
+    classify_max_tokens: int = Field(3, ge=1)
+    instances_max_tokens: int = Field(1024, ge=1)
+    max_bootstrap_inflight: int = Field(8, ge=1)
+    max_consecutive_failures: int = Field(30, ge=1)
+    max_barren_rounds: int = Field(200, ge=1)
+    random_seed: int | None = Field(None, description="Random seed for example sampling.")
+
+
+class GenerateOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: str | None = Field(None, min_length=1, max_length=200, description="Run name; an existing run is resumed.")
+    api: Api | None = Field(None, description="chat | completion | local [default: local unless a key or base URL is set]")
+    model: str | None = Field(None, description="Model name, or for --api local a HF directory / .gguf file.")
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 [env: OPENAI_BASE_URL]")
+    lang: Lang = Field("en", description="en | zh")
+    seeds: Path | None = Field(None, description="Seed task file (JSONL) [default: the built-in pool for --lang]")
+    prompts: Path | None = Field(None, description="Prompt template TOML [default: built-in for --lang]")
+    db: str | None = None
+    concurrency: int = Field(16, ge=1, description="Requests in flight (API backends).")
+    batch_size: int = Field(16, ge=1, description="Prompts per forward pass (--api local).")
+    prompts_per_request: int = Field(1, ge=1, description="Prompts per Completion API request.")
+    rpm: float | None = Field(None, gt=0, description="Requests per minute limit.")
+    tpm: float | None = Field(None, gt=0, description="Tokens per minute limit (estimated prompt + max answer).")
+    max_tries: int = Field(5, ge=1, description="Attempts per request, with exponential backoff.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per request.")
+    context_window: int | None = Field(None, ge=64, description="Model context size, to fit max_tokens to the prompt.")
+    price_in: float | None = Field(None, ge=0, description="USD per 1M input tokens (overrides prices.toml).")
+    price_out: float | None = Field(None, ge=0, description="USD per 1M output tokens.")
+    pipeline: PipelineConfig = PipelineConfig()
