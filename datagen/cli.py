@@ -67,6 +67,7 @@ def generate(
     price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per 1M input tokens (overrides prices.toml)."),
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M output tokens."),
     random_seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for example sampling."),
+    stall_timeout: Optional[float] = typer.Option(None, "--stall-timeout", help="Stop (resumable) when no model call has succeeded for this many seconds [default: 300]."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Generate instructions, classify them, write instances, filter, store. Resumable by --run name."""
@@ -85,6 +86,7 @@ def generate(
                 temperature=temperature, top_p=top_p,
                 **({"bootstrap_max_tokens": max_tokens, "instances_max_tokens": max_tokens} if max_tokens else {}),
                 random_seed=random_seed,
+                **({"stall_timeout": stall_timeout} if stall_timeout is not None else {}),
             ),
         )
     except Exception as exc:  # pydantic validation of option values

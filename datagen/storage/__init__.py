@@ -3,8 +3,12 @@
 from datagen.storage.db import DEFAULT_URL, StorageError, connect, dispose_all, resolve_url
 from datagen.storage.models import Audit, InstanceRow, Request, Run, Sample
 from datagen.storage.runs import (
+    HEARTBEAT,
+    STALE_AFTER,
     RunStats,
     add_sample,
+    begin_request,
+    end_request,
     finish_sample,
     get_run,
     indexed_instructions,
@@ -15,11 +19,16 @@ from datagen.storage.runs import (
     load_instances,
     pending_samples,
     run_stats,
+    set_classification,
     set_run_state,
+    shown_state,
+    touch_run,
 )
 from datagen.storage.export_rows import iter_samples
 
 __all__ = [
+    "HEARTBEAT",
+    "STALE_AFTER",
     "DEFAULT_URL",
     "StorageError",
     "connect",
@@ -32,6 +41,8 @@ __all__ = [
     "Sample",
     "RunStats",
     "add_sample",
+    "begin_request",
+    "end_request",
     "finish_sample",
     "get_run",
     "indexed_instructions",
@@ -42,6 +53,9 @@ __all__ = [
     "load_instances",
     "pending_samples",
     "run_stats",
+    "set_classification",
     "set_run_state",
+    "shown_state",
+    "touch_run",
     "iter_samples",
 ]
