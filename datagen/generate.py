@@ -100,7 +100,7 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     try:
         return await _generate(opts, engine, name, api, model, backend, concurrency, seeds, prompts, config, on_start)
     except OperationalError as exc:  # e.g. a read-only file: say which database
-        where = engine.url.render_as_string(hide_password=True)
+        where = engine.url.database if engine.dialect.name == "sqlite" else engine.url.render_as_string(hide_password=True)
         msg = str(exc.orig).splitlines()[0] if exc.orig else str(exc).splitlines()[0]
         raise storage.StorageError(f"database {where}: {msg}") from None
 

@@ -65,3 +65,22 @@ def test_broken_prompt_file(tmp_path, core_closed_url):
     bad.write_text("[bootstrap\n", encoding="utf-8")
     err = core_one_line_error(generate("--base-url", core_closed_url, "--prompts", str(bad), "--db", str(tmp_path / "x.db")))
     assert "not valid TOML" in err
+
+
+def test_read_only_database_names_the_file(stub_server, tmp_path):
+    import os
+    import subprocess
+
+    db = tmp_path / "ro.db"
+    storage.connect(str(db))
+    storage.dispose_all()
+    # chmod does not stop root; the immutable flag does.
+    lock = ["chattr", "+i", str(db)] if os.geteuid() == 0 else ["chmod", "444", str(db)]
+    subprocess.run(lock, check=True)
+    try:
+        server = stub_server()
+        line = core_one_line_error(generate("--base-url", server.base_url, "--db", str(db)))
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(db)], check=True)
+    assert str(db) in line and "readonly" in line, line  # before: the raw sqlite message, no path
