@@ -207,14 +207,14 @@ class LLMClient:
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except asyncio.TimeoutError:
                     break
-            # Only prompts of one stage with the same sampling settings share a request (one ledger row, one stage).
+            # Only prompts that share sampling settings can share a request; the most urgent group goes first.
             groups: dict[tuple, list] = {}
-            for prio, _, p, f in batch:
-                groups.setdefault((prio, p.stage, p.temperature, p.top_p, tuple(p.stop)), []).append((p, f))
-            for key in sorted(groups, key=lambda k: k[0]):
-                await self._slots.acquire(key[0])  # backpressure: wait for a slot before building the next batch
+            for _, _, p, f in batch:
+                groups.setdefault((p.temperature, p.top_p, tuple(p.stop)), []).append((p, f))
+            for items in sorted(groups.values(), key=lambda items: min(PRIORITY[p.stage] for p, _ in items)):
+                await self._slots.acquire(min(PRIORITY[p.stage] for p, _ in items))  # backpressure: wait for a slot first
                 self._slots.release()
-                task = asyncio.create_task(self._run_batch(groups[key]))
+                task = asyncio.create_task(self._run_batch(items))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
 

@@ -112,7 +112,8 @@ class _Ledger:
         self.engine, self.run_id, self.model = engine, run_id, model
 
     def begin(self, prompts: list[Prompt], attempt: int) -> int:
-        return storage.begin_request(self.engine, self.run_id, prompts[0].stage.value, self.model, [p.text for p in prompts], attempt=attempt)
+        stage = "+".join(sorted({p.stage.value for p in prompts}))  # a local batch may mix stages
+        return storage.begin_request(self.engine, self.run_id, stage, self.model, [p.text for p in prompts], attempt=attempt)
 
     def end(self, row: int | None, prompts: list[Prompt], gens: list[Generation], cost: float, state: str) -> None:
         if row is not None:
