@@ -172,7 +172,7 @@ def test_crash_loop_progresses_on_every_restart_and_ledger_loses_nothing(stub_se
     asked = [p.rsplit("Task: ", 1)[1] for p in prompts]
     repeated = len(asked) - len(set(asked))
     print(f"crash loop: accepted per restart {progress}, classify answered {len(asked)}, repeated {repeated}")
-    assert len(asked) > 50 and repeated / len(asked) < 0.05, (repeated, len(asked))
+    assert len(asked) > 30 and repeated / len(asked) < 0.05, (repeated, len(asked))
 
 
 def test_first_instances_call_within_a_few_round_trips(stub_server, tmp_path):
