@@ -85,6 +85,7 @@ def generate(
     price_in: Optional[float] = opt(G["price_in"], "--price-in"),
     price_out: Optional[float] = opt(G["price_out"], "--price-out"),
     random_seed: Optional[int] = opt(P["random_seed"], "--seed"),
+    stall_timeout: float = opt(P["stall_timeout"], "--stall-timeout"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Generate instructions, classify them, write instances, filter, store. Resumable by --run name."""
@@ -103,7 +104,7 @@ def generate(
             num_machine_examples=num_machine_examples, new_per_prompt=new_per_prompt, max_instances=max_instances,
             temperature=temperature, top_p=top_p,
             **({"bootstrap_max_tokens": max_tokens, "instances_max_tokens": max_tokens} if max_tokens is not None else {}),
-            random_seed=random_seed,
+            random_seed=random_seed, stall_timeout=stall_timeout,
         ),
     )
 

@@ -61,6 +61,9 @@ class PipelineConfig(BaseModel):
     max_consecutive_failures: int = Field(30, ge=1)
     max_barren_rounds: int = Field(200, ge=1)
     random_seed: int | None = Field(None, description="Random seed for example sampling.")
+    # A server that accepts connections and never answers would otherwise hold a run for
+    # tries x timeout x failures (about an hour).
+    stall_timeout: float = Field(300.0, gt=0, description="Stop (resumable) when no model call has succeeded for this many seconds.")
 
 
 class GenerateOptions(BaseModel):

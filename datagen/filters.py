@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from datagen.records import Instance
+from datagen.similarity import rouge_l_tokens, tokenize
 
 # Things a text-only model cannot do or receive. Whole-word for English, substring for Chinese.
 BLACKLIST = {
@@ -48,16 +49,22 @@ class Limits:
 
 DEFAULT_LIMITS = {"en": Limits(3, 150), "zh": Limits(5, 300)}
 
+# ROUGE-L F (numbers dropped) above which an instruction is the bootstrap prompt written back.
+# "Here are eight new tasks, numbered from 7:" scores 0.67 against "Write new tasks, numbered from."
+ECHO_THRESHOLD = 0.6
+
 
 @dataclass
 class InstructionFilter:
     lang: str
     limits: Limits | None = None
     blacklist: list[str] = field(default_factory=list)
+    echo_lines: list[str] = field(default_factory=list)  # datagen.prompts.instruction_lines of the prompt set
 
     def __post_init__(self) -> None:
         self.limits = self.limits or DEFAULT_LIMITS[self.lang]
         self.blacklist = self.blacklist or BLACKLIST[self.lang]
+        self._echo = [(line, t) for line in self.echo_lines if (t := self._words(line))]
         words = "|".join(re.escape(w) for w in self.blacklist)
         self._black = re.compile(rf"\b(?:{words})\b", re.I) if self.lang == "en" else re.compile(words)
 
@@ -65,6 +72,17 @@ class InstructionFilter:
         if self.lang == "en":
             return len(text.split())
         return sum(1 for ch in text if not ch.isspace())
+
+    def _words(self, text: str) -> list[str]:
+        return [w for w in tokenize(text, self.lang) if not w.isdigit()]  # "7", "9" are the prompt's numbers
+
+    def echo(self, text: str) -> str | None:
+        """The prompt line this instruction echoes, if any."""
+        words = self._words(text)
+        for line, t in self._echo:
+            if rouge_l_tokens(t, words) > ECHO_THRESHOLD:
+                return line
+        return None
 
     def check(self, text: str) -> tuple[str, str] | None:
         """Return (reason, detail) when the instruction should be rejected."""
@@ -93,13 +111,23 @@ class InstructionFilter:
             return "not_chinese", ""
         if re.search(r"(.{4,}?)\1{3,}", t):  # degenerate repetition from a small model
             return "repetition", ""
+        line = self.echo(t)
+        if line:
+            return "prompt_echo", line
         return None
 
 
-def filter_instances(instances: list[Instance], max_instances: int = 5, max_output_chars: int = 4000) -> tuple[list[Instance], list[str]]:
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def filter_instances(
+    instances: list[Instance], max_instances: int = 5, max_output_chars: int = 4000, instruction: str = ""
+) -> tuple[list[Instance], list[str]]:
     """Drop bad instances; return the kept ones and the reasons for each dropped one."""
     reasons: list[str] = []
     kept: list[Instance] = []
+    task = _norm(instruction)
     for inst in instances:
         out, inp = inst.output.strip(), inst.input.strip()
         if not out:
@@ -108,6 +136,8 @@ def filter_instances(instances: list[Instance], max_instances: int = 5, max_outp
             reasons.append("input_equals_output")
         elif invisible_characters(inp + out):
             reasons.append("invisible_characters")
+        elif task and _norm(out) == task:  # the model wrote the task back instead of doing it
+            reasons.append("output_equals_instruction")
         elif out.endswith((":", "：")):
             reasons.append("trailing_colon")
         elif len(out) > max_output_chars:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import tomllib
 from datetime import datetime
 from importlib import resources
+
+from sqlalchemy.exc import OperationalError
 
 from datagen import storage
 from datagen.backends import make_backend
@@ -69,11 +72,31 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
 
     config = opts.model_dump(mode="json", exclude={"db"})
     config.update(api=api, model=model)
+    try:
+        return await _generate(opts, engine, name, api, model, backend, concurrency, seeds, prompts, config, on_start)
+    except OperationalError as exc:  # e.g. a read-only file: say which database
+        where = engine.url.database if engine.dialect.name == "sqlite" else engine.url.render_as_string(hide_password=True)
+        msg = str(exc.orig).splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+        raise storage.StorageError(f"database {where}: {msg}") from None
+
+
+class _Ledger:
+    """The client's request log, written to the run's `request` table."""
+
+    def __init__(self, engine, run_id: int, model: str):
+        self.engine, self.run_id, self.model = engine, run_id, model
+
+    def begin(self, prompts: list[Prompt], attempt: int) -> int:
+        stage = "+".join(sorted({p.stage.value for p in prompts}))  # a local batch may mix stages
+        return storage.begin_request(self.engine, self.run_id, stage, self.model, [p.text for p in prompts], attempt=attempt)
+
+    def end(self, row: int | None, prompts: list[Prompt], gens: list[Generation], cost: float, state: str) -> None:
+        if row is not None:
+            storage.end_request(self.engine, row, gens, cost=cost, state=state)
+
+
+async def _generate(opts, engine, name, api, model, backend, concurrency, seeds, prompts, config, on_start):
     run, _ = storage.open_run(engine, name, lang=opts.lang, api=api, model=model, target=opts.pipeline.target, config=config)
-
-    def log(prompt: Prompt, gen: Generation, attempt: int, cost: float) -> int:
-        return storage.log_request(engine, run.id, prompt.stage.value, model, prompt.text, gen, attempt=attempt, cost=cost)
-
     client = LLMClient(
         backend,
         concurrency=concurrency,
@@ -81,7 +104,8 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         tpm=opts.tpm,
         max_tries=opts.max_tries,
         price=price_for(model, opts.price_in, opts.price_out, api),
-        log=log,
+        log=_Ledger(engine, run.id, model),
+        timeout=None if api == "local" else opts.timeout,
     )
     # Local batches fill from concurrent stages, so let enough prompts be in flight to fill them.
     cfg = opts.pipeline
@@ -96,16 +120,41 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         client.batch_wait = 0.2
     pipe = Pipeline(cfg, client, engine, run.id, opts.lang, seeds, prompts)
     task = asyncio.create_task(pipe.run())
+    # SIGTERM (docker stop, a job queue's timeout) ends the run like Ctrl-C: recorded as interrupted.
+    terminated = _on_sigterm(asyncio.current_task())
     try:
         if on_start:
             await on_start(name, pipe.progress, client, task)
         progress = await task
         storage.set_run_state(engine, run.id, "finished")
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        storage.set_run_state(engine, run.id, "interrupted")
+        if terminated():
+            raise KeyboardInterrupt from None
+        raise
     except Exception:
         storage.set_run_state(engine, run.id, "failed")
         raise
     finally:
-        if not task.done():
-            task.cancel()
+        # Stop the stages before closing the connection under them: a request cut by the close
+        # would otherwise be logged as a "client has been closed" error.
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await client.aclose()
     return name, progress
+
+
+def _on_sigterm(main: asyncio.Task | None):
+    """Cancel `main` on SIGTERM; the returned function says whether that happened."""
+    got: list[bool] = []
+
+    def handler() -> None:
+        got.append(True)
+        if main:
+            main.cancel()
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, handler)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        pass
+    return lambda: bool(got)

@@ -7,8 +7,10 @@
     finish     -> Candidate         instance rules, then the verdict is committed
 
 Every candidate is stored, rejected ones with their reason. A candidate that passes screening
-is committed as `pending` at once, so a crash loses nothing: the next run with the same name
-finishes the pending ones and rebuilds the similarity index from the database.
+is committed as `pending` at once and each stage's answer as it arrives (the classify verdict),
+so a crash loses nothing: the next run with the same name continues each pending candidate from
+its last finished stage and rebuilds the similarity index from the database. A failed model call
+leaves its candidate pending: only a model's answer rejects it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datagen.prompts import (
     bootstrap_prompt,
     classify_prompt,
     instances_prompt,
+    instruction_lines,
     parse_instances,
     parse_task_list,
     parse_yes_no,
@@ -41,6 +44,10 @@ from datagen.similarity import SimilarityIndex
 
 class PipelineError(DatagenError):
     pass
+
+
+class _CallFailed(Exception):
+    """A stage's model call failed after its retries: the candidate stays pending."""
 
 
 @dataclass
@@ -75,7 +82,8 @@ class Pipeline:
         self.seeds = seeds
         self.prompts = prompts
         self.rng = random.Random(cfg.random_seed)
-        self.rule = Rule(lang, cfg.threshold, cfg.max_instances)  # the one a reviewer's change is checked by
+        # The rule a reviewer's change is checked by too; prompt echoes are judged against this run's templates.
+        self.rule = Rule(lang, cfg.threshold, cfg.max_instances, instruction_lines(prompts))
         self.index = SimilarityIndex(lang=lang, threshold=cfg.threshold)
         for s in seeds:
             self.index.add(s.instruction)
@@ -86,6 +94,8 @@ class Pipeline:
         self.progress = Progress(target=cfg.target, accepted=stats.kept)
         self.progress.rejected.update(stats.by_reason)
         self._changed = asyncio.Event()
+        self._retry: list[tuple[float, Candidate]] = []  # (when its call failed, candidate)
+        self._touched = time.monotonic()
         self._failures = 0
         self._barren = 0
         self._fatal: BaseException | None = None
@@ -109,20 +119,51 @@ class Pipeline:
             while p.accepted < p.target:
                 if self._fatal:
                     raise self._fatal
+                self._watch()
+                # A candidate whose call failed is tried again once some call has succeeded since.
+                ok_since = self.client.counters.last_success
+                for item in [r for r in self._retry if r[0] < ok_since]:
+                    self._retry.remove(item)
+                    p.in_progress += 1
+                    spawn(self._process(item[1]), work)
                 need = p.target - p.accepted - p.in_progress
                 # Each prompt yields several candidates; keep only as many prompts in flight as the gap needs.
                 want = min(self.cfg.max_bootstrap_inflight, max(0, -(-need // max(1, self.cfg.new_per_prompt // 2))))
                 while need > 0 and len(boots) < want:
                     spawn(self._bootstrap_round(work), boots)
-                if not boots and not work:
+                if not boots and not work and not self._retry:
                     continue
-                await self._changed.wait()
+                # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancel (Ctrl-C) that
+                # arrives as the event is set, and the run would go on as if nothing happened.
+                changed = asyncio.ensure_future(self._changed.wait())
+                try:
+                    await asyncio.wait({changed}, timeout=self._tick())
+                finally:
+                    changed.cancel()
                 self._changed.clear()
         finally:
             for t in boots | work:
                 t.cancel()
             await asyncio.gather(*boots, *work, return_exceptions=True)
         return p
+
+    def _tick(self) -> float:
+        """Seconds until the next heartbeat or the stall deadline, whichever is first."""
+        now = time.monotonic()
+        stall_at = self.client.counters.last_success + self.cfg.stall_timeout
+        return max(0.05, min(self._touched + storage.HEARTBEAT.total_seconds(), stall_at) - now)
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        if now - self._touched >= storage.HEARTBEAT.total_seconds():
+            storage.touch_run(self.engine, self.run_id)
+            self._touched = now
+        idle = now - self.client.counters.last_success
+        if idle >= self.cfg.stall_timeout:
+            raise PipelineError(
+                f"no model call succeeded in {idle:.0f} s (--stall-timeout {self.cfg.stall_timeout:g}): "
+                "the server takes requests but does not answer; pending work is kept, run again with the same --run to resume"
+            )
 
     def _done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None and self._fatal is None:
@@ -159,9 +200,12 @@ class Pipeline:
 
     async def _process(self, c: Candidate) -> None:
         try:
-            c = await self.classify(c)
+            if c.is_classification is None:  # a resumed candidate may have its verdict already
+                c = await self.classify(c)
             c = await self.instances(c)
             c = self.finish(c)
+        except _CallFailed:
+            self._retry.append((time.monotonic(), c))
         finally:
             self.progress.in_progress -= 1
 
@@ -206,8 +250,11 @@ class Pipeline:
             Prompt(stage=Stage.classify, text=text, max_tokens=self.cfg.classify_max_tokens, temperature=0.0, top_p=1.0)
         )
         self._note_generation(gen.error is None, gen.error)
+        if gen.error:
+            raise _CallFailed(gen.error)
         # An unreadable answer counts as "not classification": input-first suits any task.
-        c.is_classification = bool(parse_yes_no(self.prompts, gen.text)) if not gen.error else False
+        c.is_classification = bool(parse_yes_no(self.prompts, gen.text))
+        storage.set_classification(self.engine, c.sample_id, c.is_classification)
         return c
 
     async def instances(self, c: Candidate) -> Candidate:
@@ -219,16 +266,14 @@ class Pipeline:
         )
         self._note_generation(gen.error is None, gen.error)
         if gen.error:
-            c.detail = f"model call failed: {gen.error}"
-            c.instances = []
-            return c
+            raise _CallFailed(gen.error)
         tail = (self.prompts.instances_output_first if out_first else self.prompts.instances_input_first).query
         tail = tail.split("\n", 1)[1] if "\n" in tail else tail  # the part after "Task: ..."
         c.instances = parse_instances(self.prompts, gen.text, out_first, gen.finish_reason == "length", tail)
         return c
 
     def finish(self, c: Candidate) -> Candidate:
-        kept, reasons = self.rule.instances(c.instances)
+        kept, reasons = self.rule.instances(c.instances, c.instruction)
         c.instances = kept
         if kept:
             c.status, c.reason = Status.accepted, None

@@ -44,6 +44,8 @@ class _Labels(BaseModel):
     label: list[str]
     example: list[str]
     noinput: list[str]
+    # Words a model puts before a label ("Your Input:"); stripped with the label. Optional in user files.
+    owner: list[str] = []
 
 
 class PromptSet(BaseModel):
@@ -61,7 +63,7 @@ def load_prompts(lang: str, path: str | Path | None = None) -> PromptSet:
         if path is None:
             raw = resources.files("datagen").joinpath("prompts", f"{lang}.toml").read_text("utf-8")
         else:
-            raw = Path(path).read_text("utf-8")
+            raw = Path(path).read_text("utf-8-sig")  # a BOM from a Windows editor is not TOML
         data = tomllib.loads(raw)
         return PromptSet(**{**data, "lang": lang})  # a file's own `lang` key must not clash
     except FileNotFoundError:
@@ -85,6 +87,22 @@ def bootstrap_prompt(ps: PromptSet, examples: list[str], count: int) -> tuple[st
     listing = "\n".join(f"{i}. {_one_line(t)}" for i, t in enumerate(examples, 1))
     nxt = len(examples) + 1
     return _fill(ps.bootstrap.template, examples=listing, next=nxt, count=count), nxt
+
+
+def instruction_lines(ps: PromptSet) -> list[str]:
+    """The bootstrap template's own sentences, placeholders dropped: what a prompt echo looks like.
+
+    A small model asked to continue a list often writes the request back ("Write 7 new tasks,
+    numbered from 9 to 10."); the filters compare candidates with these lines.
+    """
+    out = []
+    for line in ps.bootstrap.template.splitlines():
+        if "$examples" in line:
+            continue
+        text = re.sub(r"\$\w+", " ", line).strip(" -*\t")
+        if re.search(r"\w", text):
+            out.append(re.sub(r"\s+", " ", text))
+    return out
 
 
 def _one_line(text: str) -> str:
@@ -213,10 +231,13 @@ def parse_instances(ps: PromptSet, text: str, output_first: bool, truncated: boo
     the continuation unless the model restated a label itself, as chat models tend to.
     """
     L = ps.labels
+    owner = rf"(?:(?:{_label_re(L.owner)})\s*)?" if L.owner else ""
     field_re = re.compile(
-        rf"^\s*(?:\*\*)?(?P<name>{_label_re(L.input + L.output + L.label)})(?:\*\*)?\s*\d*\s*[:：]\s*(?:\*\*)?(?P<rest>.*)$",
+        rf"^\s*(?:\*\*)?{owner}(?P<name>{_label_re(L.input + L.output + L.label)})(?:\*\*)?\s*\d*\s*[:：]\s*(?:\*\*)?(?P<rest>.*)$",
         re.IGNORECASE,
     )
+    # A label repeated inside a value ("Input: Your Input: ...") is the model restating it, not data.
+    restated = re.compile(rf"^\s*(?:\*\*)?{owner}(?:{_label_re(L.input + L.output + L.label)})(?:\*\*)?\s*[:：]\s*(?:\*\*)?", re.IGNORECASE)
     sep_re = re.compile(rf"^\s*(?:\*\*)?(?:{_label_re(L.example)})\s*\d*\s*[:：]?(?:\*\*)?\s*$", re.IGNORECASE)
     stop_re = re.compile(r"^\s*(?:task|任务)\s*[:：]", re.IGNORECASE)
 
@@ -237,7 +258,10 @@ def parse_instances(ps: PromptSet, text: str, output_first: bool, truncated: boo
             continue
         m = field_re.match(line)
         if m:
-            fields.append([kind_of[m.group("name").lower()], m.group("rest")])
+            rest = m.group("rest")
+            while restated.match(rest):
+                rest = restated.sub("", rest, count=1)
+            fields.append([kind_of[m.group("name").lower()], rest])
         elif fields and fields[-1][0] != "sep":
             fields[-1][1] += "\n" + line
     if truncated and fields:

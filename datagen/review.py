@@ -20,6 +20,7 @@ from datagen import similarity, storage
 from datagen.config import PipelineConfig
 from datagen.errors import Conflict
 from datagen.filters import InstructionFilter, filter_instances
+from datagen.prompts import instruction_lines, load_prompts
 from datagen.records import KEPT, Instance
 from datagen.seeds import default_seed_path, load_seeds
 from datagen.storage import queries
@@ -30,25 +31,29 @@ class Rule:
     lang: str
     threshold: float
     max_instances: int
+    echo_lines: list[str] = field(default_factory=list)  # the prompt template's own sentences
     heuristics: InstructionFilter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.heuristics = InstructionFilter(self.lang)
+        self.heuristics = InstructionFilter(self.lang, echo_lines=self.echo_lines)
 
     @classmethod
     def for_run(cls, lang: str, config: dict) -> Rule:
         """The rule a run was generated under, from the options stored with it (defaults for older runs)."""
         p = config.get("pipeline") if isinstance(config.get("pipeline"), dict) else {}
         cfg = PipelineConfig(**{k: p[k] for k in ("threshold", "max_instances") if k in p})
-        return cls(lang, cfg.threshold, cfg.max_instances)
+        # A prompt file moved since the run: the built-in templates of its language stand in.
+        own = config.get("prompts")
+        prompts = load_prompts(lang, own if own and Path(own).is_file() else None)
+        return cls(lang, cfg.threshold, cfg.max_instances, instruction_lines(prompts))
 
     def instruction(self, text: str) -> tuple[str, str] | None:
         """(reason, detail) when the heuristics reject the instruction."""
         return self.heuristics.check(text)
 
-    def instances(self, instances: list[Instance]) -> tuple[list[Instance], list[str]]:
+    def instances(self, instances: list[Instance], instruction: str) -> tuple[list[Instance], list[str]]:
         """The instances generation would store, and a reason for each one it would drop."""
-        return filter_instances(instances, self.max_instances)
+        return filter_instances(instances, self.max_instances, instruction=instruction)
 
     def check(self, instruction: str, instances: list[Instance], nearest: dict | None) -> dict:
         """Every reason generation would have to reject this sample as it stands.
@@ -56,7 +61,7 @@ class Rule:
         `nearest`: the most similar seed or kept instruction of the run ({"instruction", "score", ...}).
         """
         verdict = self.instruction(instruction)
-        kept, dropped = self.instances(instances)
+        kept, dropped = self.instances(instances, instruction)
         reasons = []
         if verdict:
             reasons.append(f"instruction: {verdict[0]} ({verdict[1]})")

@@ -31,7 +31,7 @@ def default_seed_path(lang: str) -> Path:
 
 def _records(path: Path) -> list[tuple[int, object]]:
     try:
-        raw = path.read_text("utf-8")
+        raw = path.read_text("utf-8-sig")  # "-sig": Windows editors start UTF-8 files with a BOM
     except FileNotFoundError:
         raise SeedError(f"seed file not found: {path}") from None
     except (UnicodeDecodeError, IsADirectoryError) as exc:

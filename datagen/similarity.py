@@ -160,7 +160,11 @@ def _lcs_len(a: list[str], b: list[str]) -> int:
 
 def rouge_l(a: str, b: str, lang: str) -> float:
     """Reference pairwise ROUGE-L F-measure (a = target, b = prediction; symmetric)."""
-    ta, tb = tokenize(a, lang), tokenize(b, lang)
+    return rouge_l_tokens(tokenize(a, lang), tokenize(b, lang))
+
+
+def rouge_l_tokens(ta: list[str], tb: list[str]) -> float:
+    """ROUGE-L F of two token lists (for callers that drop or reuse tokens)."""
     if not ta or not tb:
         return 0.0
     return fmeasure(_lcs_len(ta, tb), len(ta), len(tb))

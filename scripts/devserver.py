@@ -6,6 +6,8 @@ Retry-After, 500s, hangs, malformed or truncated bodies, wrong keys. Never a sta
 real model in a feature; it exists to prove retries, accounting and throughput.
 
     python scripts/devserver.py --port 8001 --latency 1 --rpm 600 --faults 429,500,malformed
+    python scripts/devserver.py --slots 1 --single-prompt      # like llama.cpp's server
+    python scripts/devserver.py --faults timeout --fault-rate 1 --fault-after 40 --hang 3600   # goes silent
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def reply_for(prompt: str, rng: random.Random, max_tokens: int) -> tuple[str, st
 
 class Stub:
     def __init__(self, latency: float = 0.0, rpm: int | None = None, faults: list[str] | None = None,
-                 fault_rate: float = 0.0, api_key: str | None = None, seed: int = 0, hang: float = 30.0):
+                 fault_rate: float = 0.0, api_key: str | None = None, seed: int = 0, hang: float = 30.0,
+                 fault_after: int = 0, slots: int | None = None, single_prompt: bool = False):
         self.latency = latency
         self.rpm = rpm
         self.faults = faults or []
@@ -88,6 +91,10 @@ class Stub:
         self.api_key = api_key
         self.rng = random.Random(seed)
         self.hang = hang
+        self.fault_after = fault_after  # faults start after this many model requests (an outage mid-run)
+        self.slots = asyncio.Semaphore(slots) if slots else None  # requests worked on at once; the rest queue
+        self.single_prompt = single_prompt  # refuse a list of prompts with a 500, as llama.cpp's server does
+        self.received = 0  # model requests that reached the server, counted on arrival
         self.window: collections.deque[float] = collections.deque()
         self.served = 0
         self.rejected = 0
@@ -107,7 +114,7 @@ class Stub:
         return None
 
     def _fault(self) -> str | None:
-        if not self.faults:
+        if not self.faults or self.received <= self.fault_after:
             return None
         if self._cycle is not None:
             return next(self._cycle)
@@ -118,12 +125,16 @@ class Stub:
             return JSONResponse({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, 401)
         if request.url.path.endswith("/models"):
             return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "datagen"}]})
+        self.received += 1
         wait = self._limited()
         if wait is not None:
             self.rejected += 1
             return JSONResponse({"error": {"message": "Rate limit reached", "type": "rate_limit"}}, 429,
                                 headers={"retry-after": f"{max(wait, 0.05):.3f}"})
         body = await request.json()
+        if self.single_prompt and isinstance(body.get("prompt"), list) and len(body["prompt"]) > 1:
+            return JSONResponse({"error": {"code": 500, "message": "\"prompt\" must be a string, an array of tokens or an "
+                                           "array of strings with one element", "type": "server_error"}}, 500)
         fault = self._fault()
         if fault:
             self.injected[fault] += 1
@@ -133,7 +144,11 @@ class Stub:
             return JSONResponse({"error": {"message": "internal error"}}, 500)
         if fault == "timeout":
             await asyncio.sleep(self.hang)
-        await asyncio.sleep(self.latency)
+        if self.slots:
+            async with self.slots:
+                await asyncio.sleep(self.latency)
+        else:
+            await asyncio.sleep(self.latency)
         if fault == "malformed":
             return Response('{"id": "x", "choices": [', media_type="application/json")
         chat = "messages" in body
@@ -159,7 +174,8 @@ class Stub:
         })
 
     def stats(self, _request: Request) -> Response:
-        return JSONResponse({"served": self.served, "rate_limited": self.rejected, "injected": dict(self.injected)})
+        return JSONResponse({"served": self.served, "received": self.received, "rate_limited": self.rejected,
+                             "injected": dict(self.injected)})
 
     def app(self) -> Starlette:
         routes = [Route(p, self.handle, methods=["GET", "POST"]) for p in ("/v1/models", "/v1/chat/completions", "/v1/completions")]
@@ -178,8 +194,12 @@ def main() -> None:
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--hang", type=float, default=30.0, help="seconds a 'timeout' fault holds the request")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fault-after", type=int, default=0, help="serve this many model requests cleanly before any fault")
+    ap.add_argument("--slots", type=int, default=None, help="model requests worked on at once; the rest wait (server-side queue)")
+    ap.add_argument("--single-prompt", action="store_true", help="answer a list of prompts with HTTP 500, like llama.cpp's server")
     a = ap.parse_args()
-    stub = Stub(a.latency, a.rpm, [f for f in a.faults.split(",") if f], a.fault_rate, a.api_key, a.seed, a.hang)
+    stub = Stub(a.latency, a.rpm, [f for f in a.faults.split(",") if f], a.fault_rate, a.api_key, a.seed, a.hang,
+                a.fault_after, a.slots, a.single_prompt)
     uvicorn.run(stub.app(), host=a.host, port=a.port, log_level="warning", backlog=4096, limit_concurrency=None)
 
 

@@ -109,3 +109,22 @@ def test_serve_refuses_a_missing_database_a_bad_url_and_a_missing_directory(tmp_
 def test_serve_on_a_dead_postgres_is_one_line():
     err = core_one_line_error(serve_cli("--db", f"postgresql+psycopg://u:secretpw@127.0.0.1:{core_free_port()}/x"))
     assert "127.0.0.1" in err and "secretpw" not in err
+
+
+def test_read_only_database_names_the_file(stub_server, tmp_path):
+    import os
+    import subprocess
+
+    db = tmp_path / "ro.db"
+    storage.connect(str(db))
+    storage.dispose_all()
+    # chmod does not stop root; the immutable flag does.
+    lock = ["chattr", "+i", str(db)] if os.geteuid() == 0 else ["chmod", "444", str(db)]
+    subprocess.run(lock, check=True)
+    try:
+        server = stub_server()
+        line = core_one_line_error(generate("--base-url", server.base_url, "--db", str(db)))
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(db)], check=True)
+    assert str(db) in line and "readonly" in line, line  # before: the raw sqlite message, no path

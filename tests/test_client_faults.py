@@ -7,13 +7,14 @@ means: the first attempt gets a 500, the retry gets a (truncated) answer.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 import time
 
 import pytest
 
-from conftest import core_cli, core_free_port
+from conftest import core_cli, core_free_port, core_one_line_error
 from datagen.backends import FatalBackendError
 from datagen.backends.openai_compat import OpenAIBackend
 from datagen.client import LLMClient
@@ -24,14 +25,26 @@ EN = load_prompts("en")
 PROMPT_TEXT, NEXT = bootstrap_prompt(EN, ["Write a poem about the sea.", "List three fruits."], 8)
 
 
+class ListLog:
+    """The client's request ledger, kept in a list: one dict per HTTP request."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def begin(self, prompts, attempt):
+        self.rows.append({"t": time.monotonic(), "attempt": attempt, "prompts": len(prompts), "state": "sent"})
+        return len(self.rows) - 1
+
+    def end(self, row, prompts, gens, cost, state):
+        g = gens[0]
+        self.rows[row].update(state=state, error=g.error if len(gens) == 1 else None, finish=g.finish_reason,
+                              latency=max(x.latency_s for x in gens), tokens_out=sum(x.tokens_out for x in gens))
+
+
 def call(base_url: str, *, max_tries: int = 3, timeout: float = 20.0, api_key: str | None = None):
     """One generate() through LLMClient; returns the Generation and the logged attempts."""
     rows: list[dict] = []
-
-    def log(prompt, gen, attempt, cost):
-        rows.append({"t": time.monotonic(), "attempt": attempt, "error": gen.error, "finish": gen.finish_reason,
-                     "latency": gen.latency_s, "tokens_out": gen.tokens_out})
-        return len(rows)
+    log = ListLog(rows)
 
     async def go():
         backend = OpenAIBackend("chat", "stub", base_url=base_url, timeout=timeout, api_key=api_key)
@@ -183,3 +196,113 @@ def test_generate_reaches_target_through_faults(stub_server, tmp_path):
     assert re.search(rf"\b{n} \({errors} err\)", row), row
     assert f"{tin:,}/{tout:,}" in row, (row, tin, tout)
     assert "finished" in row and "15/15" in row
+
+
+# ---------------------------------------------------------------- outages, stalls, batching, queueing
+
+
+def gen(server, db, run, *extra, timeout=180):
+    return core_cli("generate", "--api", "chat", "--model", "stub", "--base-url", server.base_url, "--db", str(db),
+                    "--run", run, "--no-progress", *extra, timeout=timeout)
+
+
+def test_outage_leaves_candidates_pending_and_resume_finishes_them(stub_server, tmp_path):
+    """The server dies mid-run: nothing is rejected for it, classify failures are not "no", a resume finishes all."""
+    dying = stub_server("--latency", "0.02", "--faults", "500", "--fault-rate", "1", "--fault-after", "30")
+    db = tmp_path / "outage.db"
+    proc = gen(dying, db, "outage", "-n", "40", "--max-tries", "1", "--concurrency", "8")
+    assert "model calls in a row failed" in core_one_line_error(proc)
+    con = sqlite3.connect(db)
+    # Before: "rejected / no_valid_instances (model call failed)", and a failed classify stored as "not classification".
+    assert con.execute("select count(*) from sample where detail like '%model call failed%'").fetchone() == (0,)
+    pending = dict(con.execute("select id, is_classification from sample where status = 'pending'").fetchall())
+    con.close()
+    assert None in pending.values(), "no candidate was waiting for its classify call when the server died"
+    assert len(pending) > 5
+
+    healthy = stub_server("--latency", "0.02")
+    proc = gen(healthy, db, "outage", "-n", "40")
+    assert proc.returncode == 0, proc.stderr
+    con = sqlite3.connect(db)
+    left = con.execute(f"select count(*) from sample where status = 'pending' and id in ({','.join(map(str, pending))})").fetchone()
+    classified_again = con.execute(
+        "select count(*) from request r join run on run.id = r.run_id where stage = 'classify' and r.id > "
+        "(select max(id) from request where error is not null)"
+    ).fetchone()[0]
+    con.close()
+    assert left == (0,), "the resumed run did not finish the candidates the outage left pending"
+    assert classified_again > 0
+
+
+def test_server_that_never_answers_stops_the_run_at_the_stall_timeout(stub_server, tmp_path):
+    """Accepts connections, never answers: used to hold a run for ~an hour (30 failures x 5 tries x 120 s)."""
+    server = stub_server("--latency", "0.02", "--faults", "timeout", "--fault-rate", "1", "--fault-after", "20", "--hang", "600")
+    db = tmp_path / "stall.db"
+    t0 = time.monotonic()
+    proc = gen(server, db, "stall", "-n", "40", "--stall-timeout", "2", "--concurrency", "4")
+    took = time.monotonic() - t0
+    line = core_one_line_error(proc)
+    assert "no model call succeeded" in line and "--run" in line, line
+    assert took < 30, took
+    con = sqlite3.connect(db)
+    assert con.execute("select count(*) from sample where status = 'pending'").fetchone()[0] > 0  # kept for the resume
+    assert con.execute("select count(*) from sample where status = 'rejected' and reason = 'no_valid_instances'").fetchone() == (0,)
+    con.close()
+
+
+def ledger_counts(db) -> tuple[int, int, int]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("select count(*), coalesce(sum(prompts > 1), 0), count(error) from request").fetchone()
+    finally:
+        con.close()
+
+
+def test_prompts_per_request_falls_back_on_a_single_prompt_server(stub_server, tmp_path):
+    """llama.cpp's server answers a list of prompts with 500: it was retried 150 times, then a generic error."""
+    server = stub_server("--latency", "0.02", "--single-prompt")
+    db = tmp_path / "single.db"
+    proc = core_cli("generate", "--api", "completion", "--model", "stub", "--base-url", server.base_url, "--db", str(db),
+                    "--run", "single", "--no-progress", "-n", "8", "--prompts-per-request", "4", "--max-tries", "5")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "one prompt per request" in warnings[0], proc.stderr
+    rows, multi, errors = ledger_counts(db)
+    stats = server.stats()
+    assert rows == stats["received"]  # one ledger row per HTTP request
+    assert 1 <= multi == errors <= 4  # only the first batched request(s), sent before the first refusal came back
+
+
+def test_ledger_has_one_row_per_batched_request(stub_server, tmp_path):
+    server = stub_server("--latency", "0.05")
+    db = tmp_path / "batch.db"
+    proc = core_cli("generate", "--api", "completion", "--model", "stub", "--base-url", server.base_url, "--db", str(db),
+                    "--run", "batch", "--no-progress", "-n", "10", "--prompts-per-request", "4")
+    assert proc.returncode == 0, proc.stderr
+    rows, multi, errors = ledger_counts(db)
+    assert rows == server.stats()["received"] and multi > 0 and errors == 0, (rows, multi, server.stats())
+    con = sqlite3.connect(db)
+    prompts, response = con.execute("select prompt, response from request where prompts > 1 limit 1").fetchone()
+    con.close()
+    assert len(json.loads(prompts)) == len(json.loads(response)) > 1
+
+
+def test_one_slot_server_gets_fewer_requests_in_flight_instead_of_timeouts(stub_server, tmp_path):
+    """A one-slot server queues what it cannot serve; at --concurrency 16 the last waits 16 services.
+
+    The timeout is meant for the model's work: a request near it means our own requests queue at the
+    server, so the client halves its in-flight requests rather than letting them time out and retry.
+    """
+    server = stub_server("--latency", "0.1", "--slots", "1")
+    db = tmp_path / "slot.db"
+    proc = gen(server, db, "slot", "-n", "30", "--concurrency", "16", "--timeout", "1", "--max-tries", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "requests in flight instead of 16" in proc.stderr
+    con = sqlite3.connect(db)
+    timeouts = con.execute("select count(*) from request where error = 'timeout'").fetchone()[0]
+    n = con.execute("select count(*) from request").fetchone()[0]
+    con.close()
+    print(f"one-slot server: {n} requests, {timeouts} timeouts")
+    # Idle, one round of 16 times out before the halving; a loaded machine inflates the stub's
+    # latency and may need a second halving. The old client failed the run outright here.
+    assert timeouts < n / 4, (timeouts, n)

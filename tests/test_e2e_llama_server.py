@@ -94,3 +94,39 @@ def test_generate_and_export_through_llama_cpp_server(llama_server, tmp_path, ap
     assert data and all(set(d) == {"instruction", "input", "output"} for d in data)
     assert {d["instruction"] for d in data} == {k[1].strip() for k in kept}
     assert all(d["output"].strip() for d in data)
+
+
+
+def test_prompts_per_request_falls_back_against_llama_cpp_server(llama_server):
+    """The server answers a list of prompts with HTTP 500: one warning, then one prompt per request."""
+    import asyncio
+
+    from datagen.backends.openai_compat import OpenAIBackend
+    from datagen.client import LLMClient
+    from datagen.records import Prompt, Stage
+
+    warnings: list[str] = []
+    rows: list[int] = []  # prompts per HTTP request, from the client's ledger
+
+    class Ledger:
+        def begin(self, prompts, attempt):
+            rows.append(len(prompts))
+            return len(rows) - 1
+
+        def end(self, row, prompts, gens, cost, state):
+            pass
+
+    async def go():
+        backend = OpenAIBackend("completion", "smollm2", base_url=llama_server, prompts_per_request=4)
+        client = LLMClient(backend, concurrency=2, warn=warnings.append, log=Ledger())
+        try:
+            asks = [f"Is {w} a colour? Answer yes or no.\nAnswer:" for w in ("red", "tea")]
+            gens = await asyncio.gather(*(client.generate(Prompt(stage=Stage.classify, text=t, max_tokens=4, temperature=0.0)) for t in asks))
+            return gens, backend.max_batch
+        finally:
+            await client.aclose()
+
+    gens, max_batch = asyncio.run(go())
+    assert all(g.error is None for g in gens), gens
+    assert len(warnings) == 1 and "one prompt per request" in warnings[0], warnings
+    assert max_batch == 1 and rows == [2, 1, 1], rows

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 
 from datagen.filters import InstructionFilter, filter_instances
+from datagen.prompts import instruction_lines, load_prompts
 from datagen.records import Instance
 
-EN = InstructionFilter("en")
-ZH = InstructionFilter("zh")
+# As the pipeline builds them: with the bootstrap template's own lines, so echoes are caught.
+EN = InstructionFilter("en", echo_lines=instruction_lines(load_prompts("en")))
+ZH = InstructionFilter("zh", echo_lines=instruction_lines(load_prompts("zh")))
 
 
 @pytest.mark.parametrize(
@@ -146,3 +150,56 @@ def test_invisible_and_bidi_characters_are_a_finding():
     assert invisible_characters("Plain text, 中文, émigré — “quotes”.") is None
     kept, dropped = filter_instances([Instance(input="x", output="ok"), Instance(input="", output="hidden\u2067text")])
     assert len(kept) == 1 and dropped == ["invisible_characters"]
+
+
+# ---------------------------------------------------------------- prompt echoes
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Accepted by real SmolLM2 runs through llama.cpp and `make demo` before this rule.
+        "Write 7 new tasks, numbered from 9 to 10.",
+        "Here are eight new tasks, numbered from 7:",
+        "Do not repeat the examples.",
+        "You are writing a diverse set of tasks for training a helpful assistant.",
+    ],
+)
+def test_en_prompt_echo_rejected(text):
+    got = EN.check(text)
+    assert got is not None and got[0] == "prompt_echo", got
+
+
+@pytest.mark.parametrize("text", ["请从第9条开始，再写7条新任务。", "请从第12条开始再写5条新任务：", "不要重复下面的例子。"])
+def test_zh_prompt_echo_rejected(text):
+    got = ZH.check(text)
+    assert got is not None and got[0] == "prompt_echo", got
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Write five new slogans for a bakery that sells sourdough.",
+        "List eight tasks a new employee should do on the first day.",
+        "Number the steps of making tea from 1 to 5.",
+    ],
+)
+def test_tasks_about_tasks_are_not_echoes(text):
+    assert EN.check(text) is None
+
+
+def test_echo_lines_come_from_the_template_file(tmp_path):
+    # The rule reads the template; a user's own wording is what gets caught, not a copy in code.
+    own = tmp_path / "p.toml"
+    text = resources.files("datagen").joinpath("prompts", "en.toml").read_text("utf-8")
+    own.write_text(text.replace("Write $count new tasks, numbered from $next.", "Invent $count more chores for a robot butler."), "utf-8")
+    mine = InstructionFilter("en", echo_lines=instruction_lines(load_prompts("en", own)))
+    assert mine.check("Invent 5 more chores for a robot butler.")[0] == "prompt_echo"
+    assert mine.check("Write 7 new tasks, numbered from 9 to 10.") is None
+
+
+def test_output_equal_to_instruction_rejected():
+    task = "Explain how tides work."
+    kept, reasons = filter_instances([I("", " explain how  tides work. "), I("", "The moon pulls the sea.")], instruction=task)
+    assert reasons == ["output_equals_instruction"]
+    assert kept == [I("", "The moon pulls the sea.")]

@@ -323,3 +323,31 @@ def test_input_first_answer_without_labels_becomes_a_no_input_instance():
     assert [(i.input, i.output) for i in got] == [("", "A cinema club for retirees.")]
     # A model that only wrote the no-input marker produced no answer at all.
     assert parse_instances(ps, " <noinput>\n", False, False, "Example 1\nInput:") == []
+
+
+@pytest.mark.parametrize(
+    "ps, text, want",
+    [
+        # SmolLM2 through llama.cpp wrote the label twice; "Your Input: ..." leaked into stored inputs.
+        (EN, " Your Input: the price is 3 dollars\nOutput: Three dollars.", Instance(input="the price is 3 dollars", output="Three dollars.")),
+        (EN, "Your Input: rain\nYour Output: Rain falls.", Instance(input="rain", output="Rain falls.")),
+        (EN, " Input: rain\nOutput: Output: Rain falls.", Instance(input="rain", output="Rain falls.")),
+        (ZH, "你的输入：下雨\n输出：输出：下雨了。", Instance(input="下雨", output="下雨了。")),
+    ],
+)
+def test_instances_label_prefixes_stripped(ps, text, want):
+    assert parse_instances(ps, text, False, False, tail(ps, False)) == [want]
+
+
+def test_user_prompt_file_without_owner_labels_still_loads(tmp_path):
+    text = resources.files("datagen").joinpath("prompts", "en.toml").read_text("utf-8")
+    own = tmp_path / "p.toml"
+    own.write_text("\n".join(ln for ln in text.splitlines() if not ln.startswith("owner")), "utf-8")
+    assert load_prompts("en", own).labels.owner == []
+
+
+def test_prompt_file_with_utf8_bom_loads(tmp_path):
+    text = resources.files("datagen").joinpath("prompts", "en.toml").read_text("utf-8")
+    own = tmp_path / "bom.toml"
+    own.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_prompts("en", own).classify.yes == "Yes"

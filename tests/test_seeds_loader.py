@@ -95,3 +95,17 @@ def test_cli_validate_malformed(tmp_path, case):
         p.write_text(BROKEN[case], encoding="utf-8")
     err = core_one_line_error(core_cli("seeds", "validate", str(p)))
     assert str(p) in err
+
+
+@pytest.mark.parametrize("shape", ["jsonl", "json"])
+def test_seed_file_with_utf8_bom_is_accepted(tmp_path, shape):
+    # Windows editors (Notepad, Excel's CSV/UTF-8 export) start UTF-8 files with a BOM.
+    task = {"id": "t1", "name": "poem", "instruction": "Write a poem about the sea.",
+            "instances": [{"input": "", "output": "Waves."}], "is_classification": False}
+    body = json.dumps(task) + "\n" if shape == "jsonl" else json.dumps([task])
+    path = tmp_path / f"bom.{shape}"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    assert load_seeds(path)[0].instruction == "Write a poem about the sea."
+    proc = core_cli("seeds", "validate", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "tasks=1" in proc.stdout

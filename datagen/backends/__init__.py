@@ -10,9 +10,9 @@ is worth retrying. Rate limits, retries, batching and logging live in datagen.cl
 
 from __future__ import annotations
 
-from datagen.backends.base import Backend, BackendError, FatalBackendError, estimate_tokens
+from datagen.backends.base import Backend, BackendError, BatchRefused, FatalBackendError, estimate_tokens
 
-__all__ = ["Backend", "BackendError", "FatalBackendError", "estimate_tokens", "make_backend"]
+__all__ = ["Backend", "BackendError", "BatchRefused", "FatalBackendError", "estimate_tokens", "make_backend"]
 
 
 def make_backend(api: str, model: str, **kw) -> Backend:

@@ -18,6 +18,13 @@ class BackendError(DatagenError):
         self.retry_after = retry_after
 
 
+class BatchRefused(BackendError):
+    """The server refused a request carrying several prompts (llama.cpp's server takes one): send them one by one."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=True)
+
+
 class FatalBackendError(Unavailable):
     """Nothing will work (bad key, unknown model, unreachable server): stop the run."""
 

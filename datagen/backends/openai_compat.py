@@ -6,7 +6,7 @@ import re
 import time
 
 from datagen import config
-from datagen.backends.base import BackendError, FatalBackendError, estimate_tokens
+from datagen.backends.base import BackendError, BatchRefused, FatalBackendError, estimate_tokens
 from datagen.records import Generation, Prompt
 
 
@@ -64,6 +64,7 @@ class OpenAIBackend:
         self.context_window = context_window
         # The Chat API takes one conversation per request; the Completion API takes a list of prompts.
         self.max_batch = 1 if mode == "chat" else max(1, prompts_per_request)
+        self._batch_ok = False  # a multi-prompt request has been answered in full
         base_url = base_url or config.env("openai_base_url")
         if base_url and not re.match(r"^https?://[^/\s]+", base_url):
             raise FatalBackendError(f"bad base URL {base_url!r}: expected http(s)://host[:port]/v1")
@@ -107,6 +108,10 @@ class OpenAIBackend:
         # Malformed or truncated bodies surface as decode/validation errors: the next try may be fine.
         return BackendError(f"bad response: {exc.__class__.__name__}: {_first_line(exc)}", retryable=True)
 
+    def _refused(self, why: str) -> BatchRefused:
+        self.max_batch = 1
+        return BatchRefused(f"{self.base_url or 'the server'} does not take several prompts per request ({why})")
+
     async def check(self) -> None:
         try:
             await self.client.models.list()
@@ -148,16 +153,20 @@ class OpenAIBackend:
                     kwargs["stop"] = p0.stop[:4]
                 resp = await self.client.completions.create(**kwargs)
                 by_index = {c.index: c for c in resp.choices}
-                if len(by_index) < len(prompts):  # e.g. llama-cpp-python's server reads only the first prompt
-                    raise FatalBackendError(
-                        f"server answered {len(by_index)} of {len(prompts)} prompts sent in one request; "
-                        "it does not batch: use --prompts-per-request 1"
-                    )
+                if len(by_index) < len(prompts):  # some servers read only the first prompt of a list
+                    raise self._refused(f"answered {len(by_index)} of {len(prompts)} prompts sent in one request")
+                self._batch_ok = self._batch_ok or len(prompts) > 1
                 texts = [(by_index[i].text or "", by_index[i].finish_reason) for i in range(len(prompts))]
         except (BackendError, FatalBackendError):
             raise
         except Exception as exc:
-            raise self._classify(exc) from None
+            err = self._classify(exc)
+            # llama.cpp's server answers a list of prompts with HTTP 500; retrying it 150 times helped no one.
+            # Until one multi-prompt request has worked, a refusal of one means the server takes one prompt.
+            status = getattr(exc, "status_code", None)
+            if len(prompts) > 1 and not self._batch_ok and status is not None and status >= 400 and status not in (401, 403, 404, 408, 409, 429):
+                raise self._refused(str(err)) from None
+            raise err from None
         latency = time.perf_counter() - t0
         usage = getattr(resp, "usage", None)
         est_in = [self.count_tokens(p.text) for p in prompts]

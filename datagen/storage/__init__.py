@@ -3,8 +3,12 @@
 from datagen.storage.db import DEFAULT_URL, StorageError, connect, dispose_all, resolve_url
 from datagen.storage.models import Audit, InstanceRow, Request, Run, Sample
 from datagen.storage.runs import (
+    HEARTBEAT,
+    STALE_AFTER,
     RunStats,
     add_sample,
+    begin_request,
+    end_request,
     finish_sample,
     get_run,
     indexed_instructions,
@@ -14,6 +18,9 @@ from datagen.storage.runs import (
     open_run,
     pending_samples,
     run_stats,
+    set_classification,
     set_run_state,
+    shown_state,
+    touch_run,
 )
 

@@ -28,13 +28,18 @@ class Run(SQLModel, table=True):
     model: str
     target: int
     config: str = Field(default="{}", sa_column=Column(Text, nullable=False))
-    state: str = "running"  # running | finished | failed
+    state: str = "running"  # running | finished | failed | interrupted (see storage.runs.shown_state)
     created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)  # also the live run's heartbeat
 
 
 class Request(SQLModel, table=True):
-    """Every call to a model, one row per attempt (retries included), like `llm`'s log."""
+    """Every HTTP request to a model, one row per attempt (retries included), like `llm`'s log.
+
+    The row is written before the request is sent (state `sent`) and completed when it returns
+    (`done`), so a killed run loses no attempt. A request carrying several prompts is one row whose
+    `prompt` and `response` are JSON arrays (`prompts` > 1).
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", index=True)
@@ -51,6 +56,8 @@ class Request(SQLModel, table=True):
     error: str | None = None
     attempt: int = 1
     created_at: datetime = Field(default_factory=utcnow)
+    state: str = "done"  # sent (no answer yet, or the run died) | done | cancelled (the run stopped it)
+    prompts: int = 1  # prompts carried by this one request
 
 
 class Sample(SQLModel, table=True):

@@ -7,7 +7,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
@@ -16,6 +16,12 @@ from sqlmodel import Session
 
 from datagen.records import KEPT, LIVE, Candidate, Generation, Status
 from datagen.storage.models import InstanceRow, Request, Run, Sample, utcnow
+
+# A live run touches its row every HEARTBEAT; a `running` run silent for STALE_AFTER died without
+# saying so (kill -9, machine gone) and is shown as interrupted. (The run lease replaces this guess.)
+HEARTBEAT = timedelta(seconds=30)
+STALE_AFTER = 4 * HEARTBEAT
+
 
 def instruction_hash(text: str) -> str:
     norm = re.sub(r"\s+", " ", text.strip().lower())
@@ -51,6 +57,54 @@ def open_run(engine: Engine, name: str, *, lang: str, api: str, model: str, targ
 def set_run_state(engine: Engine, run_id: int, state: str) -> None:
     with Session(engine) as s:
         s.execute(update(Run).where(Run.id == run_id).values(state=state, updated_at=utcnow()))
+        s.commit()
+
+
+def touch_run(engine: Engine, run_id: int) -> None:
+    """The live run's heartbeat."""
+    with Session(engine) as s:
+        s.execute(update(Run).where(Run.id == run_id).values(updated_at=utcnow()))
+        s.commit()
+
+
+def shown_state(run: Run, now: datetime | None = None) -> str:
+    """The state to show: a `running` run without a recent heartbeat is `interrupted`."""
+    if run.state != "running":
+        return run.state
+    seen = run.updated_at if run.updated_at.tzinfo else run.updated_at.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return "interrupted" if (now or utcnow()) - seen > STALE_AFTER else "running"
+
+
+def begin_request(engine: Engine, run_id: int, stage: str, model: str, prompts: list[str], *, attempt: int = 1) -> int:
+    """The ledger row of one HTTP request, written before it is sent."""
+    text = prompts[0] if len(prompts) == 1 else json.dumps(prompts, ensure_ascii=False)
+    row = Request(run_id=run_id, stage=stage, model=model, prompt_hash=prompt_hash(text), prompt=text,
+                  attempt=attempt, state="sent", prompts=len(prompts))
+    with Session(engine) as s:
+        s.add(row)
+        s.commit()
+        return row.id
+
+
+def end_request(engine: Engine, row_id: int, gens: list[Generation], *, cost: float = 0.0, state: str = "done") -> None:
+    """Complete a ledger row: one Generation per prompt, or one carrying the error."""
+    texts = [g.text for g in gens]
+    finish = sorted({g.finish_reason for g in gens if g.finish_reason})
+    with Session(engine) as s:
+        s.execute(
+            update(Request)
+            .where(Request.id == row_id)
+            .values(
+                response=texts[0] if len(texts) == 1 else json.dumps(texts, ensure_ascii=False),
+                tokens_in=sum(g.tokens_in for g in gens),
+                tokens_out=sum(g.tokens_out for g in gens),
+                cost=cost,
+                finish_reason=",".join(finish) or None,
+                latency_ms=int(max(g.latency_s for g in gens) * 1000),
+                error=gens[0].error if len(gens) == 1 else None,
+                state=state,
+            )
+        )
         s.commit()
 
 
@@ -113,6 +167,13 @@ def add_sample(engine: Engine, run_id: int, c: Candidate) -> int | None:
         return row.id
 
 
+def set_classification(engine: Engine, sample_id: int, value: bool) -> None:
+    """Store the classify verdict as it arrives, so a resumed run does not pay for it again."""
+    with Session(engine) as s:
+        s.execute(update(Sample).where(Sample.id == sample_id).values(is_classification=value, updated_at=utcnow()))
+        s.commit()
+
+
 def finish_sample(engine: Engine, sample_id: int, c: Candidate) -> None:
     """Record the verdict on a pending sample and its instances, atomically."""
     with Session(engine) as s:
@@ -145,6 +206,7 @@ def pending_samples(engine: Engine, run_id: int) -> list[Candidate]:
                 request_id=r.request_id,
                 nearest=r.nearest,
                 nearest_score=r.nearest_score,
+                is_classification=r.is_classification,
                 sample_id=r.id,
             )
             for r in rows
@@ -222,5 +284,7 @@ def run_stats(engine: Engine, run_id: int) -> RunStats:
 def list_runs(engine: Engine) -> list[tuple[Run, RunStats]]:
     with Session(engine) as s:
         runs = list(s.execute(select(Run).order_by(Run.id)).scalars())
+    for r in runs:  # detached copies: what callers show, never written back
+        r.state = shown_state(r)
     return [(r, run_stats(engine, r.id)) for r in runs]
 
