@@ -13,11 +13,13 @@ from fastapi.staticfiles import StaticFiles
 
 from api.config import ConfigError, Settings
 from api.deps import read_access
-from api.routes import export, runs, samples, stats
+from api.routes import export, runs, samples, schedules, stats
 from api.security import BodyLimit, SecurityHeaders, install_log_scrubbing
 from api.services import NeighbourCache
 from datagen import storage
+from datagen.errors import DatagenError
 from datagen.storage import queries
+from datagen.storage.schedules import ScheduleExists, ScheduleNotFound
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("api")
@@ -36,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.neighbours = NeighbourCache(engine)
 
     api_deps = [Depends(read_access)]
-    for module in (runs, samples, stats, export):
+    for module in (runs, samples, stats, export, schedules):
         app.include_router(module.router, prefix="/api", dependencies=api_deps)
 
     @app.get("/api/health", tags=["meta"])
@@ -55,6 +57,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _bad_query(_req: Request, exc: queries.QueryError):
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(ScheduleNotFound)
+    async def _no_schedule(_req: Request, exc: ScheduleNotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ScheduleExists)
+    async def _schedule_exists(_req: Request, exc: ScheduleExists):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(DatagenError)
+    async def _refused(_req: Request, exc: DatagenError):  # bad cron, zone, job options, ...
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
     @app.exception_handler(storage.StorageError)
     async def _storage(_req: Request, exc: storage.StorageError):
         return JSONResponse({"detail": str(exc)}, status_code=503)
@@ -70,6 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def dashboard():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/jobs", include_in_schema=False)
+    def jobs_page():
+        return FileResponse(STATIC / "jobs.html", media_type="text/html")
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)

@@ -15,6 +15,10 @@ from rich.table import Table
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Self-instruct data: generate, curate, export.")
 seeds_app = typer.Typer(no_args_is_help=True, help="Inspect seed task pools.")
 app.add_typer(seeds_app, name="seeds")
+from datagen.jobs.schedule_cli import schedule_app, scheduler_command  # noqa: E402
+
+app.add_typer(schedule_app, name="schedule")
+app.command("scheduler")(scheduler_command)
 
 DB = typer.Option(None, "--db", envvar="DATAGEN_DATABASE_URL", help="SQLAlchemy URL or SQLite path [default: sqlite:///datagen.db]")
 

@@ -110,3 +110,25 @@ class Audit(SQLModel, table=True):
     before: str | None = Field(default=None, sa_column=Column(Text))
     after: str | None = Field(default=None, sa_column=Column(Text))
     at: datetime = Field(default_factory=utcnow)
+
+
+class Schedule(SQLModel, table=True):
+    """A cron line that submits a job (kind + CLI-style args) on every slot; see datagen/jobs/schedules.py.
+
+    Times are naive UTC in the database (a server's zone never shifts them); `tz` is the IANA zone
+    the cron fields are read in.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    cron: str
+    tz: str = "UTC"
+    kind: str
+    args: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list of CLI args
+    queue: str = "default"
+    misfire: str = "skip"  # skip | run_once | catch_up:N
+    overlap: str = "skip"  # skip | queue | replace
+    paused: bool = False
+    next_fire_at: datetime | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

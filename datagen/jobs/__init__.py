@@ -1,0 +1,1 @@
+"""Jobs: the queue, workers, cron schedules and the scheduler."""

@@ -1,0 +1,112 @@
+"""Stored schedules: create, list, pause, resume, remove, and the scheduler's compare-and-set advance."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from datagen.storage.db import StorageError
+from datagen.storage.models import Schedule, utcnow
+
+
+class ScheduleNotFound(StorageError):
+    pass
+
+
+class ScheduleExists(StorageError):
+    pass
+
+
+def to_db(dt: datetime | None) -> datetime | None:
+    """Aware -> naive UTC, the form every schedule time has in the database."""
+    return None if dt is None else dt.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def from_db(dt: datetime | None) -> datetime | None:
+    return None if dt is None else (dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc))
+
+
+def _out(row: Schedule) -> Schedule:
+    row.next_fire_at = from_db(row.next_fire_at)
+    row.created_at, row.updated_at = from_db(row.created_at), from_db(row.updated_at)
+    return row
+
+
+def args_of(row: Schedule) -> list[str]:
+    return json.loads(row.args)
+
+
+def add_schedule(
+    engine: Engine, name: str, *, cron: str, tz: str, kind: str, args: list[str], queue: str,
+    misfire: str, overlap: str, next_fire_at: datetime,
+) -> Schedule:
+    row = Schedule(
+        name=name, cron=cron, tz=tz, kind=kind, args=json.dumps(args), queue=queue, misfire=misfire,
+        overlap=overlap, next_fire_at=to_db(next_fire_at),
+    )
+    with Session(engine, expire_on_commit=False) as s:
+        s.add(row)
+        try:
+            s.commit()
+        except IntegrityError:
+            raise ScheduleExists(f"a schedule named {name!r} exists already") from None
+        return _out(row)
+
+
+def list_schedules(engine: Engine) -> list[Schedule]:
+    with Session(engine) as s:
+        return [_out(r) for r in s.exec(select(Schedule).order_by(Schedule.name)).scalars().all()]
+
+
+def get_schedule(engine: Engine, name: str) -> Schedule:
+    """By name, or by id when `name` is all digits (the API and dashboard use ids)."""
+    with Session(engine) as s:
+        col = Schedule.id if name.isdigit() else Schedule.name
+        row = s.exec(select(Schedule).where(col == (int(name) if name.isdigit() else name))).scalars().first()
+    if row is None:
+        raise ScheduleNotFound(f"no schedule {name!r}")
+    return _out(row)
+
+
+def set_paused(engine: Engine, schedule_id: int, paused: bool, next_fire_at: datetime | None = None) -> None:
+    values = {"paused": paused, "updated_at": utcnow()}
+    if next_fire_at is not None:
+        values["next_fire_at"] = to_db(next_fire_at)
+    with Session(engine) as s:
+        s.execute(update(Schedule).where(Schedule.id == schedule_id).values(**values))
+        s.commit()
+
+
+def remove_schedule(engine: Engine, schedule_id: int) -> None:
+    """The schedule goes; the jobs it submitted stay in the history."""
+    with Session(engine) as s:
+        row = s.get(Schedule, schedule_id)
+        if row is None:
+            raise ScheduleNotFound(f"no schedule {schedule_id}")
+        s.delete(row)
+        s.commit()
+
+
+def due_schedules(engine: Engine, now: datetime) -> list[Schedule]:
+    with Session(engine) as s:
+        rows = s.exec(
+            select(Schedule).where(Schedule.paused.is_(False), Schedule.next_fire_at <= to_db(now)).order_by(Schedule.next_fire_at)
+        ).scalars().all()
+        return [_out(r) for r in rows]
+
+
+def advance(engine: Engine, schedule_id: int, expected: datetime, new: datetime) -> bool:
+    """Move next_fire_at from `expected` to `new`; False when another scheduler moved it first."""
+    with Session(engine) as s:
+        res = s.execute(
+            update(Schedule)
+            .where(Schedule.id == schedule_id, Schedule.next_fire_at == to_db(expected), Schedule.paused.is_(False))
+            .values(next_fire_at=to_db(new), updated_at=utcnow())
+        )
+        s.commit()
+        return res.rowcount == 1
