@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -42,8 +42,6 @@ class Clock:
         self.t0 = time.monotonic()
 
     def now(self) -> datetime:
-        from datetime import timedelta
-
         return self.origin + timedelta(seconds=(time.monotonic() - self.t0) * self.speed)
 
 
@@ -61,33 +59,39 @@ def tick(engine: Engine, now: datetime) -> TickResult:
     """Fire every due slot of every active schedule once; return what was done (by this caller)."""
     out = TickResult()
     for sch in store.due_schedules(engine, now):
-        due = cron.slots_between(sch.cron, sch.tz, sch.next_fire_at, now)
-        plan = cron.plan_due(due, now, cron.parse_misfire(sch.misfire))
-        args = store.args_of(sch)
-        for slot, reason in plan.missed:
-            if queue.record_skipped(engine, sch.kind, args, queue=sch.queue, unique_key=slot_key(sch.id, slot),
+        try:
+            _fire(engine, sch, now, out)
+        except Exception:  # noqa: BLE001 - one broken schedule must not stop the others
+            log.exception("schedule %s: tick failed", sch.name)
+    return out
+
+
+def _fire(engine: Engine, sch, now: datetime, out: TickResult) -> None:
+    due = cron.slots_between(sch.cron, sch.tz, sch.next_fire_at, now)
+    plan = cron.plan_due(due, now, cron.parse_misfire(sch.misfire))
+    args = store.args_of(sch)
+    for slot, reason in plan.missed:
+        if queue.record_skipped(engine, sch.kind, args, queue=sch.queue, unique_key=slot_key(sch.id, slot),
+                                schedule_id=sch.id, scheduled_for=slot, reason=reason):
+            out.skipped.append((sch.name, slot, reason))
+    for slot in plan.fire:
+        key = slot_key(sch.id, slot)
+        active = [j for j in queue.active_for_schedule(engine, sch.id) if j.unique_key != key]
+        if active and sch.overlap == "skip":
+            reason = f"skipped: job {active[0].id} of this schedule is still {active[0].state} (overlap=skip)"
+            if queue.record_skipped(engine, sch.kind, args, queue=sch.queue, unique_key=key,
                                     schedule_id=sch.id, scheduled_for=slot, reason=reason):
                 out.skipped.append((sch.name, slot, reason))
-        for slot in plan.fire:
-            key = slot_key(sch.id, slot)
-            active = [j for j in queue.active_for_schedule(engine, sch.id) if j.unique_key != key]
-            if active and sch.overlap == "skip":
-                reason = f"skipped: job {active[0].id} of this schedule is still {active[0].state} (overlap=skip)"
-                if queue.record_skipped(engine, sch.kind, args, queue=sch.queue, unique_key=key,
-                                        schedule_id=sch.id, scheduled_for=slot, reason=reason):
-                    out.skipped.append((sch.name, slot, reason))
-                continue
-            if active and sch.overlap == "replace":
-                for j in active:
-                    queue.cancel(engine, j.id, reason=f"replaced by the {cron.local_time(slot, sch.tz)} slot (overlap=replace)")
-            # overlap=queue: the new job waits in the queue; jobs on one run never run together (run lease).
-            job = queue.submit(engine, sch.kind, args, queue=sch.queue, unique_key=key, schedule_id=sch.id, scheduled_for=slot)
-            if job is not None:
-                out.fired.append(job.id)
-                log.info("schedule %s: slot %s -> job %s", sch.name, cron.local_time(slot, sch.tz), job.id)
-        last = due[-1]
-        store.advance(engine, sch.id, sch.next_fire_at, cron.next_after(sch.cron, sch.tz, last))
-    return out
+            continue
+        if active and sch.overlap == "replace":
+            for j in active:
+                queue.cancel(engine, j.id, reason=f"replaced by the {cron.local_time(slot, sch.tz)} slot (overlap=replace)")
+        # overlap=queue: the new job waits in the queue; jobs on one run never run together (run lease).
+        job = queue.submit(engine, sch.kind, args, queue=sch.queue, unique_key=key, schedule_id=sch.id, scheduled_for=slot)
+        if job is not None:
+            out.fired.append(job.id)
+            log.info("schedule %s: slot %s -> job %s", sch.name, cron.local_time(slot, sch.tz), job.id)
+    store.advance(engine, sch.id, sch.next_fire_at, cron.next_after(sch.cron, sch.tz, due[-1]))
 
 
 def run(engine: Engine, *, tick_s: float = DEFAULT_TICK, clock: Clock | None = None, alive_file: Path | None = None,
