@@ -6,6 +6,7 @@ The scheduler is driven by explicit instants (`tick(engine, now)`), the same fun
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -87,3 +88,179 @@ def test_misfire_policies():
     assert plan_due(due, late, parse_misfire("run_once")).fire == [due[-1]]
     cu = plan_due(due, late, parse_misfire("catch_up:2"))
     assert cu.fire == due[-2:] and len(cu.missed) == 3
+
+
+# --- the REST API (a real app over a real SQLite file) ------------------------------------------
+
+
+@pytest.fixture()
+def api_client(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from api.config import Settings
+    from api.main import create_app
+    from conftest import TOKEN
+    from datagen import storage
+
+    app = create_app(Settings(db_url=f"sqlite:///{tmp_path / 'api.db'}", token=TOKEN))
+    with TestClient(app) as c:
+        c.auth = {"Authorization": f"Bearer {TOKEN}"}
+        yield c
+    storage.dispose_all()
+
+
+NIGHTLY = {"name": "nightly", "cron": "30 2 * * *", "tz": "America/New_York",
+           "job": ["generate", "--api", "chat", "-n", "50", "--run", "nightly"], "misfire": "catch_up:2", "overlap": "queue"}
+
+
+def test_schedule_api(api_client):
+    c = api_client
+    assert c.post("/api/schedules", json=NIGHTLY).status_code == 401  # writes need the token
+    r = c.post("/api/schedules", json=NIGHTLY, headers=c.auth)
+    assert r.status_code == 201, r.text
+    sch = r.json()
+    assert sch["next_fire_local"].endswith(("02:30 EST", "02:30 EDT")) and sch["args"][-1] == "nightly"
+    assert c.post("/api/schedules", json=NIGHTLY, headers=c.auth).status_code == 409
+    for bad, msg in [({"cron": "0 2 * *"}, "bad cron"), ({"tz": "Mars/Base"}, "unknown time zone"),
+                     ({"job": ["mine-bitcoin"]}, "mine-bitcoin"), ({"job": ["generate", "--no-such-option"]}, "no-such-option"),
+                     ({"misfire": "often"}, "bad --misfire"), ({"overlap": "both"}, "bad --overlap")]:
+        r = c.post("/api/schedules", json={**NIGHTLY, "name": "x", **bad}, headers=c.auth)
+        assert r.status_code == 422 and msg in r.json()["detail"], (bad, r.text)
+    assert [s["name"] for s in c.get("/api/schedules").json()] == ["nightly"]
+
+    assert c.post(f"/api/schedules/{sch['id']}/pause", headers=c.auth).json()["paused"] is True
+    resumed = c.post("/api/schedules/nightly/resume", headers=c.auth).json()
+    assert resumed["paused"] is False and resumed["next_fire_at"]
+    job = c.post(f"/api/schedules/{sch['id']}/run-now", headers=c.auth)
+    assert job.status_code == 201
+    got = c.get(f"/api/jobs/{job.json()['job_id']}").json()
+    assert (got["state"], got["schedule"], got["kind"]) == ("queued", "nightly", "generate")
+    assert c.delete("/api/schedules/nightly").status_code == 401
+    assert c.delete("/api/schedules/nightly", headers=c.auth).status_code == 204
+    assert c.get("/api/schedules/nightly").status_code == 404
+    # The job outlives its schedule in the history.
+    assert c.get(f"/api/jobs/{job.json()['job_id']}").json()["state"] == "queued"
+
+    paths = c.get("/openapi.json").json()["paths"]
+    assert {"/api/schedules", "/api/schedules/{ref}/run-now", "/api/jobs", "/api/jobs/{job_id}/cancel"} <= set(paths)
+
+
+def test_schedule_cli(tmp_path):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = core_env(DATAGEN_DATABASE_URL=db)
+    job = ["--", "generate", "--api", "chat", "-n", "5", "--run", "n1"]
+    for args, msg in [
+        (["--cron", "0 25 * * *", *job], "bad cron"),
+        (["--cron", "0 2 * * *", "--tz", "Europe/Atlantis", *job], "unknown time zone"),
+        (["--cron", "0 2 * * *", "--", "frobnicate"], "frobnicate"),
+        (["--cron", "0 2 * * *", "--", "generate", "--lang", "fr"], "lang"),
+        (["--cron", "0 2 * * *", "--misfire", "catch_up:zero", *job], "bad --misfire"),
+        (["--cron", "0 2 * * *"], "no job given"),
+    ]:
+        line = core_one_line_error(core_cli("schedule", "add", "n1", *args, env=env))
+        assert msg in line, (args, line)
+    ok = core_cli("schedule", "add", "n1", "--cron", "0 2 * * *", "--tz", "Asia/Shanghai", *job, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "next=" in ok.stdout and "02:00 CST" in ok.stdout
+    assert "exists already" in core_one_line_error(core_cli("schedule", "add", "n1", "--cron", "0 3 * * *", *job, env=env))
+    listed = core_cli("schedule", "list", env=env)
+    assert "n1" in listed.stdout and "generate --api chat -n 5 --run n1" in listed.stdout
+    assert "paused" in core_cli("schedule", "pause", "n1", env=env).stdout
+    assert "02:00 CST" in core_cli("schedule", "resume", "n1", env=env).stdout
+    queued = core_cli("schedule", "run-now", "n1", env=env)
+    assert re.fullmatch(r"queued job \d+\n", queued.stdout), queued.stderr
+    assert "no schedule" in core_one_line_error(core_cli("schedule", "pause", "nope", env=env))
+    assert core_cli("schedule", "remove", "n1", env=env).returncode == 0
+    assert core_cli("schedule", "list", env=env).stdout == ""
+
+
+# --- the scheduler over a real SQLite file ----------------------------------------------------
+
+
+@pytest.fixture()
+def engine(tmp_path):
+    from datagen import storage
+
+    yield storage.connect(f"sqlite:///{tmp_path / 'sched.db'}")
+    storage.dispose_all()
+
+
+def jobs_of(engine, name):
+    from datagen.jobs import queue
+    from datagen.storage import schedules as store
+
+    sid = store.get_schedule(engine, name).id
+    return sorted((j for j in queue.list_jobs(engine) if j.schedule_id == sid), key=lambda j: (j.scheduled_for, j.id))
+
+
+def every_minute(engine, name="m", **kw):
+    return schedules.create(engine, name, cron="* * * * *", tz="Asia/Shanghai",
+                            job=["generate", "--api", "chat", "-n", "5", "--run", name], now=utc(2026, 12, 2, 10, 0, 30), **kw)
+
+
+def test_two_schedulers_never_fire_a_slot_twice(engine):
+    from datagen.jobs.scheduler import tick
+
+    every_minute(engine, overlap="queue")
+    instants = [utc(2026, 12, 2, 10, 1, 0) + timedelta(seconds=7 * i) for i in range(40)]  # slots 10:01 .. 10:05
+    errors = []
+
+    def scheduler():
+        try:
+            for t in instants:
+                tick(engine, t)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scheduler) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    slots = [j.scheduled_for for j in jobs_of(engine, "m")]
+    assert [s.replace(tzinfo=UTC) if s.tzinfo is None else s for s in slots] == [utc(2026, 12, 2, 10, m) for m in range(1, 6)]
+    assert {j.state for j in jobs_of(engine, "m")} == {"queued"}
+
+
+def test_overlap_skip_and_replace_are_stored_with_reasons(engine):
+    from datagen.jobs.scheduler import tick
+
+    every_minute(engine, "s", overlap="skip")
+    every_minute(engine, "r", overlap="replace")
+    tick(engine, utc(2026, 12, 2, 10, 1, 1))
+    tick(engine, utc(2026, 12, 2, 10, 2, 1))
+    s1, s2 = jobs_of(engine, "s")
+    assert (s1.state, s2.state) == ("queued", "skipped")
+    assert f"job {s1.id}" in s2.message and "overlap=skip" in s2.message
+    r1, r2 = jobs_of(engine, "r")
+    assert (r1.state, r2.state) == ("cancelled", "queued") and "overlap=replace" in r1.message
+
+
+def test_misfire_after_downtime(engine):
+    from datagen.jobs.scheduler import tick
+
+    every_minute(engine, "skip")
+    every_minute(engine, "once", misfire="run_once")
+    every_minute(engine, "two", misfire="catch_up:2")
+    tick(engine, utc(2026, 12, 2, 10, 10, 30))  # down since 10:00:30: slots 10:01 .. 10:10, the newest 30 s old
+    for name, fired in (("skip", 1), ("once", 1), ("two", 2)):
+        jobs = jobs_of(engine, name)
+        assert len(jobs) == 10
+        skipped = [j for j in jobs if j.state == "skipped"]
+        assert len(skipped) == 10 - fired and all("missed" in j.message for j in skipped)
+    tick(engine, utc(2026, 12, 2, 11, 0, 30))  # down again for 50 min: skip runs none of it
+    assert [j.state for j in jobs_of(engine, "skip")][-50:] == ["skipped"] * 50
+
+
+def test_paused_schedules_do_not_fire(engine):
+    from datagen.jobs.scheduler import tick
+
+    every_minute(engine, "p")
+    schedules.pause(engine, "p")
+    tick(engine, utc(2026, 12, 2, 10, 5, 1))
+    assert jobs_of(engine, "p") == []
+    sch = schedules.resume(engine, "p", now=utc(2026, 12, 2, 10, 5, 1))
+    assert sch.next_fire_at == utc(2026, 12, 2, 10, 6)  # the paused slots are not run
+    tick(engine, utc(2026, 12, 2, 10, 6, 2))
+    assert len(jobs_of(engine, "p")) == 1
