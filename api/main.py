@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.config import ConfigError, Settings
 from api.deps import read_access
-from api.routes import export, runs, samples, schedules, stats
+from api.routes import export, jobs, runs, samples, schedules, stats
 from api.security import BodyLimit, SecurityHeaders, install_log_scrubbing
 from api.services import NeighbourCache
 from datagen import storage
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.neighbours = NeighbourCache(engine)
 
     api_deps = [Depends(read_access)]
-    for module in (runs, samples, stats, export, schedules):
+    for module in (runs, samples, stats, export, schedules, jobs):
         app.include_router(module.router, prefix="/api", dependencies=api_deps)
 
     @app.get("/api/health", tags=["meta"])
