@@ -15,6 +15,9 @@ from rich.table import Table
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Self-instruct data: generate, curate, export.")
 seeds_app = typer.Typer(no_args_is_help=True, help="Inspect seed task pools.")
 app.add_typer(seeds_app, name="seeds")
+from datagen.dbcli import db_app  # noqa: E402  (sub-apps live in their own modules)
+
+app.add_typer(db_app, name="db")
 
 DB = typer.Option(None, "--db", envvar="DATAGEN_DATABASE_URL", help="SQLAlchemy URL or SQLite path [default: sqlite:///datagen.db]")
 
