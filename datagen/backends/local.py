@@ -65,8 +65,12 @@ def materialize(gguf: Path) -> Path:
         tok.save_pretrained(tmp)
         plain.save_pretrained(tmp)
         tmp.rename(target)
-    except FileExistsError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+    except OSError:
+        # Another process finished first: renaming onto its non-empty directory fails with
+        # ENOTEMPTY (not FileExistsError), so look at the result rather than the errno.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
