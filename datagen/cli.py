@@ -22,6 +22,9 @@ app.add_typer(db_app, name="db")
 DB = typer.Option(None, "--db", envvar="DATAGEN_DATABASE_URL", help="SQLAlchemy URL or SQLite path [default: sqlite:///datagen.db]")
 
 
+DRAINED = 75  # exit status of a generate stopped by SIGTERM before its target (EX_TEMPFAIL: run it again)
+
+
 def fail(msg: str, code: int = 1) -> None:
     """One line on stderr and a non-zero exit: what a user sees for bad input, never a traceback."""
     print(f"error: {msg}", file=sys.stderr)
@@ -30,6 +33,7 @@ def fail(msg: str, code: int = 1) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from datagen.backends import FatalBackendError
+    from datagen.errors import DatagenError
     from datagen.export import ExportError
     from datagen.pipeline import PipelineError
     from datagen.prompts import PromptError
@@ -37,7 +41,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from datagen.storage import StorageError
     from sqlalchemy.exc import SQLAlchemyError
 
-    return (FatalBackendError, ExportError, PipelineError, PromptError, SeedError, StorageError, SQLAlchemyError, ValueError, OSError)
+    return (DatagenError, FatalBackendError, ExportError, PipelineError, PromptError, SeedError, StorageError, SQLAlchemyError, ValueError, OSError)
 
 
 @app.command()
@@ -71,8 +75,12 @@ def generate(
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M output tokens."),
     random_seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for example sampling."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    lease_wait: float = typer.Option(0.0, "--lease-wait", help="Seconds to wait while another live process generates this run [default: refuse at once]."),
 ) -> None:
-    """Generate instructions, classify them, write instances, filter, store. Resumable by --run name."""
+    """Generate instructions, classify them, write instances, filter, store. Resumable by --run name.
+
+    One process generates a run at a time. SIGTERM drains (in-flight candidates finish) and exits 75.
+    """
     from datagen.generate import GenerateOptions, generate as run_generate
     from datagen.pipeline import PipelineConfig
     from datagen import progress as live
@@ -82,7 +90,7 @@ def generate(
             run=run, api=api, model=model, base_url=base_url, lang=lang, seeds=seeds, prompts=prompts, db=db,
             concurrency=concurrency, batch_size=batch_size, prompts_per_request=prompts_per_request, rpm=rpm, tpm=tpm,
             max_tries=max_tries, timeout=timeout, context_window=context_window, price_in=price_in, price_out=price_out,
-            pipeline=PipelineConfig(
+            lease_wait=lease_wait, pipeline=PipelineConfig(
                 target=num_instructions, threshold=threshold, num_seed_examples=num_seed_examples,
                 num_machine_examples=num_machine_examples, new_per_prompt=new_per_prompt, max_instances=max_instances,
                 temperature=temperature, top_p=top_p,
@@ -110,6 +118,9 @@ def generate(
         f"run={name} accepted={prog.accepted} rejected={rejected} seconds={secs:.1f} "
         f"per_minute={prog.accepted * 60 / max(secs, 1e-6):.1f}"
     )
+    if prog.accepted < prog.target:  # drained by SIGTERM: resumable, not finished
+        print(f"stopped at {prog.accepted}/{prog.target}; resume with --run {name}", file=sys.stderr)
+        raise typer.Exit(DRAINED)
 
 
 @app.command()

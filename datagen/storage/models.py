@@ -110,3 +110,17 @@ class Audit(SQLModel, table=True):
     before: str | None = Field(default=None, sa_column=Column(Text))
     after: str | None = Field(default=None, sa_column=Column(Text))
     at: datetime = Field(default_factory=utcnow)
+
+
+class RunLease(SQLModel, table=True):
+    """Who is generating a run now. One row per run being generated; a holder renews `expires_at`."""
+
+    __tablename__ = "run_lease"
+
+    run_name: str = Field(primary_key=True)
+    holder: str  # a token unique to one acquisition, so a holder that lost its lease can tell
+    host: str
+    pid: int
+    since: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
