@@ -18,6 +18,10 @@ app.add_typer(seeds_app, name="seeds")
 from datagen.dbcli import db_app  # noqa: E402  (sub-apps live in their own modules)
 
 app.add_typer(db_app, name="db")
+from datagen.jobs.cli import jobs_app, worker  # noqa: E402
+
+app.add_typer(jobs_app, name="jobs")
+app.command("worker")(worker)
 
 DB = typer.Option(None, "--db", envvar="DATAGEN_DATABASE_URL", help="SQLAlchemy URL or SQLite path [default: sqlite:///datagen.db]")
 

@@ -1,0 +1,1 @@
+"""Jobs: stored generate / export / dedup commands that `datagen worker` processes claim and run."""
