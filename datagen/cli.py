@@ -15,12 +15,22 @@ from rich.table import Table
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Self-instruct data: generate, curate, export.")
 seeds_app = typer.Typer(no_args_is_help=True, help="Inspect seed task pools.")
 app.add_typer(seeds_app, name="seeds")
+from datagen.dbcli import db_app  # noqa: E402  (sub-apps live in their own modules)
+
+app.add_typer(db_app, name="db")
+from datagen.jobs.cli import jobs_app, worker  # noqa: E402
+
+app.add_typer(jobs_app, name="jobs")
+app.command("worker")(worker)
 from datagen.jobs.schedule_cli import schedule_app, scheduler_command  # noqa: E402
 
 app.add_typer(schedule_app, name="schedule")
 app.command("scheduler")(scheduler_command)
 
 DB = typer.Option(None, "--db", envvar="DATAGEN_DATABASE_URL", help="SQLAlchemy URL or SQLite path [default: sqlite:///datagen.db]")
+
+
+DRAINED = 75  # exit status of a generate stopped by SIGTERM before its target (EX_TEMPFAIL: run it again)
 
 
 def fail(msg: str, code: int = 1) -> None:
@@ -31,6 +41,7 @@ def fail(msg: str, code: int = 1) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from datagen.backends import FatalBackendError
+    from datagen.errors import DatagenError
     from datagen.export import ExportError
     from datagen.pipeline import PipelineError
     from datagen.prompts import PromptError
@@ -38,7 +49,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from datagen.storage import StorageError
     from sqlalchemy.exc import SQLAlchemyError
 
-    return (FatalBackendError, ExportError, PipelineError, PromptError, SeedError, StorageError, SQLAlchemyError, ValueError, OSError)
+    return (DatagenError, FatalBackendError, ExportError, PipelineError, PromptError, SeedError, StorageError, SQLAlchemyError, ValueError, OSError)
 
 
 @app.command()
@@ -72,8 +83,12 @@ def generate(
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M output tokens."),
     random_seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for example sampling."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    lease_wait: float = typer.Option(0.0, "--lease-wait", help="Seconds to wait while another live process generates this run [default: refuse at once]."),
 ) -> None:
-    """Generate instructions, classify them, write instances, filter, store. Resumable by --run name."""
+    """Generate instructions, classify them, write instances, filter, store. Resumable by --run name.
+
+    One process generates a run at a time. SIGTERM drains (in-flight candidates finish) and exits 75.
+    """
     from datagen.generate import GenerateOptions, generate as run_generate
     from datagen.pipeline import PipelineConfig
     from datagen import progress as live
@@ -83,7 +98,7 @@ def generate(
             run=run, api=api, model=model, base_url=base_url, lang=lang, seeds=seeds, prompts=prompts, db=db,
             concurrency=concurrency, batch_size=batch_size, prompts_per_request=prompts_per_request, rpm=rpm, tpm=tpm,
             max_tries=max_tries, timeout=timeout, context_window=context_window, price_in=price_in, price_out=price_out,
-            pipeline=PipelineConfig(
+            lease_wait=lease_wait, pipeline=PipelineConfig(
                 target=num_instructions, threshold=threshold, num_seed_examples=num_seed_examples,
                 num_machine_examples=num_machine_examples, new_per_prompt=new_per_prompt, max_instances=max_instances,
                 temperature=temperature, top_p=top_p,
@@ -111,6 +126,9 @@ def generate(
         f"run={name} accepted={prog.accepted} rejected={rejected} seconds={secs:.1f} "
         f"per_minute={prog.accepted * 60 / max(secs, 1e-6):.1f}"
     )
+    if prog.accepted < prog.target:  # drained by SIGTERM: resumable, not finished
+        print(f"stopped at {prog.accepted}/{prog.target}; resume with --run {name}", file=sys.stderr)
+        raise typer.Exit(DRAINED)
 
 
 @app.command()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import threading
 import tomllib
 from datetime import datetime
 from importlib import resources
@@ -14,6 +16,8 @@ from pydantic import BaseModel
 from datagen import storage
 from datagen.backends import FatalBackendError, make_backend
 from datagen.client import LLMClient, Price
+from datagen.errors import DatagenError
+from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, PipelineConfig, Progress
 from datagen.prompts import load_prompts
 from datagen.records import Generation, Prompt
@@ -41,6 +45,7 @@ class GenerateOptions(BaseModel):
     context_window: int | None = None
     price_in: float | None = None
     price_out: float | None = None
+    lease_wait: float = 0.0  # seconds to wait for another live holder of the run (0: refuse at once)
     pipeline: PipelineConfig = PipelineConfig()
 
 
@@ -61,10 +66,16 @@ def price_for(model: str, price_in: float | None, price_out: float | None, api: 
     return Price(price_in if price_in is not None else base.get("input", 0.0), price_out if price_out is not None else base.get("output", 0.0))
 
 
+class LeaseLost(DatagenError):
+    """Another process took the run over (this one stalled past its lease)."""
+
+
 async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]:
-    """Run (or resume) a named generation run until its target is reached.
+    """Run (or resume) a named generation run until its target is reached, holding the run lease.
 
     `on_start(run_name, progress, client, task)` lets a caller watch the run (the CLI shows a live table).
+    SIGTERM (main thread only) drains: no new work, candidates in progress finish, the run stays
+    resumable and the returned progress is short of its target.
     """
     api = pick_api(opts)
     model = opts.model or DEFAULT_MODELS.get(api, "")
@@ -77,7 +88,13 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     existing = storage.get_run(engine, name)
     if existing and existing.lang != opts.lang:
         raise ValueError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
+    lease = RunLeaseHolder(engine, name)
+    await asyncio.to_thread(lease.acquire, opts.lease_wait)
+    with lease:
+        return await _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start)
 
+
+async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start) -> tuple[str, Progress]:
     if api == "local":
         backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window)
         concurrency = 1  # one batch at a time; the batch is the parallelism
@@ -122,15 +139,26 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         client.batch_wait = 0.2
     pipe = Pipeline(cfg, client, engine, run.id, opts.lang, seeds, prompts)
     task = asyncio.create_task(pipe.run())
+    loop = asyncio.get_running_loop()
+    lease.on_lost = lambda: loop.call_soon_threadsafe(task.cancel)
+    draining = threading.current_thread() is threading.main_thread()
+    if draining:
+        loop.add_signal_handler(signal.SIGTERM, pipe.drain)
     try:
         if on_start:
             await on_start(name, pipe.progress, client, task)
         progress = await task
-        storage.set_run_state(engine, run.id, "finished")
+        storage.set_run_state(engine, run.id, "finished" if progress.accepted >= progress.target else "interrupted")
+    except asyncio.CancelledError:
+        if lease.lost:
+            raise LeaseLost(f"run {name!r} was taken over by another process (this one missed its lease); stopped") from None
+        raise
     except (FatalBackendError, Exception):
         storage.set_run_state(engine, run.id, "failed")
         raise
     finally:
+        if draining:
+            loop.remove_signal_handler(signal.SIGTERM)
         if not task.done():
             task.cancel()
         await client.aclose()

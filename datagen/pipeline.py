@@ -107,6 +107,7 @@ class Pipeline:
         self._failures = 0
         self._barren = 0
         self._fatal: BaseException | None = None
+        self.draining = False  # drain(): start no new request
 
     # ------------------------------------------------------------ the loop
 
@@ -127,7 +128,9 @@ class Pipeline:
             while p.accepted < p.target:
                 if self._fatal:
                     raise self._fatal
-                need = p.target - p.accepted - p.in_progress
+                if self.draining and not boots and not work:
+                    break
+                need = 0 if self.draining else p.target - p.accepted - p.in_progress
                 # Each prompt yields several candidates; keep only as many prompts in flight as the gap needs.
                 want = min(self.cfg.max_bootstrap_inflight, max(0, -(-need // max(1, self.cfg.new_per_prompt // 2))))
                 while need > 0 and len(boots) < want:
@@ -141,6 +144,11 @@ class Pipeline:
                 t.cancel()
             await asyncio.gather(*boots, *work, return_exceptions=True)
         return p
+
+    def drain(self) -> None:
+        """Start no new request; run() returns once the requests in flight are answered and stored."""
+        self.draining = True
+        self._changed.set()
 
     def _done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None and self._fatal is None:
@@ -164,7 +172,7 @@ class Pipeline:
                 break  # enough in hand; extra candidates are not judged, so they are not stored either
             p.candidates += 1
             c = self.screen(c)
-            if c.status is Status.pending:
+            if c.status is Status.pending and not self.draining:  # when draining it stays pending for the resume
                 p.in_progress += 1
                 t = asyncio.create_task(self._process(c))
                 work.add(t)
@@ -177,7 +185,12 @@ class Pipeline:
 
     async def _process(self, c: Candidate) -> None:
         try:
+            # Draining: a candidate whose next request has not started stays pending for the resume.
+            if self.draining:
+                return
             c = await self.classify(c)
+            if self.draining:
+                return
             c = await self.instances(c)
             c = self.finish(c)
         finally:

@@ -104,7 +104,7 @@ def api_client(tmp_path):
 
     app = create_app(Settings(db_url=f"sqlite:///{tmp_path / 'api.db'}", token=TOKEN))
     with TestClient(app) as c:
-        c.auth = {"Authorization": f"Bearer {TOKEN}"}
+        c.hdr = {"Authorization": f"Bearer {TOKEN}"}
         yield c
     storage.dispose_all()
 
@@ -116,27 +116,27 @@ NIGHTLY = {"name": "nightly", "cron": "30 2 * * *", "tz": "America/New_York",
 def test_schedule_api(api_client):
     c = api_client
     assert c.post("/api/schedules", json=NIGHTLY).status_code == 401  # writes need the token
-    r = c.post("/api/schedules", json=NIGHTLY, headers=c.auth)
+    r = c.post("/api/schedules", json=NIGHTLY, headers=c.hdr)
     assert r.status_code == 201, r.text
     sch = r.json()
     assert sch["next_fire_local"].endswith(("02:30 EST", "02:30 EDT")) and sch["args"][-1] == "nightly"
-    assert c.post("/api/schedules", json=NIGHTLY, headers=c.auth).status_code == 409
+    assert c.post("/api/schedules", json=NIGHTLY, headers=c.hdr).status_code == 409
     for bad, msg in [({"cron": "0 2 * *"}, "bad cron"), ({"tz": "Mars/Base"}, "unknown time zone"),
                      ({"job": ["mine-bitcoin"]}, "mine-bitcoin"), ({"job": ["generate", "--no-such-option"]}, "no-such-option"),
                      ({"misfire": "often"}, "bad --misfire"), ({"overlap": "both"}, "bad --overlap")]:
-        r = c.post("/api/schedules", json={**NIGHTLY, "name": "x", **bad}, headers=c.auth)
+        r = c.post("/api/schedules", json={**NIGHTLY, "name": "x", **bad}, headers=c.hdr)
         assert r.status_code == 422 and msg in r.json()["detail"], (bad, r.text)
     assert [s["name"] for s in c.get("/api/schedules").json()] == ["nightly"]
 
-    assert c.post(f"/api/schedules/{sch['id']}/pause", headers=c.auth).json()["paused"] is True
-    resumed = c.post("/api/schedules/nightly/resume", headers=c.auth).json()
+    assert c.post(f"/api/schedules/{sch['id']}/pause", headers=c.hdr).json()["paused"] is True
+    resumed = c.post("/api/schedules/nightly/resume", headers=c.hdr).json()
     assert resumed["paused"] is False and resumed["next_fire_at"]
-    job = c.post(f"/api/schedules/{sch['id']}/run-now", headers=c.auth)
+    job = c.post(f"/api/schedules/{sch['id']}/run-now", headers=c.hdr)
     assert job.status_code == 201
     got = c.get(f"/api/jobs/{job.json()['job_id']}").json()
     assert (got["state"], got["schedule"], got["kind"]) == ("queued", "nightly", "generate")
     assert c.delete("/api/schedules/nightly").status_code == 401
-    assert c.delete("/api/schedules/nightly", headers=c.auth).status_code == 204
+    assert c.delete("/api/schedules/nightly", headers=c.hdr).status_code == 204
     assert c.get("/api/schedules/nightly").status_code == 404
     # The job outlives its schedule in the history.
     assert c.get(f"/api/jobs/{job.json()['job_id']}").json()["state"] == "queued"
@@ -146,32 +146,25 @@ def test_schedule_api(api_client):
 
 
 def test_schedule_cli(tmp_path):
-    db = f"sqlite:///{tmp_path / 'cli.db'}"
-    env = core_env(DATAGEN_DATABASE_URL=db)
+    """The commands a user types (the API test covers every refusal; here the CLI's one-line form)."""
+    env = core_env(DATAGEN_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}")
     job = ["--", "generate", "--api", "chat", "-n", "5", "--run", "n1"]
     for args, msg in [
-        (["--cron", "0 25 * * *", *job], "bad cron"),
-        (["--cron", "0 2 * * *", "--tz", "Europe/Atlantis", *job], "unknown time zone"),
-        (["--cron", "0 2 * * *", "--", "frobnicate"], "frobnicate"),
-        (["--cron", "0 2 * * *", "--", "generate", "-n", "many"], "many"),
-        (["--cron", "0 2 * * *", "--misfire", "catch_up:zero", *job], "bad --misfire"),
-        (["--cron", "0 2 * * *"], "no job given"),
+        (["--cron", "0 25 * * *", "--tz", "Asia/Shanghai", *job], "bad cron"),
+        (["--cron", "0 2 * * *", "--", "frobnicate"], "unknown job kind 'frobnicate'"),
+        (["--cron", "0 2 * * *", "--", "generate", "-n", "many"], "--num-instructions"),
     ]:
         line = core_one_line_error(core_cli("schedule", "add", "n1", *args, env=env))
         assert msg in line, (args, line)
     ok = core_cli("schedule", "add", "n1", "--cron", "0 2 * * *", "--tz", "Asia/Shanghai", *job, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "next=" in ok.stdout and "02:00 CST" in ok.stdout
-    assert "exists already" in core_one_line_error(core_cli("schedule", "add", "n1", "--cron", "0 3 * * *", *job, env=env))
     listed = core_cli("schedule", "list", env=env)
     assert "n1" in listed.stdout and "generate --api chat -n 5 --run n1" in listed.stdout
-    assert "paused" in core_cli("schedule", "pause", "n1", env=env).stdout
-    assert "02:00 CST" in core_cli("schedule", "resume", "n1", env=env).stdout
     queued = core_cli("schedule", "run-now", "n1", env=env)
     assert re.fullmatch(r"queued job \d+\n", queued.stdout), queued.stderr
-    assert "no schedule" in core_one_line_error(core_cli("schedule", "pause", "nope", env=env))
     assert core_cli("schedule", "remove", "n1", env=env).returncode == 0
-    assert core_cli("schedule", "list", env=env).stdout == ""
+    assert "no schedule 'n1'" in core_one_line_error(core_cli("schedule", "pause", "n1", env=env))
 
 
 # --- the scheduler over a real SQLite file ----------------------------------------------------
@@ -249,8 +242,8 @@ def test_misfire_after_downtime(engine):
         assert len(jobs) == 10
         skipped = [j for j in jobs if j.state == "skipped"]
         assert len(skipped) == 10 - fired and all("missed" in j.exit_message for j in skipped)
-    tick(engine, utc(2025, 12, 2, 11, 0, 30))  # down again for 50 min: skip runs none of it
-    assert [j.state for j in jobs_of(engine, "skip")][-50:] == ["skipped"] * 50
+    tick(engine, utc(2025, 12, 2, 10, 30, 30))  # down again for 20 min: skip runs none of it
+    assert [j.state for j in jobs_of(engine, "skip")][-20:] == ["skipped"] * 20
 
 
 def test_paused_schedules_do_not_fire(engine):

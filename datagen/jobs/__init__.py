@@ -1,1 +1,2 @@
-"""Jobs: the queue, workers, cron schedules and the scheduler."""
+"""Jobs: stored generate / export / dedup commands that `datagen worker` processes claim and run,
+and the cron schedules that `datagen scheduler` fires into the queue."""

@@ -39,7 +39,7 @@ def _line(sch) -> str:
     return f"{sch.name}  cron='{sch.cron}' tz={sch.tz} next={nxt} misfire={sch.misfire} overlap={sch.overlap}"
 
 
-@schedule_app.command("add", context_settings={"allow_interspersed_args": False})
+@schedule_app.command("add")
 def add(
     name: str = typer.Argument(..., help="Schedule name."),
     job: Optional[List[str]] = typer.Argument(None, help="After --: the job, e.g. generate --api chat -n 100 --run nightly"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
@@ -22,21 +22,6 @@ class ScheduleExists(StorageError):
     pass
 
 
-def to_db(dt: datetime | None) -> datetime | None:
-    """Aware -> naive UTC, the form every schedule time has in the database."""
-    return None if dt is None else dt.astimezone(timezone.utc).replace(tzinfo=None)
-
-
-def from_db(dt: datetime | None) -> datetime | None:
-    return None if dt is None else (dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc))
-
-
-def _out(row: Schedule) -> Schedule:
-    row.next_fire_at = from_db(row.next_fire_at)
-    row.created_at, row.updated_at = from_db(row.created_at), from_db(row.updated_at)
-    return row
-
-
 def args_of(row: Schedule) -> list[str]:
     return json.loads(row.args)
 
@@ -47,7 +32,7 @@ def add_schedule(
 ) -> Schedule:
     row = Schedule(
         name=name, cron=cron, tz=tz, kind=kind, args=json.dumps(args), queue=queue, misfire=misfire,
-        overlap=overlap, next_fire_at=to_db(next_fire_at),
+        overlap=overlap, next_fire_at=next_fire_at,
     )
     with Session(engine, expire_on_commit=False) as s:
         s.add(row)
@@ -55,12 +40,12 @@ def add_schedule(
             s.commit()
         except IntegrityError:
             raise ScheduleExists(f"a schedule named {name!r} exists already") from None
-        return _out(row)
+        return row
 
 
 def list_schedules(engine: Engine) -> list[Schedule]:
     with Session(engine) as s:
-        return [_out(r) for r in s.exec(select(Schedule).order_by(Schedule.name)).scalars().all()]
+        return list(s.exec(select(Schedule).order_by(Schedule.name)).scalars().all())
 
 
 def get_schedule(engine: Engine, name: str) -> Schedule:
@@ -70,13 +55,13 @@ def get_schedule(engine: Engine, name: str) -> Schedule:
         row = s.exec(select(Schedule).where(col == (int(name) if name.isdigit() else name))).scalars().first()
     if row is None:
         raise ScheduleNotFound(f"no schedule {name!r}")
-    return _out(row)
+    return row
 
 
 def set_paused(engine: Engine, schedule_id: int, paused: bool, next_fire_at: datetime | None = None) -> None:
     values = {"paused": paused, "updated_at": utcnow()}
     if next_fire_at is not None:
-        values["next_fire_at"] = to_db(next_fire_at)
+        values["next_fire_at"] = next_fire_at
     with Session(engine) as s:
         s.execute(update(Schedule).where(Schedule.id == schedule_id).values(**values))
         s.commit()
@@ -95,9 +80,9 @@ def remove_schedule(engine: Engine, schedule_id: int) -> None:
 def due_schedules(engine: Engine, now: datetime) -> list[Schedule]:
     with Session(engine) as s:
         rows = s.exec(
-            select(Schedule).where(Schedule.paused.is_(False), Schedule.next_fire_at <= to_db(now)).order_by(Schedule.next_fire_at)
+            select(Schedule).where(Schedule.paused.is_(False), Schedule.next_fire_at <= now).order_by(Schedule.next_fire_at)
         ).scalars().all()
-        return [_out(r) for r in rows]
+        return list(rows)
 
 
 def advance(engine: Engine, schedule_id: int, expected: datetime, new: datetime) -> bool:
@@ -105,8 +90,8 @@ def advance(engine: Engine, schedule_id: int, expected: datetime, new: datetime)
     with Session(engine) as s:
         res = s.execute(
             update(Schedule)
-            .where(Schedule.id == schedule_id, Schedule.next_fire_at == to_db(expected), Schedule.paused.is_(False))
-            .values(next_fire_at=to_db(new), updated_at=utcnow())
+            .where(Schedule.id == schedule_id, Schedule.next_fire_at == expected, Schedule.paused.is_(False))
+            .values(next_fire_at=new, updated_at=utcnow())
         )
         s.commit()
         return res.rowcount == 1

@@ -1,0 +1,146 @@
+"""Schema migrations: a database from the first revision, or from before migrations existed, is
+upgraded to head by `datagen db upgrade` with every run, request, sample, instance and audit row
+kept, on SQLite files and on a real PostgreSQL; models and migrations never drift apart.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+from sqlalchemy import create_engine, func, select, text
+from sqlmodel import Session, SQLModel
+
+from conftest import REPO, core_cli, core_env, core_one_line_error
+from test_postgres import core_pg_url  # noqa: F401  (fixture)
+
+from datagen import storage
+from datagen.records import Candidate, Generation, Instance, Status
+from datagen.storage import migrate
+from datagen.storage.models import Audit, InstanceRow, Request, Run, Sample
+
+TODAY = [Run, Request, Sample, InstanceRow, Audit]  # the tables of the last release before migrations
+
+
+def _first_revision():
+    path = REPO / "datagen/storage/migrations/versions/0001_initial.py"
+    spec = importlib.util.spec_from_file_location("rev0001", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def build_pre_alembic(url: str) -> None:
+    """The pre-migration code path: create_all of that release's tables, its indexes, its FTS set-up."""
+    engine = storage.db.open_engine(url)
+    SQLModel.metadata.create_all(engine, tables=[m.__table__ for m in TODAY])
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            for ddl in _first_revision().FTS:
+                conn.execute(text(ddl))
+    fill(engine)
+    engine.dispose()
+
+
+def build_first_revision(url: str) -> None:
+    engine = storage.db.open_engine(url)
+    migrate.upgrade(engine, "0001")
+    assert migrate.current(engine) == "0001"
+    fill(engine)
+    engine.dispose()
+
+
+def fill(engine) -> None:
+    run, _ = storage.open_run(engine, "old", lang="en", api="chat", model="m", target=3, config={"a": 1})
+    req = storage.log_request(engine, run.id, "bootstrap", "m", "prompt", Generation(text="1. Write a poem about rain."))
+    for i, (text_, st) in enumerate([("Write a poem about rain.", Status.accepted), ("Draw a cat.", Status.rejected), ("List three oceans.", Status.pending)]):
+        sid = storage.add_sample(engine, run.id, Candidate(
+            instruction=text_, lang="en", request_id=req, status=st, reason="blacklist" if st is Status.rejected else None,
+            instances=[Instance(input=f"in {i}", output=f"out {i}")]))
+        with Session(engine) as s:
+            s.add(Audit(sample_id=sid, action="edit", actor="alice", before="{}", after='{"x": 1}'))
+            s.commit()
+
+
+def snapshot(engine) -> dict:
+    with Session(engine) as s:
+        return {
+            m.__name__: sorted(tuple(v for k, v in sorted(r.model_dump().items())) for r in s.execute(select(m)).scalars())
+            for m in TODAY
+        }
+
+
+def check_upgrade(url: str, build) -> None:
+    build(url)
+    engine = storage.db.open_engine(url)
+    before = snapshot(engine)
+    assert migrate.current(engine) in (None, "0001")
+    up = core_cli("db", "upgrade", "--db", url)
+    assert up.returncode == 0, up.stderr
+    assert f"database at {migrate.head()}" in up.stdout
+    assert migrate.current(engine) == migrate.head()
+    assert snapshot(engine) == before
+    assert sum(len(v) for v in before.values()) == 1 + 1 + 3 + 3 + 3
+    cur = core_cli("db", "current", "--db", url)
+    assert cur.stdout.strip() == f"current={migrate.head()} head={migrate.head()}", cur.stdout
+    # The upgraded database works for the code of today: a resumed run adds to the same tables.
+    fill_more = storage.open_run(engine, "new", lang="en", api="chat", model="m", target=1, config={})[0]
+    assert storage.add_sample(engine, fill_more.id, Candidate(instruction="Name two rivers.", lang="en")) is not None
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            hits = conn.execute(text("SELECT count(*) FROM sample_fts WHERE sample_fts MATCH '\"rain\"'")).scalar()
+        assert hits == 1
+    engine.dispose()
+
+
+def test_sqlite_first_revision_upgrades_keeping_rows(tmp_path):
+    check_upgrade(f"sqlite:///{tmp_path / 'rev1.db'}", build_first_revision)
+
+
+def test_sqlite_pre_alembic_database_is_stamped_not_recreated(tmp_path):
+    check_upgrade(f"sqlite:///{tmp_path / 'legacy.db'}", build_pre_alembic)
+
+
+def test_postgres_upgrades_keeping_rows(core_pg_url):  # noqa: F811
+    check_upgrade(core_pg_url, build_first_revision)
+    admin = create_engine(core_pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE legacy"))
+    admin.dispose()
+    check_upgrade(core_pg_url.rsplit("/", 1)[0] + "/legacy", build_pre_alembic)
+
+
+def test_models_and_migrations_agree(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = storage.connect(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"include_object": lambda o, name, *a: not str(name).startswith("sample_fts")})
+        assert compare_metadata(ctx, SQLModel.metadata) == []
+    storage.dispose_all()
+
+
+def test_concurrent_first_opens_upgrade_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    procs = [subprocess.Popen([sys.executable, "-m", "datagen.cli", "db", "upgrade", "--db", url], cwd=REPO, env=core_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert sum("was empty" in o for o, _ in outs) == 1, outs  # exactly one of them did the work
+    engine = storage.db.open_engine(url)
+    assert migrate.current(engine) == migrate.head()
+    engine.dispose()
+
+
+def test_database_newer_than_the_code_is_refused_in_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'future.db'}"
+    storage.connect(url)
+    storage.dispose_all()
+    engine = storage.db.open_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+    engine.dispose()
+    line = core_one_line_error(core_cli("runs", "--db", url))
+    assert "ffff9999" in line and "upgrade datagen" in line
