@@ -103,3 +103,92 @@ def wait_for(what: str, fn, timeout: float, stack: Stack, every: float = 0.25):
             return got
         time.sleep(every)
     pytest.fail(f"timed out waiting for {what}\n{stack.logs()}")
+
+
+def test_stack_runs_a_scheduled_job_through_a_worker_kill(core_pg_url, stub_server, tmp_path):  # noqa: F811
+    server = stub_server("--latency", "0.3", "--faults", "500,malformed", "--fault-rate", "0.05")
+    env = core_env(DATAGEN_DATABASE_URL=core_pg_url, DATAGEN_API_TOKEN=TOKEN, OPENAI_BASE_URL=server.base_url,
+                   OPENAI_API_KEY="sk-stack-test-not-a-real-key", POSTGRES_PASSWORD="not-used-outside-compose")
+    stack = Stack(tmp_path, env)
+    port = core_free_port()
+
+    def cmd(service: str) -> list[str]:
+        argv = compose_command(service, env)
+        # Two substitutions, both for running outside a container: a free port for the API, and
+        # the scheduler's healthcheck file in the test's directory instead of the container's /tmp.
+        argv = [str(port) if prev == "--port" else a for prev, a in zip([None, *argv], argv)]
+        return [a.replace("/tmp/", f"{tmp_path}/") for a in argv]
+
+    migrate = subprocess.run(cmd("migrate"), cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert migrate.returncode == 0, migrate.stderr
+    try:
+        stack.start("api", cmd("api"))
+        workers = [stack.start(f"worker{i}", cmd("worker")) for i in (1, 2)]
+        base, hdr = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
+        http = httpx.Client(base_url=base, headers=hdr, timeout=30)
+
+        def up():
+            try:
+                return http.get("/api/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("the API", up, 90, stack)
+        job = ["generate", "--api", "chat", "--model", "stub", "-n", str(TARGET), "--run", "stack", "--concurrency", "2"]
+        r = http.post("/api/schedules", json={"name": "every-minute", "cron": "* * * * *", "tz": "Asia/Shanghai", "job": job})
+        assert r.status_code == 201, r.text
+        # The scheduler as compose runs it, on a clock 30x fast: a slot every 2 s, same code.
+        scheduler = stack.start("scheduler", [*cmd("scheduler"), "--tick", "0.5", "--clock-speed", "30"])
+
+        def jobs(**params):
+            return http.get("/api/jobs", params={"schedule": "every-minute", **params}).json()
+
+        def running_with_progress():
+            run = [j for j in jobs(state="running") if (j["progress"] or {}).get("accepted", 0) >= 10]
+            return run and run[0]
+
+        first = wait_for("the scheduled job to accept 10 samples", running_with_progress, 120, stack, every=0.1)
+        pid = int(first["worker"].rpartition(":")[2])
+        victim = next(w for w in workers if w.pid == pid)
+        victim.send_signal(signal.SIGKILL)  # mid-job: no drain, no release; its child dies with it
+        victim.wait(10)
+        assert first["progress"]["accepted"] < TARGET
+
+        # While the job runs, every slot is recorded as skipped (overlap=skip) with its reason.
+        skipped = wait_for("a skipped slot", lambda: jobs(state="skipped"), 60, stack)
+        assert f"job {first['id']} of this schedule is still running" in skipped[0]["message"]
+
+        def finished():
+            j = http.get(f"/api/jobs/{first['id']}").json()
+            return j["state"] not in ("queued", "running") and j
+
+        done = wait_for("the job to finish on the other worker", finished, 150, stack)
+        assert http.post("/api/schedules/every-minute/pause").json()["paused"] is True
+        assert done["state"] == "succeeded", (done, stack.logs())
+        survivor = next(w for w in workers if w is not victim)
+        states = [(a["state"], int(a["worker"].rpartition(":")[2])) for a in done["attempts"]]
+        assert states == [("lost", victim.pid), ("succeeded", survivor.pid)], states
+        assert done["progress"] == {**done["progress"], "accepted": TARGET, "target": TARGET}
+        assert f"accepted={TARGET}" in done["message"]
+        # The scheduler's healthcheck, as compose runs it, passes.
+        check = yaml.safe_load(COMPOSE.read_text("utf-8"))["services"]["scheduler"]["healthcheck"]["test"][1:]
+        assert subprocess.run([sys.executable if a == "python" else a.replace("/tmp/", f"{tmp_path}/") for a in check]).returncode == 0
+    finally:
+        stack.stop()
+    assert survivor.returncode == 0 and scheduler.returncode == 0, stack.logs()  # SIGTERM: a clean drain
+
+    import psycopg
+
+    with psycopg.connect(core_pg_url.replace("postgresql+psycopg", "postgresql")) as con:
+        (accepted,) = con.execute("select count(*) from sample s join run r on r.id = s.run_id where r.name = 'stack' and s.status = 'accepted'").fetchone()
+        (dup_samples,) = con.execute(
+            "select count(*) from (select instruction_hash from sample where status in ('pending','accepted','approved') "
+            "group by run_id, instruction_hash having count(*) > 1) d").fetchone()
+        (requests, distinct) = con.execute(
+            "select count(*), count(distinct (prompt_hash, response, attempt)) from request").fetchone()
+        (orphans,) = con.execute(
+            "select count(*) from sample s left join request q on q.id = s.request_id where s.request_id is not null and q.id is null").fetchone()
+    assert accepted == TARGET and dup_samples == 0 and orphans == 0
+    assert requests == distinct  # no request stored twice
+    seen = server.stats()
+    assert requests <= seen["served"] + seen["rate_limited"] + sum(seen["injected"].values())  # in flight at the kill: never stored
