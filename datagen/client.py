@@ -78,6 +78,7 @@ class LLMClient:
         self._queue: asyncio.Queue[tuple[Prompt, asyncio.Future]] | None = None
         self._dispatcher: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
+        self.draining = False  # drain(): requests not yet sent are cancelled, those in flight finish
 
     # ------------------------------------------------------------ public
 
@@ -95,6 +96,9 @@ class LLMClient:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put((prompt, fut))
         return await fut
+
+    def drain(self) -> None:
+        self.draining = True
 
     async def aclose(self) -> None:
         if self._dispatcher:
@@ -169,6 +173,8 @@ class LLMClient:
             if self._tpm:
                 await self._tpm.acquire(min(est, self._tpm_max))
             async with self._sem:
+                if self.draining:  # never sent: the caller's work stays pending for the resume
+                    raise asyncio.CancelledError
                 t0 = time.perf_counter()
                 try:
                     gens = await self.backend.complete(prompts)

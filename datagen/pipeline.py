@@ -148,6 +148,7 @@ class Pipeline:
     def drain(self) -> None:
         """Start no new request; run() returns once the requests in flight are answered and stored."""
         self.draining = True
+        self.client.drain()
         self._changed.set()
 
     def _done(self, task: asyncio.Task) -> None:

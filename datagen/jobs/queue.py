@@ -55,9 +55,13 @@ def finish(engine: Engine, job: Job, attempt: JobAttempt, *, attempt_state: str,
 
 
 def cancel(engine: Engine, job_id: int) -> Job:
-    job = store.cancel_job(engine, job_id)
-    if job is None:
+    """A queued job is cancelled at once; a running one is flagged and its worker stops it within seconds."""
+    found = store.cancel_job(engine, job_id)
+    if found is None:
         raise JobError(f"no job {job_id}")
+    job, changed = found
+    if not changed:
+        raise JobError(f"job {job_id} is already {job.state}")
     return job
 
 

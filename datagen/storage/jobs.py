@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -136,15 +136,19 @@ def finish_attempt(engine: Engine, job_id: int, attempt_id: int, *, attempt_stat
         return ours
 
 
-def cancel_job(engine: Engine, job_id: int) -> Job | None:
+def cancel_job(engine: Engine, job_id: int) -> tuple[Job, bool] | None:
     """Queued: cancelled now. Running: flagged; its worker stops it at the next heartbeat check."""
     now = utcnow()
     with Session(engine, expire_on_commit=False) as s:
-        s.execute(update(Job).where(Job.id == job_id, Job.state == "queued")
-                  .values(state="cancelled", finished_at=now, exit_message="cancelled before it started"))
-        s.execute(update(Job).where(Job.id == job_id, Job.state == "running").values(cancel_requested=True))
+        res = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(("queued", "running"))).values(
+            cancel_requested=True,
+            state=case((Job.state == "queued", "cancelled"), else_=Job.state),
+            finished_at=case((Job.state == "queued", now), else_=Job.finished_at),
+            exit_message=case((Job.state == "queued", "cancelled before it started"), else_=Job.exit_message),
+        ))
         s.commit()
-        return s.get(Job, job_id)
+        job = s.get(Job, job_id)
+        return None if job is None else (job, res.rowcount == 1)
 
 
 def get_job(engine: Engine, job_id: int) -> tuple[Job, list[JobAttempt]] | None:
