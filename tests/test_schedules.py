@@ -257,3 +257,20 @@ def test_paused_schedules_do_not_fire(engine):
     assert sch.next_fire_at == utc(2025, 12, 2, 10, 6)  # the paused slots are not run
     tick(engine, utc(2025, 12, 2, 10, 6, 2))
     assert len(jobs_of(engine, "p")) == 1
+
+
+def test_jobs_api(api_client):
+    c = api_client
+    body = {"kind": "generate", "args": ["--api", "chat", "-n", "5", "--run", "hand"]}
+    assert c.post("/api/jobs", json=body).status_code == 401
+    assert c.post("/api/jobs", json={**body, "kind": "mine"}, headers=c.hdr).status_code == 422
+    r = c.post("/api/jobs", json={**body, "args": ["--db", "sqlite:///elsewhere.db"]}, headers=c.hdr)
+    assert r.status_code == 422 and "--db" in r.json()["detail"]
+    job = c.post("/api/jobs", json=body, headers=c.hdr).json()
+    assert (job["state"], job["run"], job["attempts"], job["schedule"]) == ("queued", "hand", [], None)
+    assert [j["id"] for j in c.get("/api/jobs", params={"state": "queued"}).json()] == [job["id"]]
+    assert c.get("/api/jobs", params={"state": "bogus"}).status_code == 422
+    assert c.get("/api/jobs/999").status_code == 404
+    assert c.post(f"/api/jobs/{job['id']}/cancel").status_code == 401
+    done = c.post(f"/api/jobs/{job['id']}/cancel", headers=c.hdr).json()
+    assert done["state"] == "cancelled" and done["message"]

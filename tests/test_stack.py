@@ -150,6 +150,7 @@ def test_stack_runs_a_scheduled_job_through_a_worker_kill(core_pg_url, stub_serv
         first = wait_for("the scheduled job to accept 10 samples", running_with_progress, 120, stack, every=0.1)
         pid = int(first["worker"].rpartition(":")[2])
         victim = next(w for w in workers if w.pid == pid)
+        killed_at = time.time()
         victim.send_signal(signal.SIGKILL)  # mid-job: no drain, no release; its child dies with it
         victim.wait(10)
         assert first["progress"]["accepted"] < TARGET
@@ -170,6 +171,11 @@ def test_stack_runs_a_scheduled_job_through_a_worker_kill(core_pg_url, stub_serv
         assert states == [("lost", victim.pid), ("succeeded", survivor.pid)], states
         assert done["progress"] == {**done["progress"], "accepted": TARGET, "target": TARGET}
         assert f"accepted={TARGET}" in done["message"]
+        from datetime import datetime
+
+        reclaim = datetime.fromisoformat(done["attempts"][1]["started_at"]).timestamp() - killed_at
+        print(f"\nstack: killed at {first['progress']['accepted']}/{TARGET} accepted; re-claimed {reclaim:.1f} s after SIGKILL; "
+              f"{len(skipped)} slot(s) skipped while it ran")
         # The scheduler's healthcheck, as compose runs it, passes.
         check = yaml.safe_load(COMPOSE.read_text("utf-8"))["services"]["scheduler"]["healthcheck"]["test"][1:]
         assert subprocess.run([sys.executable if a == "python" else a.replace("/tmp/", f"{tmp_path}/") for a in check]).returncode == 0
