@@ -20,10 +20,17 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 @pytest.fixture()
 def jobs_server(tmp_path):
     from datagen import storage
-    from datagen.jobs import schedules
+    from datagen.jobs import queue, schedules
+    from datagen.records import Candidate, Instance, Status
 
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     engine = storage.connect(url)
+    # A job a worker is running (claimed through the queue's own call), its run 2 of 50 along.
+    queue.submit(engine, "generate", ["--api", "chat", "-n", "50", "--run", "live"])
+    running, _ = queue.claim(engine, "box-1:4242", ["default"])
+    run, _ = storage.open_run(engine, "live", lang="en", api="chat", model="m", target=50, config={})
+    for text in ("Name two rivers in Africa.", "Explain tides to a child."):
+        storage.add_sample(engine, run.id, Candidate(instruction=text, lang="en", status=Status.accepted, instances=[Instance(output="ok")]))
     schedules.create(engine, "nightly " + HOSTILE, cron="0 2 * * *", tz="Asia/Shanghai",
                      job=["generate", "--api", "chat", "-n", "50", "--run", "nightly"])
     job = schedules.run_now(engine, "nightly " + HOSTILE)
@@ -45,14 +52,14 @@ def jobs_server(tmp_path):
             proc.kill()
             pytest.fail("server did not start: " + (tmp_path / "serve.log").read_text())
         time.sleep(0.2)
-    yield base, url, job.id
+    yield base, url, job.id, running.id
     proc.terminate()
     proc.wait(10)
     log.close()
 
 
 def test_jobs_page_shows_schedules_and_jobs_and_runs_now(jobs_server, browser):  # noqa: F811
-    base, url, first_job = jobs_server
+    base, url, first_job, running_job = jobs_server
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors, dialogs = [], []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -69,6 +76,8 @@ def test_jobs_page_shows_schedules_and_jobs_and_runs_now(jobs_server, browser): 
     assert cells[3].endswith("02:00 CST")  # next fire on the schedule's own clock
     assert page.locator("#jobs-view img").count() == 0
     page.wait_for_selector(f"#queued tbody tr[data-job='{first_job}']")
+    live = page.locator(f"#running tbody tr[data-job='{running_job}'] td").all_text_contents()
+    assert live[2:4] == ["live", " 2 / 50"] and live[6] == "box-1:4242"
 
     # run now needs the token: refused without it, a new queued job with it.
     page.click("#schedules button:text('run now')")
@@ -95,7 +104,7 @@ def test_jobs_page_shows_schedules_and_jobs_and_runs_now(jobs_server, browser): 
     engine = storage.connect(url)
     states = {j.id: j.state for j in queue.list_jobs(engine)}
     storage.dispose_all()
-    assert states == {first_job: "cancelled", new_id: "queued"}
+    assert states == {first_job: "cancelled", new_id: "queued", running_job: "running"}
     assert not dialogs
     assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
     page.close()

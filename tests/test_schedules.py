@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import core_cli, core_env, core_one_line_error
+from test_postgres import core_pg_url  # noqa: F401  (fixture)
 from datagen.jobs import schedules
 from datagen.jobs.schedules import ScheduleError, next_after, parse_misfire, plan_due
 
@@ -178,6 +179,14 @@ def engine(tmp_path):
     storage.dispose_all()
 
 
+@pytest.fixture()
+def pg_engine(core_pg_url):  # noqa: F811
+    from datagen import storage
+
+    yield storage.connect(core_pg_url)
+    storage.dispose_all()
+
+
 def jobs_of(engine, name):
     from datagen.jobs import queue
     from datagen.storage import schedules as store
@@ -191,8 +200,11 @@ def every_minute(engine, name="m", **kw):
                             job=["generate", "--api", "chat", "-n", "5", "--run", name], now=utc(2025, 12, 2, 10, 0, 30), **kw)
 
 
-def test_two_schedulers_never_fire_a_slot_twice(engine):
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_two_schedulers_never_fire_a_slot_twice(db, request):
     from datagen.jobs.scheduler import tick
+
+    engine = request.getfixturevalue("engine" if db == "sqlite" else "pg_engine")
 
     every_minute(engine, overlap="queue")
     instants = [utc(2025, 12, 2, 10, 1, 0) + timedelta(seconds=7 * i) for i in range(40)]  # slots 10:01 .. 10:05
