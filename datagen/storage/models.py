@@ -174,3 +174,13 @@ class JobAttempt(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class RateLimit(SQLModel, table=True):
+    """A limit shared by every process using one API key and base URL: the next free slot, as a
+    'theoretical arrival time' (GCRA) in epoch seconds. `key` is a hash, never the API key."""
+
+    __tablename__ = "rate_limit"
+
+    key: str = Field(primary_key=True)
+    tat: float = 0.0
