@@ -58,6 +58,7 @@ class LLMClient:
         batch_wait: float = 0.05,
         price: Price | None = None,
         log: RequestLogger | None = None,
+        shared_limits: tuple | None = None,
     ):
         self.backend = backend
         self.max_tries = max(1, max_tries)
@@ -73,6 +74,8 @@ class LLMClient:
         # limit per second, as OpenAI does) answers with 429s and a long stall. Allow one second's worth.
         self._rpm = AsyncLimiter(max(1.0, rpm / 60), max(1.0, rpm / 60) * 60 / rpm) if rpm else None
         self._tpm = AsyncLimiter(tpm, 60) if tpm else None
+        if shared_limits is not None:  # (rpm, tpm) limiters shared with other processes (datagen/ratelimit.py)
+            self._rpm, self._tpm = shared_limits
         self._tpm_max = tpm or 0
         self._resume_at = 0.0  # a 429's Retry-After pauses every request, not just the one that got it
         self._queue: asyncio.Queue[tuple[Prompt, asyncio.Future]] | None = None

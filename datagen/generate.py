@@ -18,6 +18,7 @@ from datagen.backends import FatalBackendError, make_backend
 from datagen.client import LLMClient, Price
 from datagen.errors import DatagenError
 from datagen.lease import RunLeaseHolder
+from datagen.ratelimit import shared_limiters
 from datagen.pipeline import Pipeline, PipelineConfig, Progress
 from datagen.prompts import load_prompts
 from datagen.records import Generation, Prompt
@@ -125,6 +126,8 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
         max_tries=opts.max_tries,
         price=price_for(model, opts.price_in, opts.price_out, api),
         log=log,
+        # One limit per API key and base URL across processes: two workers on a key share it.
+        shared_limits=shared_limiters(engine, opts.base_url, opts.rpm, opts.tpm) if api != "local" else None,
     )
     # Local batches fill from concurrent stages, so let enough prompts be in flight to fill them.
     cfg = opts.pipeline

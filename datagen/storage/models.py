@@ -176,6 +176,16 @@ class JobAttempt(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
+class RateLimit(SQLModel, table=True):
+    """A limit shared by every process using one API key and base URL: the next free slot, as a
+    'theoretical arrival time' (GCRA) in epoch seconds. `key` is a hash, never the API key."""
+
+    __tablename__ = "rate_limit"
+
+    key: str = Field(primary_key=True)
+    tat: float = 0.0
+
+
 class Schedule(SQLModel, table=True):
     """A cron line that submits a job (kind + CLI-style args) on every slot; see datagen/jobs/schedules.py.
 
