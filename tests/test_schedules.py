@@ -286,3 +286,22 @@ def test_jobs_api(api_client):
     assert c.post(f"/api/jobs/{job['id']}/cancel").status_code == 401
     done = c.post(f"/api/jobs/{job['id']}/cancel", headers=c.hdr).json()
     assert done["state"] == "cancelled" and done["message"]
+
+
+def test_overlap_queue_runs_a_schedules_jobs_one_at_a_time(engine):
+    from datagen.jobs import queue
+    from datagen.jobs.scheduler import tick
+
+    every_minute(engine, "q", overlap="queue")
+    tick(engine, utc(2025, 12, 2, 10, 1, 1))
+    first, attempt = queue.claim(engine, "w:1", ["default"])
+    tick(engine, utc(2025, 12, 2, 10, 2, 1))
+    tick(engine, utc(2025, 12, 2, 10, 3, 1))
+    assert [j.state for j in jobs_of(engine, "q")] == ["running", "queued", "queued"]
+    assert queue.claim(engine, "w:2", ["default"]) is None  # the next slot waits for the running one
+    queue.submit(engine, "generate", ["--api", "chat", "-n", "5", "--run", "other"])
+    other, _ = queue.claim(engine, "w:2", ["default"])  # jobs outside the schedule are not held up
+    assert other.schedule_id is None
+    queue.finish(engine, first, attempt, attempt_state="succeeded", job_state="succeeded")
+    second, _ = queue.claim(engine, "w:2", ["default"])
+    assert second.scheduled_for == jobs_of(engine, "q")[1].scheduled_for  # slot order

@@ -9,6 +9,7 @@ import json
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -37,7 +38,15 @@ def insert_job(engine: Engine, job: Job) -> Job | None:
 
 
 def _claimable(now: datetime, queues: list[str]):
-    due = and_(Job.state == "queued", or_(Job.scheduled_for.is_(None), Job.scheduled_for <= now))
+    # A schedule's jobs run one at a time, in slot order (overlap=queue, catch_up:N, run-now): a
+    # queued job waits while another job of its schedule runs.
+    other = aliased(Job)
+    sibling_running = (
+        select(other.id).where(other.schedule_id == Job.schedule_id, other.state == "running", other.id != Job.id)
+        .correlate(Job).exists()
+    )
+    due = and_(Job.state == "queued", or_(Job.scheduled_for.is_(None), Job.scheduled_for <= now),
+               or_(Job.schedule_id.is_(None), ~sibling_running))
     expired = and_(Job.state == "running", Job.lease_expires_at < now)
     return and_(Job.queue.in_(queues), or_(due, expired))
 
