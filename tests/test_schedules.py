@@ -124,7 +124,8 @@ def test_schedule_api(api_client):
     assert c.post("/api/schedules", json=NIGHTLY, headers=c.hdr).status_code == 409
     for bad, msg in [({"cron": "0 2 * *"}, "bad cron"), ({"tz": "Mars/Base"}, "unknown time zone"),
                      ({"job": ["mine-bitcoin"]}, "mine-bitcoin"), ({"job": ["generate", "--no-such-option"]}, "no-such-option"),
-                     ({"misfire": "often"}, "bad --misfire"), ({"overlap": "both"}, "bad --overlap")]:
+                     ({"misfire": "often"}, "bad --misfire"), ({"overlap": "both"}, "bad --overlap"),
+                     ({"name": "a/b"}, "bad schedule name"), ({"name": "42"}, "bad schedule name")]:
         r = c.post("/api/schedules", json={**NIGHTLY, "name": "x", **bad}, headers=c.hdr)
         assert r.status_code == 422 and msg in r.json()["detail"], (bad, r.text)
     assert [s["name"] for s in c.get("/api/schedules").json()] == ["nightly"]
@@ -282,7 +283,11 @@ def test_jobs_api(api_client):
     assert (job["state"], job["run"], job["attempts"], job["schedule"]) == ("queued", "hand", [], None)
     assert [j["id"] for j in c.get("/api/jobs", params={"state": "queued"}).json()] == [job["id"]]
     assert c.get("/api/jobs", params={"state": "bogus"}).status_code == 422
+    assert c.get("/api/jobs", params={"schedule": "none-such"}).status_code == 404
     assert c.get("/api/jobs/999").status_code == 404
+    pasted = c.post("/api/jobs", json={**body, "args": ["--model", "sk-proj-abcdefghijklmnop123456", "--run", "k"]}, headers=c.hdr)
+    assert pasted.json()["args"] == ["--model", "***", "--run", "k"]  # a key pasted into options is never shown back
+    c.post(f"/api/jobs/{pasted.json()['id']}/cancel", headers=c.hdr)
     assert c.post(f"/api/jobs/{job['id']}/cancel").status_code == 401
     done = c.post(f"/api/jobs/{job['id']}/cancel", headers=c.hdr).json()
     assert done["state"] == "cancelled" and done["message"]

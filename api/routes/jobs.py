@@ -81,7 +81,7 @@ def _outs(engine, jobs) -> list[JobOut]:
             progress[j.run_name] = run and Progress(run=run.name, accepted=st.kept, target=run.target, requests=st.requests, cost=st.cost)
     return [
         JobOut(
-            id=j.id, kind=j.kind, args=json.loads(j.args), queue=j.queue, state=j.state, schedule_id=j.schedule_id,
+            id=j.id, kind=j.kind, args=[scrub_text(a) for a in json.loads(j.args)], queue=j.queue, state=j.state, schedule_id=j.schedule_id,
             schedule=names.get(j.schedule_id), scheduled_for=j.scheduled_for, run=j.run_name, worker=j.claimed_by,
             message=scrub_text(j.exit_message), tokens_in=j.tokens_in, tokens_out=j.tokens_out, cost=j.cost,
             created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,

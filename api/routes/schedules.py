@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, require_token
+from api.security import scrub_text
 from datagen.jobs import schedules
 from datagen.jobs.schedules import DEFAULT_MISFIRE, DEFAULT_OVERLAP
 from datagen.storage import schedules as store
@@ -47,7 +48,7 @@ class ScheduleOut(BaseModel):
 
 def out(sch) -> ScheduleOut:
     return ScheduleOut(
-        id=sch.id, name=sch.name, cron=sch.cron, tz=sch.tz, kind=sch.kind, args=store.args_of(sch), queue=sch.queue,
+        id=sch.id, name=sch.name, cron=sch.cron, tz=sch.tz, kind=sch.kind, args=[scrub_text(a) for a in store.args_of(sch)], queue=sch.queue,
         misfire=sch.misfire, overlap=sch.overlap, paused=sch.paused, next_fire_at=sch.next_fire_at,
         next_fire_local=None if sch.paused or sch.next_fire_at is None else schedules.local_time(sch.next_fire_at, sch.tz),
         created_at=sch.created_at,

@@ -149,8 +149,8 @@ def create(engine, name: str, *, cron: str, tz: str = "UTC", job: list[str], mis
     from datagen.jobs import queue as jobs_queue
     from datagen.storage import schedules as store
 
-    if not name.strip() or name.isdigit() or len(name) > 100:
-        raise ScheduleError(f"bad schedule name {name!r}: 1-100 characters, not only digits")
+    if not name.strip() or name.isdigit() or len(name) > 100 or "/" in name:
+        raise ScheduleError(f"bad schedule name {name!r}: 1-100 characters, no '/', not only digits (ids are)")
     cron = parse_cron(cron)
     parse_zone(tz)
     misfire = str(parse_misfire(misfire))
