@@ -108,6 +108,20 @@ def test_concurrent_claims_never_share_a_job(backend, tmp_path, request):
     storage.dispose_all()
 
 
+def test_a_job_that_keeps_losing_its_worker_is_failed(tmp_path):
+    engine = storage.connect(f"sqlite:///{tmp_path / 'poison.db'}")
+    jid = queue.submit(engine, "dedup", ["x.txt"]).id
+    for n in range(queue.MAX_ATTEMPTS):
+        job, attempt = queue.claim(engine, f"w{n}", ["default"], ttl=0.05)
+        assert (job.id, attempt.n) == (jid, n + 1)
+        time.sleep(0.1)  # its worker never heartbeats again
+    assert queue.claim(engine, "last", ["default"]) is None
+    job, attempts = queue.get(engine, jid)
+    assert job.state == "failed" and "lost 3 times" in job.exit_message
+    assert [a.state for a in attempts] == ["lost"] * 3
+    storage.dispose_all()
+
+
 def test_worker_runs_each_kind_and_records_usage(stub_server, tmp_path):
     server = stub_server("--latency", "0.02")
     db = f"sqlite:///{tmp_path / 'w.db'}"

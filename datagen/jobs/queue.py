@@ -38,7 +38,12 @@ def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default"
     return store.insert_job(engine, job)
 
 
+MAX_ATTEMPTS = 3  # a job that loses its worker this often is failed: it may be what kills them
+
+
 def claim(engine: Engine, worker: str, queues: list[str], ttl: float = LEASE_TTL) -> tuple[Job, JobAttempt] | None:
+    """The next due job (or one whose worker vanished) with a new attempt; None when there is none."""
+    store.fail_lost_jobs(engine, queues, MAX_ATTEMPTS)
     return store.claim_job(engine, queues, worker, ttl)
 
 

@@ -51,6 +51,21 @@ def _claimable(now: datetime, queues: list[str]):
     return and_(Job.queue.in_(queues), or_(due, expired))
 
 
+def fail_lost_jobs(engine: Engine, queues: list[str], max_attempts: int) -> None:
+    """A job whose worker vanished `max_attempts` times (it may be what kills them) is failed, not retried."""
+    now = utcnow()
+    with Session(engine) as s:
+        lost = select(Job.attempt_id).where(Job.queue.in_(queues), Job.state == "running", Job.lease_expires_at < now,
+                                            Job.attempts >= max_attempts)
+        s.execute(update(JobAttempt).where(JobAttempt.id.in_(lost), JobAttempt.state == "running")
+                  .values(state="lost", finished_at=now, exit_message="worker lease expired"))
+        s.execute(update(Job).where(Job.queue.in_(queues), Job.state == "running", Job.lease_expires_at < now,
+                                    Job.attempts >= max_attempts)
+                  .values(state="failed", finished_at=now, lease_expires_at=None, claimed_by=None,
+                          exit_message=f"its worker was lost {max_attempts} times; not retried"))
+        s.commit()
+
+
 def claim_job(engine: Engine, queues: list[str], worker: str, ttl: float) -> tuple[Job, JobAttempt] | None:
     """Take the oldest due job (or one whose worker's lease ran out) and open an attempt for it."""
     now = utcnow()
