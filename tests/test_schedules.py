@@ -310,3 +310,15 @@ def test_overlap_queue_runs_a_schedules_jobs_one_at_a_time(engine):
     queue.finish(engine, first, attempt, attempt_state="succeeded", job_state="succeeded")
     second, _ = queue.claim(engine, "w:2", ["default"])
     assert second.scheduled_for == jobs_of(engine, "q")[1].scheduled_for  # slot order
+
+
+def test_a_long_outage_is_worked_through_in_batches_and_runs_once(engine, monkeypatch):
+    from datagen.jobs import scheduler
+
+    monkeypatch.setattr(schedules, "MAX_SLOTS_PER_TICK", 10)
+    every_minute(engine, "long", misfire="run_once")
+    now = utc(2025, 12, 2, 10, 25, 30)  # 25 slots due: three batches of at most 10
+    for _ in range(3):
+        scheduler.tick(engine, now)
+    jobs = jobs_of(engine, "long")
+    assert len(jobs) == 25 and [j.state for j in jobs].count("queued") == 1 and jobs[-1].state == "queued"

@@ -68,7 +68,8 @@ def tick(engine: Engine, now: datetime) -> TickResult:
 
 def _fire(engine: Engine, sch, now: datetime, out: TickResult) -> None:
     due = cron.slots_between(sch.cron, sch.tz, sch.next_fire_at, now)
-    plan = cron.plan_due(due, now, cron.parse_misfire(sch.misfire))
+    after = cron.next_after(sch.cron, sch.tz, due[-1])
+    plan = cron.plan_due(due, now, cron.parse_misfire(sch.misfire), final=after > now)
     args = store.args_of(sch)
     for slot, reason in plan.missed:
         if queue.submit(engine, sch.kind, args, queue=sch.queue, unique_key=slot_key(sch.id, slot),
@@ -97,7 +98,7 @@ def _fire(engine: Engine, sch, now: datetime, out: TickResult) -> None:
         if job is not None:
             out.fired.append(job.id)
             log.info("schedule %s: slot %s -> job %s", sch.name, cron.local_time(slot, sch.tz), job.id)
-    store.advance(engine, sch.id, sch.next_fire_at, cron.next_after(sch.cron, sch.tz, due[-1]))
+    store.advance(engine, sch.id, sch.next_fire_at, after)
 
 
 def _active(engine: Engine, schedule_id: int) -> list:

@@ -100,9 +100,9 @@ def next_after(cron: str, tz: str, after: datetime) -> datetime:
             return instant
 
 
-def slots_between(cron: str, tz: str, first: datetime, now: datetime, limit: int = MAX_SLOTS_PER_TICK) -> list[datetime]:
-    """Fire instants from `first` (itself a fire instant) up to `now`, oldest first, at most `limit`."""
-    out, t = [], _as_utc(first)
+def slots_between(cron: str, tz: str, first: datetime, now: datetime) -> list[datetime]:
+    """Fire instants from `first` (itself a fire instant) up to `now`, oldest first, at most MAX_SLOTS_PER_TICK."""
+    out, t, limit = [], _as_utc(first), MAX_SLOTS_PER_TICK
     now = _as_utc(now)
     while t <= now and len(out) < limit:
         out.append(t)
@@ -116,10 +116,15 @@ class Plan:
     missed: list[tuple[datetime, str]]  # slots not run, with the reason stored for each
 
 
-def plan_due(due: list[datetime], now: datetime, misfire: Misfire) -> Plan:
-    """Which of the due slots (oldest first) run, by the misfire policy; the rest are missed."""
+def plan_due(due: list[datetime], now: datetime, misfire: Misfire, *, final: bool = True) -> Plan:
+    """Which of the due slots (oldest first) run, by the misfire policy; the rest are missed.
+
+    `final` is False for a batch of a long outage that more due slots follow: none of it runs.
+    """
     now = _as_utc(now)
-    if misfire.policy == "skip":
+    if not final:
+        fire = []
+    elif misfire.policy == "skip":
         fire = [t for t in due if now - t <= MISFIRE_GRACE][-1:]
     elif misfire.policy == "run_once":
         fire = due[-1:]
