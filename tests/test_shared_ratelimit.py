@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import time
 
-from conftest import core_env  # noqa: F401
 from test_jobs import gen_args, wait_for, worker
 
 from datagen import storage
