@@ -9,7 +9,7 @@ import importlib.util
 import subprocess
 import sys
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, select, text
 from sqlmodel import Session, SQLModel
 
 from conftest import REPO, core_cli, core_env, core_one_line_error

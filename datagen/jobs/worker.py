@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from datagen.jobs import queue
 from datagen.lease import HOST, LEASE_TTL, pid_alive
@@ -97,10 +98,10 @@ class Worker:
             msg = "cancelled"
         elif states[0] == "released":
             msg = f"released by a stopping worker ({msg})"
+        if not slot.lost:  # a database error here leaves the slot as it was: the next tick tries again
+            queue.finish(self.engine, slot.job, slot.attempt, attempt_state=states[0], job_state=states[1], exit_code=rc, message=msg)
         slot.out.close()
         slot.err.close()
-        if not slot.lost:
-            queue.finish(self.engine, slot.job, slot.attempt, attempt_state=states[0], job_state=states[1], exit_code=rc, message=msg)
         self.log(f"job {slot.job.id} {states[0]}: {msg}")
 
     def _tend(self, slot: Slot) -> bool:
@@ -147,19 +148,24 @@ class Worker:
         self.log(f"queues {','.join(self.queues)}, concurrency {self.concurrency}, lease {self.ttl:g}s")
         idle_since = time.monotonic()
         while True:
-            for job_id in [j for j, s in self.slots.items() if self._tend(s)]:
-                del self.slots[job_id]
-            if self.stopping and not self.slots:
-                return 0
             claimed = False
-            if not self.stopping and len(self.slots) < self.concurrency:
-                self._expire_dead_neighbours()
-                while len(self.slots) < self.concurrency:
-                    got = queue.claim(self.engine, self.name, self.queues, self.ttl)
-                    if got is None:
-                        break
-                    claimed = True
-                    self._start(*got)
+            try:
+                for job_id in [j for j, s in self.slots.items() if self._tend(s)]:
+                    del self.slots[job_id]
+                if self.stopping and not self.slots:
+                    return 0
+                if not self.stopping and len(self.slots) < self.concurrency:
+                    self._expire_dead_neighbours()
+                    while len(self.slots) < self.concurrency:
+                        got = queue.claim(self.engine, self.name, self.queues, self.ttl)
+                        if got is None:
+                            break
+                        claimed = True
+                        self._start(*got)
+            except OperationalError as exc:  # the database is away: keep the children, try again (leases cover the gap)
+                self.log(f"database unavailable ({str(exc.orig or exc).splitlines()[0]}); retrying")
+                time.sleep(self.poll)
+                continue
             if self.slots or claimed:
                 idle_since = time.monotonic()
             elif max_idle is not None and time.monotonic() - idle_since > max_idle:
