@@ -10,7 +10,6 @@ Jobs API showing both attempts.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess

@@ -28,7 +28,6 @@ from datagen.storage import schedules as store
 log = logging.getLogger("datagen.scheduler")
 
 
-
 class Clock:
     """Wall-clock UTC, optionally running `speed` times faster from its start.
 
@@ -36,9 +35,9 @@ class Clock:
     the same, only the instants it reads come sooner.
     """
 
-    def __init__(self, speed: float = 1.0, start: datetime | None = None):
+    def __init__(self, speed: float = 1.0):
         self.speed = speed
-        self.origin = start or datetime.now(timezone.utc)
+        self.origin = datetime.now(timezone.utc)
         self.t0 = time.monotonic()
 
     def now(self) -> datetime:
