@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -81,6 +82,11 @@ def test_submit_refuses_bad_input_in_one_line(tmp_path):
     assert first is not None and queue.submit(engine, "dedup", ["x.txt"], unique_key="s1@2026-12-02T02:00Z") is None
     skipped = queue.submit(engine, "dedup", ["x.txt"], unique_key="s1@03:00", skip_reason="overlap: previous still running")
     assert skipped.state == "skipped" and queue.list_jobs(engine, state="skipped")[0].exit_message.startswith("overlap")
+    # Queues and due times: a job waits in its own queue, and not before its time.
+    later = queue.submit(engine, "dedup", ["y.txt"], queue="gpu", scheduled_for=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert queue.claim(engine, "w", ["nightly"]) is None
+    assert queue.claim(engine, "w", ["gpu"]) is None  # not due yet
+    assert queue.get(engine, later.id)[0].state == "queued"
     # Cancelling a queued job is immediate; a finished one cannot be cancelled.
     assert core_cli("jobs", "cancel", str(first.id), "--db", db).stdout.strip() == f"job {first.id} cancelled"
     assert "already cancelled" in core_one_line_error(core_cli("jobs", "cancel", str(first.id), "--db", db))
@@ -137,6 +143,9 @@ def test_worker_runs_each_kind_and_records_usage(stub_server, tmp_path):
     for jid in [*tiny, gen, exp]:
         assert states(engine, jid) == ("succeeded", ["succeeded"]), (jid, err)
     job, (att,) = queue.get(engine, gen)
+    prog = queue.progress(engine, job)
+    assert (prog["accepted"], prog["target"], prog["state"]) == (5, 5, "finished") and prog["requests"] > 0
+    assert queue.progress(engine, queue.get(engine, tiny[0])[0]) is None
     assert job.tokens_in > 0 and job.tokens_out > 0 and att.tokens_in == job.tokens_in
     assert accepted(engine, "wk") == (5, 5)
     assert len(json.loads((tmp_path / "e.json").read_text("utf-8"))) >= 5
