@@ -287,3 +287,28 @@ def test_two_workers_on_postgres_run_each_job_once(stub_server, core_pg_url, tmp
     assert len({queue.get(engine, j)[1][0].worker for j in ids}) == 2  # both took work
     assert accepted(engine, "pg-job") == (10, 10)
     storage.dispose_all()
+
+
+def test_worker_survives_its_database_connections_being_cut(core_pg_url, tmp_path):  # noqa: F811
+    """A database restart or failover drops every connection: the worker says so in one line and
+    carries on with fresh ones instead of dying."""
+    from sqlalchemy import create_engine, text
+
+    w = worker(core_pg_url)
+    wait_for(lambda: "concurrency" in w.stderr.readline())
+    time.sleep(0.5)
+    admin = create_engine(core_pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        cut = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+    admin.dispose()
+    assert cut >= 1
+    wait_for(lambda: "database unavailable" in w.stderr.readline(), timeout=30)
+    src = tmp_path / "c.txt"
+    src.write_text("Write a poem.\n", "utf-8")
+    engine = storage.connect(core_pg_url)
+    jid = queue.submit(engine, "dedup", [str(src), "--out", str(tmp_path / "k.jsonl")]).id
+    wait_for(lambda: queue.get(engine, jid)[0].state == "succeeded", timeout=60)
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    storage.dispose_all()
