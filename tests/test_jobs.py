@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -81,6 +82,11 @@ def test_submit_refuses_bad_input_in_one_line(tmp_path):
     assert first is not None and queue.submit(engine, "dedup", ["x.txt"], unique_key="s1@2026-12-02T02:00Z") is None
     skipped = queue.submit(engine, "dedup", ["x.txt"], unique_key="s1@03:00", skip_reason="overlap: previous still running")
     assert skipped.state == "skipped" and queue.list_jobs(engine, state="skipped")[0].exit_message.startswith("overlap")
+    # Queues and due times: a job waits in its own queue, and not before its time.
+    later = queue.submit(engine, "dedup", ["y.txt"], queue="gpu", scheduled_for=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert queue.claim(engine, "w", ["nightly"]) is None
+    assert queue.claim(engine, "w", ["gpu"]) is None  # not due yet
+    assert queue.get(engine, later.id)[0].state == "queued"
     # Cancelling a queued job is immediate; a finished one cannot be cancelled.
     assert core_cli("jobs", "cancel", str(first.id), "--db", db).stdout.strip() == f"job {first.id} cancelled"
     assert "already cancelled" in core_one_line_error(core_cli("jobs", "cancel", str(first.id), "--db", db))
@@ -137,6 +143,9 @@ def test_worker_runs_each_kind_and_records_usage(stub_server, tmp_path):
     for jid in [*tiny, gen, exp]:
         assert states(engine, jid) == ("succeeded", ["succeeded"]), (jid, err)
     job, (att,) = queue.get(engine, gen)
+    prog = queue.progress(engine, job)
+    assert (prog["accepted"], prog["target"], prog["state"]) == (5, 5, "finished") and prog["requests"] > 0
+    assert queue.progress(engine, queue.get(engine, tiny[0])[0]) is None
     assert job.tokens_in > 0 and job.tokens_out > 0 and att.tokens_in == job.tokens_in
     assert accepted(engine, "wk") == (5, 5)
     assert len(json.loads((tmp_path / "e.json").read_text("utf-8"))) >= 5
@@ -277,4 +286,29 @@ def test_two_workers_on_postgres_run_each_job_once(stub_server, core_pg_url, tmp
         assert states(engine, jid) == ("succeeded", ["succeeded"])
     assert len({queue.get(engine, j)[1][0].worker for j in ids}) == 2  # both took work
     assert accepted(engine, "pg-job") == (10, 10)
+    storage.dispose_all()
+
+
+def test_worker_survives_its_database_connections_being_cut(core_pg_url, tmp_path):  # noqa: F811
+    """A database restart or failover drops every connection: the worker says so in one line and
+    carries on with fresh ones instead of dying."""
+    from sqlalchemy import create_engine, text
+
+    w = worker(core_pg_url)
+    wait_for(lambda: "concurrency" in w.stderr.readline())
+    time.sleep(0.5)
+    admin = create_engine(core_pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        cut = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+    admin.dispose()
+    assert cut >= 1
+    wait_for(lambda: "database unavailable" in w.stderr.readline(), timeout=30)
+    src = tmp_path / "c.txt"
+    src.write_text("Write a poem.\n", "utf-8")
+    engine = storage.connect(core_pg_url)
+    jid = queue.submit(engine, "dedup", [str(src), "--out", str(tmp_path / "k.jsonl")]).id
+    wait_for(lambda: queue.get(engine, jid)[0].state == "succeeded", timeout=60)
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
     storage.dispose_all()

@@ -71,14 +71,15 @@ def snapshot(engine) -> dict:
         }
 
 
-def check_upgrade(url: str, build) -> None:
+def check_upgrade(url: str, build, explicit: bool) -> None:
+    """Upgrade with `datagen db upgrade`, or (explicit=False) by just running an everyday command on it."""
     build(url)
     engine = storage.db.open_engine(url)
     before = snapshot(engine)
     assert migrate.current(engine) in (None, "0001")
-    up = core_cli("db", "upgrade", "--db", url)
+    up = core_cli("db", "upgrade", "--db", url) if explicit else core_cli("runs", "--db", url)
     assert up.returncode == 0, up.stderr
-    assert f"database at {migrate.head()}" in up.stdout
+    assert f"database at {migrate.head()}" in up.stdout if explicit else "old" in up.stdout
     assert migrate.current(engine) == migrate.head()
     assert snapshot(engine) == before
     assert sum(len(v) for v in before.values()) == 1 + 1 + 3 + 3 + 3
@@ -95,31 +96,36 @@ def check_upgrade(url: str, build) -> None:
 
 
 def test_sqlite_first_revision_upgrades_keeping_rows(tmp_path):
-    check_upgrade(f"sqlite:///{tmp_path / 'rev1.db'}", build_first_revision)
+    check_upgrade(f"sqlite:///{tmp_path / 'rev1.db'}", build_first_revision, explicit=True)
 
 
 def test_sqlite_pre_alembic_database_is_stamped_not_recreated(tmp_path):
-    check_upgrade(f"sqlite:///{tmp_path / 'legacy.db'}", build_pre_alembic)
+    check_upgrade(f"sqlite:///{tmp_path / 'legacy.db'}", build_pre_alembic, explicit=False)
 
 
 def test_postgres_upgrades_keeping_rows(core_pg_url):  # noqa: F811
-    check_upgrade(core_pg_url, build_first_revision)
+    check_upgrade(core_pg_url, build_first_revision, explicit=True)
     admin = create_engine(core_pg_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text("CREATE DATABASE legacy"))
     admin.dispose()
-    check_upgrade(core_pg_url.rsplit("/", 1)[0] + "/legacy", build_pre_alembic)
+    check_upgrade(core_pg_url.rsplit("/", 1)[0] + "/legacy", build_pre_alembic, explicit=False)
+    assert_models_match_migrations(core_pg_url)  # types too: timestamptz, booleans, text
 
 
-def test_models_and_migrations_agree(tmp_path):
+def assert_models_match_migrations(url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    engine = storage.connect(f"sqlite:///{tmp_path / 'fresh.db'}")
+    engine = storage.connect(url)
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"include_object": lambda o, name, *a: not str(name).startswith("sample_fts")})
         assert compare_metadata(ctx, SQLModel.metadata) == []
     storage.dispose_all()
+
+
+def test_models_and_migrations_agree(tmp_path):
+    assert_models_match_migrations(f"sqlite:///{tmp_path / 'fresh.db'}")
 
 
 def test_concurrent_first_opens_upgrade_once(tmp_path):

@@ -2,7 +2,7 @@
 
     submit(engine, "generate", ["--api", "chat", "-n", "500", "--run", "nightly"])  -> Job | None
     claim(engine, worker, queues)  -> (Job, JobAttempt) | None
-    heartbeat / finish / cancel / get / list_jobs
+    heartbeat / finish / cancel / get / list_jobs / progress
 
 Postgres claims with SELECT ... FOR UPDATE SKIP LOCKED; SQLite with one guarded UPDATE under its
 single write lock (fine for a few workers on one machine; SQLite over a network filesystem is not
@@ -16,12 +16,13 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
+from datagen import storage
 from datagen.jobs.kinds import KINDS, JobError, validate
 from datagen.lease import LEASE_TTL
 from datagen.storage import jobs as store
 from datagen.storage.models import Job, JobAttempt
 
-__all__ = ["KINDS", "JobError", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs"]
+__all__ = ["KINDS", "JobError", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
 
 
 def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default", unique_key: str | None = None,
@@ -75,6 +76,16 @@ def get(engine: Engine, job_id: int) -> tuple[Job, list[JobAttempt]]:
     if found is None:
         raise JobError(f"no job {job_id}")
     return found
+
+
+def progress(engine: Engine, job: Job) -> dict | None:
+    """A generate job's run so far (accepted / target, requests, tokens, cost); None before it has a run row."""
+    run = storage.get_run(engine, job.run_name) if job.run_name else None
+    if run is None:
+        return None
+    st = storage.run_stats(engine, run.id)
+    return {"run": run.name, "state": run.state, "accepted": st.kept, "target": run.target, "requests": st.requests,
+            "errors": st.errors, "tokens_in": st.tokens_in, "tokens_out": st.tokens_out, "cost": st.cost}
 
 
 def list_jobs(engine: Engine, *, state: str | None = None, queue: str | None = None, schedule_id: int | None = None,
