@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, require_token
 from api.security import scrub_text
-from datagen import storage
 from datagen.jobs import queue
 from datagen.storage import jobs as job_store
 from datagen.storage import schedules as schedule_store
@@ -23,9 +22,13 @@ StateName = Literal["queued", "running", "succeeded", "failed", "cancelled", "sk
 
 class Progress(BaseModel):
     run: str
+    state: str
     accepted: int
     target: int
     requests: int
+    errors: int
+    tokens_in: int
+    tokens_out: int
     cost: float
 
 
@@ -73,12 +76,10 @@ class JobIn(BaseModel):
 def _outs(engine, jobs) -> list[JobOut]:
     names = {s.id: s.name for s in schedule_store.list_schedules(engine)}
     attempts = job_store.attempts_of(engine, [j.id for j in jobs])
-    progress: dict[str, Progress | None] = {}
+    progress: dict[str, dict | None] = {}  # jobs of one run share its progress: computed once
     for j in jobs:
         if j.run_name and j.run_name not in progress:
-            run = storage.get_run(engine, j.run_name)
-            st = storage.run_stats(engine, run.id) if run else None
-            progress[j.run_name] = run and Progress(run=run.name, accepted=st.kept, target=run.target, requests=st.requests, cost=st.cost)
+            progress[j.run_name] = queue.progress(engine, j)
     return [
         JobOut(
             id=j.id, kind=j.kind, args=[scrub_text(a) for a in json.loads(j.args)], queue=j.queue, state=j.state, schedule_id=j.schedule_id,
