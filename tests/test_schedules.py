@@ -161,10 +161,11 @@ def test_schedule_cli(tmp_path):
     ok = core_cli("schedule", "add", "n1", "--cron", "0 2 * * *", "--tz", "Asia/Shanghai", *job, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "next=" in ok.stdout and "02:00 CST" in ok.stdout
-    listed = core_cli("schedule", "list", env=env)
-    assert "n1" in listed.stdout and "generate --api chat -n 5 --run n1" in listed.stdout
     queued = core_cli("schedule", "run-now", "n1", env=env)
     assert re.fullmatch(r"queued job \d+\n", queued.stdout), queued.stderr
+    listed = core_cli("schedule", "list", env=env)
+    assert "n1" in listed.stdout and "generate --api chat -n 5 --run n1" in listed.stdout
+    assert f"last: job {queued.stdout.split()[-1]} queued" in listed.stdout
     assert core_cli("schedule", "remove", "n1", env=env).returncode == 0
     assert "no schedule 'n1'" in core_one_line_error(core_cli("schedule", "pause", "n1", env=env))
 

@@ -59,11 +59,15 @@ def add(
 
 @schedule_app.command("list")
 def list_(db: Optional[str] = DB) -> None:
-    """Schedules with their next fire time in their own zone."""
+    """Schedules with their next fire time in their own zone and their latest job (skipped ones with the reason)."""
+    from datagen.jobs import queue
     from datagen.storage import schedules as store
 
-    for sch in _guard(lambda: store.list_schedules(_engine(db))):
-        print(f"{_line(sch)}  job: {sch.kind} {shlex.join(store.args_of(sch))}")
+    engine = _guard(lambda: _engine(db))
+    for sch in _guard(lambda: store.list_schedules(engine)):
+        last = queue.list_jobs(engine, schedule_id=sch.id, limit=1)
+        seen = f"  last: job {last[0].id} {last[0].state}" + (f" ({last[0].exit_message})" if last[0].exit_message else "") if last else ""
+        print(f"{_line(sch)}  job: {sch.kind} {shlex.join(store.args_of(sch))}{seen}")
 
 
 @schedule_app.command("pause")
