@@ -3,7 +3,6 @@ each against one stub must together stay at the limit, not twice it (the stub co
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 import time
@@ -14,7 +13,8 @@ from test_postgres import core_pg_url  # noqa: F401  (fixture)
 
 from datagen import storage
 from datagen.jobs import queue
-from datagen.ratelimit import SharedLimiter, limit_key
+from datagen.ratelimit import limit_key
+from datagen.storage import ratelimits
 from datagen.storage.models import Request
 from sqlalchemy import func, select
 from sqlmodel import Session
@@ -58,29 +58,28 @@ def test_two_workers_share_one_rpm_limit(stub_server, tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_bookings_from_many_callers_never_share_a_slot(backend, tmp_path, request):
-    """The booking statement itself, on both databases: 4 threads x 10 requests at 600 rpm get 40
-    distinct slots 0.1 s apart, after an idle key's burst; nobody books more than the horizon ahead."""
+    """The booking statement itself, on both databases, with the clock held still: 4 threads x 10
+    bookings of 0.1 s on an idle key get 40 distinct slots, the first 10 at once (the burst), and
+    nobody books past the horizon."""
     db = f"sqlite:///{tmp_path / 'slots.db'}" if backend == "sqlite" else request.getfixturevalue("core_pg_url")
     engine = storage.connect(db)
-    rpm, key = 600, limit_key("rpm", "http://127.0.0.1:1/v1", "sk-test")
-    limiter = SharedLimiter(engine, key, rpm, burst_seconds=(rpm / 60 - 1) * 60 / rpm)
-    starts: list[float] = []
+    key = limit_key("rpm", "http://127.0.0.1:1/v1", "sk-test")
+    assert "sk-test" not in key
+    now, starts = 1_000_000.0, []
 
     def caller() -> None:
         for _ in range(10):
-            asyncio.run(limiter.acquire())
-            starts.append(time.time())
+            booked, at = ratelimits.reserve(engine, key, 0.1, 0.9, now, 100.0)
+            assert booked
+            starts.append(at)
 
-    t0 = time.time()
     threads = [threading.Thread(target=caller) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    starts.sort()
-    # 10 at once (one second's burst), then one per 0.1 s: 40 requests take about 3 s, not 0 and not 4.
-    assert 2.5 <= starts[-1] - t0 <= 4.0, starts[-1] - t0
-    burst = sum(s - t0 < 0.3 for s in starts)  # the burst, plus at most 3 paced ones
-    assert 9 <= burst <= 13, burst
-    assert "sk-test" not in key
+    assert sorted(starts) == pytest.approx([now - 0.9 + 0.1 * k for k in range(40)])
+    assert sum(at <= now for at in starts) == 10
+    # The line now ends 3.1 s ahead: with a 1 s horizon nobody books; come back when it is 1 s ahead.
+    assert ratelimits.reserve(engine, key, 0.1, 0.9, now, 1.0) == (False, pytest.approx(now + 2.1))
     storage.dispose_all()
