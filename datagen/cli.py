@@ -55,6 +55,21 @@ def validated(schema, **values):
         raise InputError(f"{flag} {e.get('input')!r}: {e['msg']}") from None
 
 
+def generate_options(params: dict) -> GenerateOptions:
+    """The `generate` command's parsed parameters as options, every value checked (a job's too, at submit)."""
+    p = dict(params)
+    max_tokens = p.pop("max_tokens", None)
+    pipeline = {k: p.pop(k) for k in list(p) if k in P and k != "target"}
+    pipeline["target"] = p.pop("num_instructions")
+    if max_tokens is not None:
+        pipeline.update(bootstrap_max_tokens=max_tokens, instances_max_tokens=max_tokens)
+    p.pop("progress", None)
+    return validated(GenerateOptions, **p, pipeline=validated(PipelineConfig, **pipeline))
+
+
+DRAINED = 75  # exit status of a generate stopped by SIGTERM before its target (EX_TEMPFAIL: run it again)
+
+
 @app.command()
 def generate(
     num_instructions: int = opt(P["target"], "--num-instructions", "-n"),
@@ -87,26 +102,16 @@ def generate(
     random_seed: Optional[int] = opt(P["random_seed"], "--seed"),
     stall_timeout: float = opt(P["stall_timeout"], "--stall-timeout"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    lease_wait: float = opt(G["lease_wait"], "--lease-wait"),
 ) -> None:
-    """Generate instructions, classify them, write instances, filter, store. Resumable by --run name."""
+    """Generate instructions, classify them, write instances, filter, store. Resumable by --run name.
+
+    One process generates a run at a time. SIGTERM drains (in-flight candidates finish) and exits 75.
+    """
+    # Every value is checked here, before the database or a model is touched.
+    opts = generate_options(locals())
     from datagen.generate import generate as run_generate
     from datagen import progress as live
-
-    # Every value is checked here, before the database or a model is touched.
-    opts = validated(
-        GenerateOptions,
-        run=run, api=api, model=model, base_url=base_url, lang=lang, seeds=seeds, prompts=prompts, db=db,
-        concurrency=concurrency, batch_size=batch_size, prompts_per_request=prompts_per_request, rpm=rpm, tpm=tpm,
-        max_tries=max_tries, timeout=timeout, context_window=context_window, price_in=price_in, price_out=price_out,
-        pipeline=validated(
-            PipelineConfig,
-            target=num_instructions, threshold=threshold, num_seed_examples=num_seed_examples,
-            num_machine_examples=num_machine_examples, new_per_prompt=new_per_prompt, max_instances=max_instances,
-            temperature=temperature, top_p=top_p,
-            **({"bootstrap_max_tokens": max_tokens, "instances_max_tokens": max_tokens} if max_tokens is not None else {}),
-            random_seed=random_seed, stall_timeout=stall_timeout,
-        ),
-    )
 
     async def watch(name, prog, client, task):
         if progress:
@@ -124,6 +129,9 @@ def generate(
         f"run={name} accepted={prog.accepted} rejected={rejected} seconds={secs:.1f} "
         f"per_minute={prog.accepted * 60 / max(secs, 1e-6):.1f}"
     )
+    if prog.accepted < prog.target:  # drained by SIGTERM: resumable, not finished
+        print(f"stopped at {prog.accepted}/{prog.target}; resume with --run {name}", file=sys.stderr)
+        raise typer.Exit(DRAINED)
 
 
 @app.command()
@@ -182,6 +190,18 @@ def dedup(
     from datagen.dedup import dedup_file
 
     print(dedup_file(input, lang=lang, threshold=threshold, against=against, field=field, out=out, rejected=rejected).line())
+
+
+# Sub-apps live in their own modules (they import DB and the handlers from here, so they come last).
+from datagen.dbcli import db_app  # noqa: E402
+from datagen.jobs.cli import jobs_app, worker  # noqa: E402
+from datagen.jobs.schedule_cli import schedule_app, scheduler_command  # noqa: E402
+
+app.add_typer(db_app, name="db")
+app.add_typer(jobs_app, name="jobs")
+app.command("worker")(worker)
+app.add_typer(schedule_app, name="schedule")
+app.command("scheduler")(scheduler_command)
 
 
 def main() -> None:

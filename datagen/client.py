@@ -127,6 +127,7 @@ class LLMClient:
         log: RequestLog | None = None,
         timeout: float | None = None,
         warn: Callable[[str], None] = _stderr_warning,
+        shared_limits: tuple | None = None,
     ):
         self.backend = backend
         self.max_tries = max(1, max_tries)
@@ -147,6 +148,8 @@ class LLMClient:
         # limit per second, as OpenAI does) answers with 429s and a long stall. Allow one second's worth.
         self._rpm = AsyncLimiter(max(1.0, rpm / 60), max(1.0, rpm / 60) * 60 / rpm) if rpm else None
         self._tpm = AsyncLimiter(tpm, 60) if tpm else None
+        if shared_limits is not None:  # (rpm, tpm) limiters shared with other processes (datagen/ratelimit.py)
+            self._rpm, self._tpm = shared_limits
         self._tpm_max = tpm or 0
         self._resume_at = 0.0  # a 429's Retry-After pauses every request, not just the one that got it
         self._queue: asyncio.PriorityQueue | None = None
@@ -155,6 +158,7 @@ class LLMClient:
         self._inflight: set[asyncio.Task] = set()
         self._closed = False
         self._told_refused = False
+        self.draining = False  # drain(): requests not yet sent are cancelled, those in flight finish
 
     @property
     def in_flight_limit(self) -> int:
@@ -176,6 +180,9 @@ class LLMClient:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put((PRIORITY[prompt.stage], next(self._seq), prompt, fut))
         return await fut
+
+    def drain(self) -> None:
+        self.draining = True
 
     async def aclose(self) -> None:
         self._closed = True
@@ -254,6 +261,8 @@ class LLMClient:
                     await self._rpm.acquire()
                 if self._tpm:
                     await self._tpm.acquire(min(est, self._tpm_max))
+                if self.draining:  # never sent: the caller's work stays pending for the resume
+                    raise asyncio.CancelledError
                 return await self._attempt(prompts, attempt)
             except BatchRefused as exc:
                 refused = exc

@@ -87,4 +87,5 @@ class GenerateOptions(BaseModel):
     context_window: int | None = Field(None, ge=64, description="Model context size, to fit max_tokens to the prompt.")
     price_in: float | None = Field(None, ge=0, description="USD per 1M input tokens (overrides prices.toml).")
     price_out: float | None = Field(None, ge=0, description="USD per 1M output tokens.")
+    lease_wait: float = Field(0.0, ge=0, description="Seconds to wait while another live process generates this run [default: refuse at once].")
     pipeline: PipelineConfig = PipelineConfig()

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import tomllib
 from datetime import datetime
 from importlib import resources
 
-from sqlalchemy.exc import OperationalError
 
 from datagen import storage
 from datagen.backends import make_backend
 from datagen.client import LLMClient, Price
 from datagen.config import GenerateOptions, env
-from datagen.errors import InputError
+from datagen.errors import DatagenError, InputError
+from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
+from datagen.ratelimit import shared_limiters
 from datagen.prompts import load_prompts
 from datagen.records import Generation, Prompt
 from datagen.seeds import default_seed_path, load_seeds
@@ -40,10 +42,16 @@ def price_for(model: str, price_in: float | None, price_out: float | None, api: 
     return Price(price_in if price_in is not None else base.get("input", 0.0), price_out if price_out is not None else base.get("output", 0.0))
 
 
+class LeaseLost(DatagenError):
+    """Another process took the run over (this one stalled past its lease)."""
+
+
 async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]:
-    """Run (or resume) a named generation run until its target is reached.
+    """Run (or resume) a named generation run until its target is reached, holding the run lease.
 
     `on_start(run_name, progress, client, task)` lets a caller watch the run (the CLI shows a live table).
+    SIGTERM (main thread only) drains: no new work, candidates in progress finish, the run stays
+    resumable and the returned progress is short of its target.
     """
     api = pick_api(opts)
     model = opts.model or DEFAULT_MODELS.get(api, "")
@@ -54,7 +62,13 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     existing = storage.get_run(engine, name)
     if existing and existing.lang != opts.lang:
         raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
+    lease = RunLeaseHolder(engine, name)
+    await asyncio.to_thread(lease.acquire, opts.lease_wait)
+    with lease:
+        return await _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start)
 
+
+async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start) -> tuple[str, Progress]:
     if api == "local":
         backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window)
         concurrency = 1  # one batch at a time; the batch is the parallelism
@@ -72,12 +86,7 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
 
     config = opts.model_dump(mode="json", exclude={"db"})
     config.update(api=api, model=model)
-    try:
-        return await _generate(opts, engine, name, api, model, backend, concurrency, seeds, prompts, config, on_start)
-    except OperationalError as exc:  # e.g. a read-only file: say which database
-        where = engine.url.database if engine.dialect.name == "sqlite" else engine.url.render_as_string(hide_password=True)
-        msg = str(exc.orig).splitlines()[0] if exc.orig else str(exc).splitlines()[0]
-        raise storage.StorageError(f"database {where}: {msg}") from None
+    return await _run(opts, engine, name, lease, api, model, backend, concurrency, seeds, prompts, config, on_start)
 
 
 class _Ledger:
@@ -95,7 +104,7 @@ class _Ledger:
             storage.end_request(self.engine, row, gens, cost=cost, state=state)
 
 
-async def _generate(opts, engine, name, api, model, backend, concurrency, seeds, prompts, config, on_start):
+async def _run(opts, engine, name, lease, api, model, backend, concurrency, seeds, prompts, config, on_start):
     run, _ = storage.open_run(engine, name, lang=opts.lang, api=api, model=model, target=opts.pipeline.target, config=config)
     client = LLMClient(
         backend,
@@ -106,6 +115,8 @@ async def _generate(opts, engine, name, api, model, backend, concurrency, seeds,
         price=price_for(model, opts.price_in, opts.price_out, api),
         log=_Ledger(engine, run.id, model),
         timeout=None if api == "local" else opts.timeout,
+        # One limit per API key and base URL across processes: two workers on a key share it.
+        shared_limits=shared_limiters(engine, opts.base_url, opts.rpm, opts.tpm) if api != "local" else None,
     )
     # Local batches fill from concurrent stages, so let enough prompts be in flight to fill them.
     cfg = opts.pipeline
@@ -120,22 +131,29 @@ async def _generate(opts, engine, name, api, model, backend, concurrency, seeds,
         client.batch_wait = 0.2
     pipe = Pipeline(cfg, client, engine, run.id, opts.lang, seeds, prompts)
     task = asyncio.create_task(pipe.run())
-    # SIGTERM (docker stop, a job queue's timeout) ends the run like Ctrl-C: recorded as interrupted.
-    terminated = _on_sigterm(asyncio.current_task())
+    loop = asyncio.get_running_loop()
+    lease.on_lost = lambda: loop.call_soon_threadsafe(task.cancel)
+    # SIGTERM (docker stop, a worker draining) drains: no new request, answers in flight are
+    # stored, the run is left interrupted and resumable. Signal handlers need the main thread.
+    draining = threading.current_thread() is threading.main_thread()
+    if draining:
+        loop.add_signal_handler(signal.SIGTERM, pipe.drain)
     try:
         if on_start:
             await on_start(name, pipe.progress, client, task)
         progress = await task
-        storage.set_run_state(engine, run.id, "finished")
+        storage.set_run_state(engine, run.id, "finished" if progress.accepted >= progress.target else "interrupted")
     except (asyncio.CancelledError, KeyboardInterrupt):
         storage.set_run_state(engine, run.id, "interrupted")
-        if terminated():
-            raise KeyboardInterrupt from None
+        if lease.lost:
+            raise LeaseLost(f"run {name!r} was taken over by another process (this one missed its lease); stopped") from None
         raise
     except Exception:
         storage.set_run_state(engine, run.id, "failed")
         raise
     finally:
+        if draining:
+            loop.remove_signal_handler(signal.SIGTERM)
         # Stop the stages before closing the connection under them: a request cut by the close
         # would otherwise be logged as a "client has been closed" error.
         task.cancel()
@@ -143,18 +161,3 @@ async def _generate(opts, engine, name, api, model, backend, concurrency, seeds,
         await client.aclose()
     return name, progress
 
-
-def _on_sigterm(main: asyncio.Task | None):
-    """Cancel `main` on SIGTERM; the returned function says whether that happened."""
-    got: list[bool] = []
-
-    def handler() -> None:
-        got.append(True)
-        if main:
-            main.cancel()
-
-    try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, handler)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
-        pass
-    return lambda: bool(got)

@@ -99,6 +99,7 @@ class Pipeline:
         self._failures = 0
         self._barren = 0
         self._fatal: BaseException | None = None
+        self.draining = False  # drain(): start no new request
 
     # ------------------------------------------------------------ the loop
 
@@ -120,13 +121,15 @@ class Pipeline:
                 if self._fatal:
                     raise self._fatal
                 self._watch()
+                if self.draining and not boots and not work:
+                    break
                 # A candidate whose call failed is tried again once some call has succeeded since.
                 ok_since = self.client.counters.last_success
-                for item in [r for r in self._retry if r[0] < ok_since]:
+                for item in [] if self.draining else [r for r in self._retry if r[0] < ok_since]:
                     self._retry.remove(item)
                     p.in_progress += 1
                     spawn(self._process(item[1]), work)
-                need = p.target - p.accepted - p.in_progress
+                need = 0 if self.draining else p.target - p.accepted - p.in_progress
                 # Each prompt yields several candidates; keep only as many prompts in flight as the gap needs.
                 want = min(self.cfg.max_bootstrap_inflight, max(0, -(-need // max(1, self.cfg.new_per_prompt // 2))))
                 while need > 0 and len(boots) < want:
@@ -165,6 +168,12 @@ class Pipeline:
                 "the server takes requests but does not answer; pending work is kept, run again with the same --run to resume"
             )
 
+    def drain(self) -> None:
+        """Start no new request; run() returns once the requests in flight are answered and stored."""
+        self.draining = True
+        self.client.drain()
+        self._changed.set()
+
     def _done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None and self._fatal is None:
             self._fatal = task.exception()
@@ -187,7 +196,7 @@ class Pipeline:
                 break  # enough in hand; extra candidates are not judged, so they are not stored either
             p.candidates += 1
             c = self.screen(c)
-            if c.status is Status.pending:
+            if c.status is Status.pending and not self.draining:  # when draining it stays pending for the resume
                 p.in_progress += 1
                 t = asyncio.create_task(self._process(c))
                 work.add(t)
@@ -200,8 +209,13 @@ class Pipeline:
 
     async def _process(self, c: Candidate) -> None:
         try:
+            # Draining: a candidate whose next request has not started stays pending for the resume.
+            if self.draining:
+                return
             if c.is_classification is None:  # a resumed candidate may have its verdict already
                 c = await self.classify(c)
+            if self.draining:
+                return
             c = await self.instances(c)
             c = self.finish(c)
         except _CallFailed:

@@ -565,24 +565,31 @@ def test_search_covers_inputs_and_outputs(client):
 
 
 def test_an_old_instruction_only_search_index_is_rebuilt(tmp_path):
-    from sqlalchemy import text
+    """A database at revision 0005 (instruction-only index) gains instance search when it is opened."""
+    from sqlmodel import Session
 
-    from conftest import build_db
     from datagen import storage
+    from datagen.storage import migrate, queries
+    from datagen.storage.db import open_engine
+    from datagen.storage.models import InstanceRow, Run, Sample
 
-    url = build_db(tmp_path / "old.db")
-    engine = storage.connect(url)
-    with engine.begin() as conn:  # the layout of earlier versions
-        for name in ("sample_fts_ai", "sample_fts_ad", "sample_fts_au", "sample_fts_inst_ai", "sample_fts_inst_ad", "sample_fts_inst_au"):
-            conn.execute(text(f"DROP TRIGGER {name}"))
-        conn.execute(text("DROP TABLE sample_fts"))
-        conn.execute(text("CREATE VIRTUAL TABLE sample_fts USING fts5(instruction, content='sample', content_rowid='id', tokenize='trigram')"))
-        conn.execute(text("INSERT INTO sample_fts(sample_fts) VALUES ('rebuild')"))
-    storage.dispose_all()
-    engine = storage.connect(url)
-    from datagen.storage import queries
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = open_engine(url)
+    migrate.upgrade(old, "0005")
+    with Session(old) as s:
+        run = Run(name="r", lang="en", api="chat", model="m", target=2)
+        s.add(run)
+        s.flush()
+        for i, (text, out) in enumerate([("Give tips for a healthy winter.", "Sleep well."), ("Name a fruit.", "The output 10 is a pear.")]):
+            row = Sample(run_id=run.id, lang="en", instruction=text, instruction_hash=str(i), status="accepted")
+            s.add(row)
+            s.flush()
+            s.add(InstanceRow(sample_id=row.id, idx=0, input="", output=out))
+        s.commit()
+    old.dispose()
 
-    page = queries.list_samples(engine, queries.SampleFilter(q="output 10"))
-    assert [s["id"] for s in page.items] == [11]  # instance text, indexed by the rebuilt table
-    assert [s["id"] for s in queries.list_samples(engine, queries.SampleFilter(q="healthy winter")).items] == [10]
+    engine = storage.connect(url)  # upgrades: revision 0006 rebuilds the index with the instances
+    assert migrate.current(engine) == migrate.head()
+    assert [r["instruction"] for r in queries.list_samples(engine, queries.SampleFilter(q="output 10")).items] == ["Name a fruit."]
+    assert [r["instruction"] for r in queries.list_samples(engine, queries.SampleFilter(q="healthy winter")).items] == ["Give tips for a healthy winter."]
     storage.dispose_all()

@@ -7,8 +7,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
-from sqlalchemy.schema import CreateIndex
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
 from datagen.config import env
 from datagen.errors import Unavailable
@@ -41,11 +40,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 _engines: dict[str, Engine] = {}
 
 
-def connect(url: str | None = None, create: bool = True) -> Engine:
-    """Open (and on first use create) the database; raise StorageError with one line on failure."""
+def open_engine(url: str | None = None, create: bool = True) -> Engine:
+    """An engine for the URL, checked but not migrated (`datagen db` works on it)."""
     url = resolve_url(url)
-    if url in _engines:
-        return _engines[url]
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -76,19 +73,22 @@ def connect(url: str | None = None, create: bool = True) -> Engine:
             raise StorageError(f"database {shown}: {(str(orig).strip().splitlines() or [type(orig).__name__])[0]}") from orig
 
     event.listen(engine, "handle_error", _user_facing)
-    try:
-        SQLModel.metadata.create_all(engine)
-        # create_all skips tables that exist, indexes included: add indexes declared since.
-        with engine.begin() as conn:
-            for table in SQLModel.metadata.sorted_tables:
-                for index in table.indexes:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
-        from datagen.storage import search
+    return engine
 
-        search.install(engine)
-    except OperationalError as exc:  # raised before the engine's error hook could see it
+
+def connect(url: str | None = None, create: bool = True) -> Engine:
+    """Open (and on first use create) the database, upgraded to the newest schema; raise StorageError with one line on failure."""
+    url = resolve_url(url)
+    if url in _engines:
+        return _engines[url]
+    engine = open_engine(url, create)
+    try:
+        from datagen.storage import migrate
+
+        migrate.ensure_current(engine)
+    except OperationalError as exc:
         msg = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-        raise StorageError(f"cannot open database {shown}: {msg}") from None
+        raise StorageError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {msg}") from None
     _engines[url] = engine
     return engine
 

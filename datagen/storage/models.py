@@ -123,3 +123,98 @@ class Audit(SQLModel, table=True):
     before: str | None = Field(default=None, sa_column=Column(Text))
     after: str | None = Field(default=None, sa_column=Column(Text))
     at: datetime = Field(default_factory=utcnow)
+
+
+class RunLease(SQLModel, table=True):
+    """Who is generating a run now. One row per run being generated; a holder renews `expires_at`."""
+
+    __tablename__ = "run_lease"
+
+    run_name: str = Field(primary_key=True)
+    holder: str  # a token unique to one acquisition, so a holder that lost its lease can tell
+    host: str
+    pid: int
+    since: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+
+
+class Job(SQLModel, table=True):
+    """A stored unit of work (generate / export / dedup with CLI arguments) that a worker runs."""
+
+    __table_args__ = (Index("ix_job_claim", "queue", "state", "scheduled_for"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    args: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list of CLI arguments
+    queue: str = "default"
+    state: str = Field(default="queued", index=True)  # queued | running | succeeded | failed | cancelled | skipped
+    unique_key: str | None = Field(default=None, unique=True)  # a scheduler's (schedule, slot): fired once
+    schedule_id: int | None = Field(default=None, index=True)
+    scheduled_for: datetime | None = None  # not claimed before this time
+    run_name: str | None = None  # the generate run it produces (resumed by name on a re-claim)
+    attempt_id: int | None = None  # the current attempt: heartbeats and finishes must match it
+    claimed_by: str | None = None  # host:pid of the worker
+    lease_expires_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    exit_message: str | None = Field(default=None, sa_column=Column(Text))
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobAttempt(SQLModel, table=True):
+    """One worker's go at a job: running | succeeded | failed | cancelled | released (drained) | lost (lease expired)."""
+
+    __tablename__ = "job_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    n: int
+    worker: str  # host:pid
+    state: str = "running"
+    run_name: str | None = None
+    exit_code: int | None = None
+    exit_message: str | None = Field(default=None, sa_column=Column(Text))
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RateLimit(SQLModel, table=True):
+    """A limit shared by every process using one API key and base URL: the next free slot, as a
+    'theoretical arrival time' (GCRA) in epoch seconds. `key` is a hash, never the API key."""
+
+    __tablename__ = "rate_limit"
+
+    key: str = Field(primary_key=True)
+    tat: float = 0.0
+
+
+class Schedule(SQLModel, table=True):
+    """A cron line that submits a job (kind + CLI-style args) on every slot; see datagen/jobs/schedules.py.
+
+    Times are instants (UTC); `tz` is the IANA zone the cron fields are read in.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    cron: str
+    tz: str = "UTC"
+    kind: str
+    args: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list of CLI args
+    queue: str = "default"
+    misfire: str = "skip"  # skip | run_once | catch_up:N
+    overlap: str = "skip"  # skip | queue | replace
+    paused: bool = False
+    next_fire_at: datetime | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

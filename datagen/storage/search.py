@@ -3,7 +3,8 @@
 SQLite: an FTS5 table with the trigram tokenizer, so substring search works for Chinese
 (which has no spaces for a word tokenizer to split on) as well as English. One row per
 sample (rowid = sample id) with two columns, the instruction and the sample's instances
-joined, kept in step by triggers on both tables; a term matches in either column.
+joined, kept in step by triggers on both tables; a term matches in either column. The table
+and triggers are made by the migrations (0001, then 0006 for the instances column).
 Other databases: a case-insensitive LIKE on the instruction or any instance, which Postgres
 serves from pg_trgm indexes when present.
 """
@@ -18,55 +19,13 @@ from datagen.storage.models import InstanceRow, Sample
 _INSTANCES_TEXT = (
     "coalesce((SELECT group_concat(input || char(10) || output, char(10)) FROM instance WHERE sample_id = {sid}), '')"
 )
-# Fills sample_fts from the tables: after a bulk load without triggers, or from the old layout.
+# Fills sample_fts from the tables after a bulk load without triggers (bench/api.py). The table
+# itself and its triggers are revision 0006's.
 POPULATE = (
     "INSERT INTO sample_fts(rowid, instruction, instances) SELECT s.id, s.instruction, "
     + _INSTANCES_TEXT.format(sid="s.id")
     + " FROM sample s"
 )
-_REFRESH_INSTANCES = "UPDATE sample_fts SET instances = " + _INSTANCES_TEXT + " WHERE rowid = {sid};"
-_SQLITE_DDL = [
-    # Its own copy of the text (not external content): instance text lives in another table.
-    "CREATE VIRTUAL TABLE IF NOT EXISTS sample_fts USING fts5(instruction, instances, tokenize='trigram')",
-    """CREATE TRIGGER IF NOT EXISTS sample_fts_ai AFTER INSERT ON sample BEGIN
-           INSERT INTO sample_fts(rowid, instruction, instances) VALUES (new.id, new.instruction, '');
-       END""",
-    """CREATE TRIGGER IF NOT EXISTS sample_fts_ad AFTER DELETE ON sample BEGIN
-           DELETE FROM sample_fts WHERE rowid = old.id;
-       END""",
-    """CREATE TRIGGER IF NOT EXISTS sample_fts_au AFTER UPDATE OF instruction ON sample BEGIN
-           UPDATE sample_fts SET instruction = new.instruction WHERE rowid = new.id;
-       END""",
-    f"""CREATE TRIGGER IF NOT EXISTS sample_fts_inst_ai AFTER INSERT ON instance BEGIN
-           {_REFRESH_INSTANCES.format(sid="new.sample_id")}
-       END""",
-    f"""CREATE TRIGGER IF NOT EXISTS sample_fts_inst_ad AFTER DELETE ON instance BEGIN
-           {_REFRESH_INSTANCES.format(sid="old.sample_id")}
-       END""",
-    f"""CREATE TRIGGER IF NOT EXISTS sample_fts_inst_au AFTER UPDATE ON instance BEGIN
-           {_REFRESH_INSTANCES.format(sid="old.sample_id")}
-           {_REFRESH_INSTANCES.format(sid="new.sample_id")}
-       END""",
-]
-_OLD_TRIGGERS = ("sample_fts_ai", "sample_fts_ad", "sample_fts_au")
-
-
-def install(engine: Engine) -> None:
-    if engine.dialect.name != "sqlite":
-        return
-    with engine.begin() as conn:
-        old = conn.execute(text("SELECT sql FROM sqlite_master WHERE type='table' AND name='sample_fts'")).scalar()
-        rebuild = old is None or "instances" not in old
-        if old is not None and rebuild:
-            # The instruction-only index of earlier versions: replace it (one pass over the data).
-            for name in _OLD_TRIGGERS:
-                conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
-            conn.execute(text("DROP TABLE sample_fts"))
-        for ddl in _SQLITE_DDL:
-            conn.execute(text(ddl))
-        if rebuild:
-            conn.execute(text(POPULATE))
-
 
 # --- Queries -----------------------------------------------------------------------------------
 

@@ -1,0 +1,126 @@
+// datagen jobs page: schedules, queue, running jobs with live progress, history. Vanilla JS.
+// Job arguments, run names and exit messages are untrusted text: the DOM is built with
+// createElement/textContent only (never innerHTML), and the CSP forbids inline code.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const REFRESH_MS = 2000;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "on") for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function token() { return sessionStorage.getItem("datagen.token") || ""; }
+
+function toast(msg, bad) {
+  const t = $("#toast");
+  t.textContent = msg;
+  t.className = bad ? "show bad" : "show";
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.className = ""; }, bad ? 5000 : 1800);
+}
+
+async function api(path, opts = {}) {
+  const headers = {};
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  const res = await fetch(path, { method: opts.method || "GET", headers });
+  if (!res.ok) {
+    let detail = res.statusText;
+    try { const j = await res.json(); detail = typeof j.detail === "string" ? j.detail : Array.isArray(j.detail) ? j.detail.map((e) => e.msg).join("; ") : JSON.stringify(j.detail); } catch (_) { /* not JSON */ }
+    if (res.status === 401 || res.status === 403) detail = "token: " + detail;
+    throw new Error(`${res.status}: ${detail}`);
+  }
+  return res.status === 204 ? null : res.json();
+}
+
+function act(label, path, done) {
+  return el("button", { type: "button", on: { click: async () => {
+    try { const r = await api(path, { method: "POST" }); toast(done(r)); refresh(); } catch (e) { toast(e.message, true); }
+  } } }, label);
+}
+
+const time = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+const money = (x) => (x || 0).toFixed(4);
+
+function progress(j) {
+  const p = j.progress;
+  if (!p || !p.target) return "";
+  return el("span", {}, el("progress", { max: p.target, value: Math.min(p.accepted, p.target) }), ` ${p.accepted} / ${p.target}`);
+}
+
+function fill(id, rows) {
+  const body = document.querySelector(`#${id} tbody`);
+  body.replaceChildren(...rows);
+  if (!rows.length) body.append(el("tr", {}, el("td", { class: "muted", colspan: 10 }, "none")));
+}
+
+function scheduleRow(s) {
+  return el("tr", { "data-schedule": s.name },
+    el("td", {}, s.name), el("td", {}, el("code", {}, s.cron)), el("td", {}, s.tz),
+    el("td", {}, s.paused ? el("span", { class: "muted" }, "paused") : s.next_fire_local),
+    el("td", {}, el("code", {}, [s.kind, ...s.args].join(" "))),
+    el("td", {}, `${s.misfire} / ${s.overlap}`),
+    el("td", {},
+      act("run now", `/api/schedules/${s.id}/run-now`, (r) => `queued job ${r.job_id}`),
+      s.paused ? act("resume", `/api/schedules/${s.id}/resume`, () => `resumed ${s.name}`)
+               : act("pause", `/api/schedules/${s.id}/pause`, () => `paused ${s.name}`)));
+}
+
+const cancel = (j) => act("cancel", `/api/jobs/${j.id}/cancel`, () => `cancel sent to job ${j.id}`);
+
+function runningRow(j) {
+  const p = j.progress || {};
+  return el("tr", { "data-job": j.id },
+    el("td", {}, `#${j.id}`), el("td", {}, j.kind), el("td", {}, j.run || ""), el("td", {}, progress(j)),
+    el("td", { class: "num" }, p.requests ?? ""), el("td", { class: "num" }, money(p.cost)), el("td", {}, j.worker || ""),
+    el("td", {}, cancel(j)));
+}
+
+function queuedRow(j) {
+  return el("tr", { "data-job": j.id },
+    el("td", {}, `#${j.id}`), el("td", {}, j.kind), el("td", {}, j.queue), el("td", {}, j.schedule || ""),
+    el("td", {}, time(j.scheduled_for)), el("td", {}, el("code", {}, j.args.join(" "))), el("td", {}, cancel(j)));
+}
+
+function historyRow(j) {
+  const attempts = (j.attempts || []).map((a) => `${a.worker || "?"}: ${a.state}${a.message ? " (" + a.message + ")" : ""}`);
+  return el("tr", { "data-job": j.id },
+    el("td", {}, `#${j.id}`), el("td", {}, j.kind), el("td", {}, el("span", { class: `state ${j.state}` }, j.state)),
+    el("td", {}, j.schedule || ""), el("td", {}, time(j.scheduled_for)), el("td", {}, j.run || ""), el("td", {}, progress(j)),
+    el("td", { class: "num" }, money((j.progress || {}).cost)),
+    el("td", { class: "msg" }, attempts.join("\n")), el("td", { class: "msg" }, j.message || ""));
+}
+
+async function refresh() {
+  try {
+    const [schedules, jobs] = await Promise.all([api("/api/schedules"), api("/api/jobs?limit=200")]);
+    fill("schedules", schedules.map(scheduleRow));
+    fill("running", jobs.filter((j) => j.state === "running").map(runningRow));
+    fill("queued", jobs.filter((j) => j.state === "queued").map(queuedRow));
+    fill("history", jobs.filter((j) => !["running", "queued"].includes(j.state)).map(historyRow));
+    $("#auth-state").textContent = token() ? "token set" : "read-only";
+  } catch (e) {
+    toast(e.message, true);
+  }
+}
+
+$("#save-token").addEventListener("click", () => {
+  const v = $("#token").value.trim();
+  if (v) sessionStorage.setItem("datagen.token", v); else sessionStorage.removeItem("datagen.token");
+  $("#token").value = "";
+  refresh();
+});
+
+refresh();
+setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);

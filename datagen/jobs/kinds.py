@@ -1,0 +1,56 @@
+"""What a job may be: a datagen command and its arguments, checked at submit by the CLI's own parser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datagen.errors import InputError
+
+KINDS = ("generate", "export", "dedup")
+# The worker supplies these: the queue's database (from its environment, so no password lands in
+# a job row or a process list) and a non-interactive display.
+WORKER_OWNED = {"--db": "jobs run on the queue's database", "--progress": "jobs never draw a live display",
+                "--no-progress": "jobs never draw a live display", "--lease-wait": "the worker sets it"}
+
+
+class JobError(InputError):
+    """A job refused at submit."""
+
+
+def command(kind: str) -> Any:
+    """The click command behind `datagen KIND`."""
+    import typer
+
+    from datagen.cli import app
+
+    if kind not in KINDS:
+        raise JobError(f"unknown job kind {kind!r}: use one of {', '.join(KINDS)}")
+    return typer.main.get_command(app).commands[kind]  # type: ignore[attr-defined]
+
+
+def validate(kind: str, args: list[str]) -> dict:
+    """Parse `args` exactly as `datagen KIND` would; the parsed options, or JobError with one line."""
+    cmd = command(kind)
+    if "--help" in args:
+        raise JobError(f"{kind} job: --help is not a job")
+    for a in args:
+        flag = a.split("=", 1)[0]
+        if flag in WORKER_OWNED:
+            raise JobError(f"{kind} job: {flag} is not allowed ({WORKER_OWNED[flag]})")
+    try:
+        ctx = cmd.make_context(f"datagen {kind}", list(args), resilient_parsing=False)
+    except Exception as exc:  # typer's (vendored) click: UsageError and friends, or Exit for --help
+        if hasattr(exc, "format_message"):
+            raise JobError(f"{kind} job: {exc.format_message().splitlines()[0]}") from None
+        if type(exc).__name__ == "Exit":
+            raise JobError(f"{kind} job: --help is not a job") from None
+        raise
+    params = dict(ctx.params)
+    if kind == "generate":  # values too, by the same declarations the command checks them with
+        from datagen.cli import generate_options
+
+        try:
+            generate_options(params)
+        except InputError as exc:
+            raise JobError(f"generate job: {exc}") from None
+    return params

@@ -1,0 +1,173 @@
+"""`datagen worker`: claim jobs, run each as a child `datagen KIND ARGS` process, heartbeat, finish.
+
+Why child processes rather than library calls in the worker: a job that crashes, leaks or hangs
+(a native model library, an OOM kill) takes down only itself; cancelling is a signal the child
+already understands (SIGINT stops generate at once, SIGTERM drains it); and a job runs exactly
+the CLI a user would type, options and validation included. The cost is a Python start per job
+(about a second on a small machine). Children die with their worker (PR_SET_PDEATHSIG), so a
+worker killed with -9 leaves no orphan generating its run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from datagen.jobs import queue
+from datagen.lease import HOST, LEASE_TTL, pid_alive
+from datagen.storage import jobs as store
+from datagen.storage.models import Job, JobAttempt
+
+DRAINED = 75  # a generate child stopped by SIGTERM before its target (datagen.cli.DRAINED)
+CANCEL_GRACE = 5.0  # seconds a cancelled child gets to stop on SIGINT before SIGKILL
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: an orphan is still stopped by the run lease and job lease rules
+        pass
+
+
+@dataclass
+class Slot:
+    job: Job
+    attempt: JobAttempt
+    proc: subprocess.Popen
+    out: object
+    err: object
+    beat_at: float = field(default_factory=time.monotonic)
+    cancelling_since: float | None = None
+    lost: bool = False
+
+
+def _last_line(f) -> str | None:
+    f.seek(0)
+    lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else None
+
+
+class Worker:
+    def __init__(self, engine: Engine, db_url: str, *, queues: list[str], concurrency: int = 1, ttl: float = LEASE_TTL,
+                 poll: float = 1.0):
+        self.engine, self.db_url, self.queues = engine, db_url, queues
+        self.concurrency, self.ttl, self.poll = max(1, concurrency), ttl, poll
+        self.name = f"{HOST}:{os.getpid()}"
+        self.slots: dict[int, Slot] = {}
+        self.stopping = False
+
+    def log(self, msg: str) -> None:
+        print(f"worker {self.name}: {msg}", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------ children
+
+    def _start(self, job: Job, attempt: JobAttempt) -> None:
+        args = json.loads(job.args)
+        if job.kind == "generate":  # wait out a dead holder's run lease on another machine
+            args += ["--no-progress", "--lease-wait", str(2 * self.ttl)]
+        env = {**os.environ, "DATAGEN_DATABASE_URL": self.db_url, "DATAGEN_LEASE_TTL": str(self.ttl)}
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", job.kind, *args], env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, start_new_session=True, preexec_fn=_die_with_parent)
+        self.slots[job.id] = Slot(job, attempt, proc, out, err)
+        self.log(f"job {job.id} ({job.kind}) attempt {attempt.n} started, pid {proc.pid}")
+
+    def _finish(self, slot: Slot, rc: int) -> None:
+        if slot.cancelling_since is not None:
+            states = ("cancelled", "cancelled")
+        elif slot.lost:
+            states = ("lost", "running")
+        elif rc == 0:
+            states = ("succeeded", "succeeded")
+        elif self.stopping and rc in (DRAINED, 130, -signal.SIGTERM, -signal.SIGINT):
+            states = ("released", "queued")  # drained or stopped by us: another worker resumes it
+        else:
+            states = ("failed", "failed")
+        msg = _last_line(slot.out) if rc == 0 else (_last_line(slot.err) or f"exit status {rc}")
+        if states[0] == "cancelled":
+            msg = "cancelled"
+        elif states[0] == "released":
+            msg = f"released by a stopping worker ({msg})"
+        if not slot.lost:  # a database error here leaves the slot as it was: the next tick tries again
+            queue.finish(self.engine, slot.job, slot.attempt, attempt_state=states[0], job_state=states[1], exit_code=rc, message=msg)
+        slot.out.close()
+        slot.err.close()
+        self.log(f"job {slot.job.id} {states[0]}: {msg}")
+
+    def _tend(self, slot: Slot) -> bool:
+        """Heartbeat and watch one child; True once it has exited and been recorded."""
+        rc = slot.proc.poll()
+        if rc is not None:
+            self._finish(slot, rc)
+            return True
+        now = time.monotonic()
+        if now - slot.beat_at >= min(self.ttl / 3, 1.0):
+            slot.beat_at = now
+            verdict = queue.heartbeat(self.engine, slot.job, slot.attempt, self.ttl)
+            if verdict is None and not slot.lost:  # our lease ran out and another worker has the job
+                slot.lost = True
+                self.log(f"job {slot.job.id}: lease lost to another worker; stopping the child")
+                slot.proc.kill()
+            elif verdict and slot.cancelling_since is None:
+                slot.cancelling_since = now
+                slot.proc.send_signal(signal.SIGINT)
+        if slot.cancelling_since is not None and now - slot.cancelling_since > CANCEL_GRACE:
+            slot.proc.kill()
+        return False
+
+    # ------------------------------------------------------------ loop
+
+    def _expire_dead_neighbours(self) -> None:
+        """Jobs held by a vanished worker on this host need not wait for their lease to run out."""
+        for job in store.running_jobs(self.engine):
+            host, _, pid = (job.claimed_by or "").rpartition(":")
+            if host == HOST and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                store.expire_job_lease(self.engine, job.id, job.attempt_id)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.log(f"{signal.Signals(signum).name}: draining {len(self.slots)} job(s)")
+            for slot in self.slots.values():
+                slot.proc.send_signal(signal.SIGTERM)  # generate drains; export and dedup just stop
+
+    def run(self, max_idle: float | None = None) -> int:
+        """Process jobs until SIGTERM/SIGINT (or `max_idle` seconds without work); 0 after a clean drain."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.log(f"queues {','.join(self.queues)}, concurrency {self.concurrency}, lease {self.ttl:g}s")
+        idle_since = time.monotonic()
+        while True:
+            claimed = False
+            try:
+                for job_id in [j for j, s in self.slots.items() if self._tend(s)]:
+                    del self.slots[job_id]
+                if self.stopping and not self.slots:
+                    return 0
+                if not self.stopping and len(self.slots) < self.concurrency:
+                    self._expire_dead_neighbours()
+                    while len(self.slots) < self.concurrency:
+                        got = queue.claim(self.engine, self.name, self.queues, self.ttl)
+                        if got is None:
+                            break
+                        claimed = True
+                        self._start(*got)
+            except StorageError as exc:  # the database is away: keep the children, try again (leases cover the gap)
+                self.log(f"database unavailable ({one_line(exc)}); retrying")
+                time.sleep(self.poll)
+                continue
+            if self.slots or claimed:
+                idle_since = time.monotonic()
+            elif max_idle is not None and time.monotonic() - idle_since > max_idle:
+                return 0
+            if not claimed:
+                time.sleep(self.poll if not self.slots else min(self.poll, 0.2))
