@@ -41,6 +41,11 @@ class GenerateOptions(BaseModel):
     context_window: int | None = None
     price_in: float | None = None
     price_out: float | None = None
+    ray: str | None = None  # None: in-process; "auto" or a cluster address: a pool of Ray replicas (--api local)
+    replicas: int = 1
+    gpus_per_replica: float = 0.0
+    threads_per_replica: int = 1
+    engine: str = "auto"  # inside a Ray replica: auto | transformers | vllm
     pipeline: PipelineConfig = PipelineConfig()
 
 
@@ -78,7 +83,19 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     if existing and existing.lang != opts.lang:
         raise ValueError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
 
-    if api == "local":
+    if opts.ray and api != "local":
+        raise ValueError("--ray serves an open model from Ray replicas: use it with --api local")
+    parallel = opts.replicas if opts.ray else 1
+    if opts.ray:
+        from datagen.backends.ray_pool import RayPool
+
+        backend = RayPool(
+            model, address=opts.ray, replicas=opts.replicas, gpus_per_replica=opts.gpus_per_replica,
+            threads_per_replica=opts.threads_per_replica, batch_size=opts.batch_size,
+            context_window=opts.context_window, engine=opts.engine,
+        )
+        concurrency = opts.replicas  # one batch per replica at a time
+    elif api == "local":
         backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window)
         concurrency = 1  # one batch at a time; the batch is the parallelism
     else:
@@ -91,7 +108,11 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
             context_window=opts.context_window or 4096,
         )
         concurrency = opts.concurrency
-    await backend.check()
+    try:
+        await backend.check()
+    except BaseException:
+        await backend.aclose()  # a half-started Ray pool must not outlive the error
+        raise
 
     config = opts.model_dump(mode="json", exclude={"db"})
     config.update(api=api, model=model)
@@ -114,7 +135,7 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     if api == "local":
         # A batch runs until its longest row ends, so a small model that rambles costs the whole
         # batch: cap answers unless the user chose a budget (8 tasks or 5 examples fit in 320 tokens).
-        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size)}
+        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size * parallel)}
         for key in ("bootstrap_max_tokens", "instances_max_tokens"):
             if key not in cfg.model_fields_set:
                 update[key] = 320
