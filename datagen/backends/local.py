@@ -146,6 +146,7 @@ class LocalBackend:
         self._threads = threads
         self._device_map = device_map  # "auto" spreads one replica over several GPUs
         self.device: str | None = None
+        self.dtype: str | None = None
         self._lm = None
         self._tok = None
         self._lock = asyncio.Lock()  # one generate() at a time: the model is not re-entrant
@@ -187,7 +188,7 @@ class LocalBackend:
         except Exception as exc:
             raise FatalBackendError(f"cannot load local model from {self.path / (self.gguf or '')}: {exc}".splitlines()[0]) from None
         lm.eval()
-        self._lm, self.device = lm, str(lm.device)
+        self._lm, self.device, self.dtype = lm, str(lm.device), str(lm.dtype).replace("torch.", "")
 
 
     @property
