@@ -116,6 +116,8 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
 
     config = opts.model_dump(mode="json", exclude={"db"})
     config.update(api=api, model=model)
+    if opts.ray:
+        config["ray_replicas"] = backend.describe()  # which engine and device each replica really got
     run, _ = storage.open_run(engine, name, lang=opts.lang, api=api, model=model, target=opts.pipeline.target, config=config)
 
     def log(prompt: Prompt, gen: Generation, attempt: int, cost: float) -> int:

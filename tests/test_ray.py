@@ -6,6 +6,7 @@ two replicas land on different nodes; the CLI joins it by address, as a driver o
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -76,6 +77,10 @@ def test_two_replicas_on_two_nodes_reach_the_target(cluster, tmp_path):
     assert f"accepted={TARGET}" in r.stdout
     con = check_run(db, "ray-2")
     assert con.execute("select count(*) from request where error is not null").fetchone() == (0,)
+    # The run records where its replicas ran: one on each node, the transformers engine on the CPU.
+    replicas = json.loads(con.execute("select config from run where name = 'ray-2'").fetchone()[0])["ray_replicas"]
+    assert len({r["node"] for r in replicas}) == 2, replicas
+    assert {(r["engine"], r["device"]) for r in replicas} == {("transformers", "cpu")}
 
 
 def test_a_replica_killed_mid_run_is_retried_and_the_run_finishes(cluster, tmp_path):

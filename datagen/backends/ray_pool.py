@@ -82,8 +82,11 @@ class Replica:
         self._busy = 0
 
     def info(self) -> dict:
+        import ray  # inside a Ray worker, so always there
+
         e = self._engine
-        return {"pid": os.getpid(), "host": socket.gethostname(), "engine": e.engine, "device": e.device, "busy": self._busy}
+        return {"pid": os.getpid(), "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
+                "engine": e.engine, "device": e.device, "busy": self._busy}
 
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
         with self._count:
@@ -105,7 +108,6 @@ class _Slot:
     calls: int = 0
     down: bool = False  # lost; Ray is restarting it, a watcher marks it up again
     dead: bool = False  # not back within restart_wait: out of the pool
-    losses: int = 0
 
 
 class RayPool:
@@ -233,11 +235,8 @@ class RayPool:
     # ------------------------------------------------------------ routing and recovery
 
     def describe(self) -> list[dict]:
-        """Per replica: index, state, engine, device, host, pid, calls, losses (for progress and benches)."""
-        return [
-            {"index": s.index, "state": "dead" if s.dead else "down" if s.down else "up", "calls": s.calls, "losses": s.losses, **s.info}
-            for s in self._slots
-        ]
+        """Per replica: where it runs and on what (engine, device, host, node, pid); kept in the run's config."""
+        return [{"index": s.index, **{k: v for k, v in s.info.items() if k != "busy"}} for s in self._slots]
 
     def _pick(self) -> _Slot:
         alive = [s for s in self._slots if not s.dead]
@@ -247,7 +246,6 @@ class RayPool:
         return min(up, key=lambda s: (s.inflight, s.calls))
 
     def _lost(self, s: _Slot) -> None:
-        s.losses += 1
         if s.down:
             return
         s.down = True
