@@ -9,10 +9,13 @@ Phases (each skippable with --skip):
              costs nothing, i.e. how many replicas one coordinator can feed
 
 Both model phases use the same target, seed, batch size and answer budget; their clocks start when
-the run starts (after the model loads and Ray starts) and stop when the target is reached.
+the run starts (after the model loads and Ray starts) and stop when the target is reached, or,
+with --seconds, after that long with a target out of reach. A small target keeps few prompts in
+flight near its end (the pipeline asks only for what the gap needs), so it under-uses a second
+replica; --seconds measures what a long run gets.
 
     python bench/ray_generate.py                           # target 6, ~10 minutes on 2 cores
-    python bench/ray_generate.py --target 20 --json r.json
+    python bench/ray_generate.py --seconds 240 --json r.json    # a long run's steady state, 4 minutes per phase
     python bench/ray_generate.py --skip inprocess,ray --ceiling-seconds 60
 """
 
@@ -48,16 +51,22 @@ def start_ray(cpus: int) -> None:
              logging_level=logging.WARNING, log_to_driver=False)
 
 
-async def _run(opts) -> dict:
+async def _run(opts, seconds: float | None) -> dict:
     from datagen.generate import generate
 
     clock: dict = {}
 
     async def watch(name, prog, client, task):
-        clock["t0"], clock["client"] = time.monotonic(), client
+        clock.update(t0=time.monotonic(), client=client, prog=prog)
+        if seconds:  # a window of a long run: the target is out of reach, the run is stopped here
+            await asyncio.sleep(seconds)
+            task.cancel()
 
-    _, prog = await generate(opts, on_start=watch)
-    secs = time.monotonic() - clock["t0"]
+    try:
+        await generate(opts, on_start=watch)
+    except asyncio.CancelledError:
+        pass
+    secs, prog = time.monotonic() - clock["t0"], clock["prog"]
     c = clock["client"].counters
     return {
         "seconds": round(secs, 1), "accepted": prog.accepted, "candidates": prog.candidates,
@@ -74,13 +83,13 @@ def phase_model(args, tmp: Path, ray_replicas: int) -> dict:
     opts = GenerateOptions(
         run=f"bench-{ray_replicas}", api="local", model="smollm2", db=str(tmp / f"r{ray_replicas}.db"), batch_size=args.batch,
         ray="auto" if ray_replicas else None, replicas=max(1, ray_replicas), threads_per_replica=1,
-        pipeline=PipelineConfig(target=args.target, random_seed=args.seed, bootstrap_max_tokens=args.max_tokens,
+        pipeline=PipelineConfig(target=10**9 if args.seconds else args.target, random_seed=args.seed, bootstrap_max_tokens=args.max_tokens,
                                 instances_max_tokens=args.max_tokens),
     )
     if ray_replicas:
         start_ray(ray_replicas)
     try:
-        res = asyncio.run(_run(opts))
+        res = asyncio.run(_run(opts, args.seconds))
     finally:
         if ray_replicas:
             import ray
@@ -164,6 +173,8 @@ def phase_ceiling(args, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", type=int, default=6, help="accepted instructions per model run")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="instead of a target: run each model phase this long with a target out of reach (a long run's steady state)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8, help="prompts per forward pass (--batch-size)")
     ap.add_argument("--max-tokens", type=int, default=160, help="answer budget of instruction and instance prompts")
@@ -186,7 +197,8 @@ def main() -> None:
             a, b = out["inprocess"], out["ray"]
             out["ratio"] = {k: round(b[k] / a[k], 2) for k in ("accepted_per_min", "candidates_per_min", "tokens_out_per_s") if a[k]}
             print(f"accepted/min: in-process {a['accepted_per_min']}, Ray x2 {b['accepted_per_min']}, "
-                  f"ratio {out['ratio'].get('accepted_per_min')}x (goal >= 1.7x); tokens out/s ratio {out['ratio'].get('tokens_out_per_s')}x")
+                  f"ratio {out['ratio'].get('accepted_per_min', 'n/a')}x (goal >= 1.7x); candidates/min ratio "
+                  f"{out['ratio'].get('candidates_per_min', 'n/a')}x; tokens out/s ratio {out['ratio'].get('tokens_out_per_s', 'n/a')}x")
         if "ceiling" not in skip:
             out["ceiling"] = phase_ceiling(args, tmp)
             c = out["ceiling"]

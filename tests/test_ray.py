@@ -139,3 +139,10 @@ def test_ray_flag_with_an_api_backend_is_refused(tmp_path):
     r = core_cli("generate", "--api", "chat", "--base-url", "http://127.0.0.1:9/v1", "--ray", "auto", "-n", "1",
                  "--db", str(tmp_path / "x.db"), "--no-progress")
     assert "--api local" in core_one_line_error(r)
+
+
+def test_more_replicas_than_the_cluster_has_cpus_is_one_line_before_any_model_loads(cluster, tmp_path):
+    r = core_cli("generate", "--api", "local", "--model", "smollm2", "--ray", cluster.address, "--replicas", "3",
+                 "-n", "1", "--db", str(tmp_path / "x.db"), "--no-progress", timeout=300)
+    line = core_one_line_error(r)
+    assert "3 replicas need 3 CPUs and the Ray cluster has 2" in line, line

@@ -164,7 +164,7 @@ class RayPool:
         if not ray.is_initialized():
             # auto: a local Ray instance, or the cluster in RAY_ADDRESS (set for `ray job submit` entrypoints).
             # An address: a driver on the head node joins through the GCS (host:6379); ray://host:10001 is Ray Client.
-            kw: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+            kw: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}  # errors reach us as exceptions
             if self.address not in (None, "", "auto"):
                 kw["address"] = self.address
             try:
