@@ -6,9 +6,9 @@ HF model directory or GGUF file instead. Prompts are generated in left-padded ba
 forward pass serves the whole batch, which is where a CPU gets its throughput.
 
 The model runs on CUDA when torch sees a GPU (bf16 where the card has it, else fp16) and on the
-CPU in float32 otherwise. `load`, `count_tokens`, `context_window` and `generate` (synchronous)
-are the engine interface a Ray replica drives (datagen/backends/ray_pool.py); vLLM's engine
-(vllm_engine.py) has the same four.
+CPU in float32 otherwise. `load()`, `generate(prompts)` (synchronous), `engine` and `device` are
+the engine interface a Ray replica drives (datagen/backends/ray_pool.py); vLLM's engine
+(vllm_engine.py) has the same.
 """
 
 from __future__ import annotations

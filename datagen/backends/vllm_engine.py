@@ -1,8 +1,9 @@
 """vLLM's offline engine (`vllm.LLM`) inside a Ray replica, when `vllm` is importable there.
 
-Same engine interface as the transformers engine in local.py (`load`, `count_tokens`,
-`context_window`, `generate`), so a replica drives either. vLLM schedules the batch itself
-(continuous batching, paged KV cache), so each prompt keeps its own sampling settings and budget.
+Same engine interface as the transformers engine in local.py (`load()`, `generate(prompts)`,
+`engine`, `device`), so a replica drives either; the coordinator counts tokens itself. vLLM
+schedules the batch itself (continuous batching, paged KV cache), so each prompt keeps its own
+sampling settings and budget.
 Needs a CUDA GPU; never run on this project's CPU-only machines (see README, "Scale out on Ray").
 """
 
@@ -40,15 +41,6 @@ class VLLMEngine:
         except Exception as exc:
             raise FatalBackendError(f"vLLM cannot load {self.path / (self.gguf or '')}: {exc}".splitlines()[0]) from None
         self._llm, self._tok, self.device = llm, llm.get_tokenizer(), f"cuda x{self._tp}"
-
-    @property
-    def context_window(self) -> int:
-        self.load()
-        return int(self._llm.llm_engine.model_config.max_model_len)
-
-    def count_tokens(self, text: str) -> int:
-        self.load()
-        return len(self._tok(chat_format(self._tok, text), add_special_tokens=False)["input_ids"])
 
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
         from vllm import SamplingParams
