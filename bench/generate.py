@@ -330,17 +330,17 @@ def bench_local(args) -> dict:
     rows = {}
     for threads in sorted({1, os.cpu_count() or 1}):
         be = LocalBackend(None, batch_size=args.batch, threads=threads)
-        be._load()
+        be.load()
         torch.set_num_threads(threads)
-        be._generate(prompts[:2])  # warm-up
+        be.generate(prompts[:2])  # warm-up
         for mode in ("one", "batch"):
             c0, t0 = time.process_time(), time.perf_counter()
             if mode == "batch":
-                gens = be._generate(prompts)
+                gens = be.generate(prompts)
             else:  # one prompt at a time, within --local-seconds (at least one prompt): a rate is a rate
                 gens = []
                 for p in prompts:
-                    gens += be._generate([p])
+                    gens += be.generate([p])
                     if time.perf_counter() - t0 >= args.local_seconds:
                         break
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0

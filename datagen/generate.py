@@ -54,6 +54,8 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     resumable and the returned progress is short of its target.
     """
     api = pick_api(opts)
+    if opts.ray and api != "local":
+        raise InputError("--ray serves an open model from Ray replicas: use it with --api local")
     model = opts.model or DEFAULT_MODELS.get(api, "")
     seeds = load_seeds(opts.seeds or default_seed_path(opts.lang))
     prompts = load_prompts(opts.lang, opts.prompts)
@@ -69,7 +71,16 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
 
 
 async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start) -> tuple[str, Progress]:
-    if api == "local":
+    if opts.ray:
+        from datagen.backends.ray_pool import RayPool
+
+        backend = RayPool(
+            model, address=opts.ray, replicas=opts.replicas, gpus_per_replica=opts.gpus_per_replica,
+            threads_per_replica=opts.threads_per_replica, batch_size=opts.batch_size,
+            context_window=opts.context_window, engine=opts.engine,
+        )
+        concurrency = opts.replicas  # one batch per replica at a time
+    elif api == "local":
         backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window)
         concurrency = 1  # one batch at a time; the batch is the parallelism
     else:
@@ -82,10 +93,16 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
             context_window=opts.context_window or 4096,
         )
         concurrency = opts.concurrency
-    await backend.check()
+    try:
+        await backend.check()
+    except BaseException:
+        await backend.aclose()  # a half-started Ray pool must not outlive the error
+        raise
 
     config = opts.model_dump(mode="json", exclude={"db"})
     config.update(api=api, model=model)
+    if opts.ray:
+        config["ray_replicas"] = backend.describe()  # which engine and device each replica really got
     return await _run(opts, engine, name, lease, api, model, backend, concurrency, seeds, prompts, config, on_start)
 
 
@@ -123,7 +140,7 @@ async def _run(opts, engine, name, lease, api, model, backend, concurrency, seed
     if api == "local":
         # A batch runs until its longest row ends, so a small model that rambles costs the whole
         # batch: cap answers unless the user chose a budget (8 tasks or 5 examples fit in 320 tokens).
-        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size)}
+        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size * (opts.replicas if opts.ray else 1))}
         for key in ("bootstrap_max_tokens", "instances_max_tokens"):
             if key not in cfg.model_fields_set:
                 update[key] = 320

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with everything datagen needs. Idempotent: a second run only checks.
 #   scripts/setup.sh        library, embedded model, training
-#   scripts/setup.sh test   + test tools: llama.cpp server, Chromium, PostgreSQL, DeepSpeed
+#   scripts/setup.sh test   + test tools: llama.cpp server, Chromium, PostgreSQL, DeepSpeed, Ray
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-run}
@@ -39,7 +39,7 @@ fi
 pip install -e ".[local,train,postgres]" "llama-cpp-python==$LLAMA_VERSION"
 
 if [ "$want" = test ]; then
-  pip install -e ".[test,deepspeed]" "llama-cpp-python[server]==$LLAMA_VERSION"
+  pip install -e ".[test,deepspeed,ray]" "llama-cpp-python[server]==$LLAMA_VERSION"
   need=()
   command -v chromium >/dev/null || need+=(chromium)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from datagen.errors import DatagenError, Unavailable
-from datagen.records import Generation, Prompt
+
+if TYPE_CHECKING:  # annotations only: importing a backend module needs no pydantic
+    from datagen.records import Generation, Prompt
 
 
 class BackendError(DatagenError):

