@@ -61,9 +61,12 @@ def check_run(db, run: str) -> sqlite3.Connection:
     for sid, text, rid in acc:
         boot = con.execute("select stage, error from request where id = ?", (rid,)).fetchone()
         assert boot == ("bootstrap", None), f"accepted {text!r} has no successful bootstrap request"
+        # A batch may mix stages ("classify+instances") and carry several prompts as a JSON array.
+        quoted = json.dumps(text, ensure_ascii=False)[1:-1]
         for stage in ("classify", "instances"):
             n = con.execute(
-                "select count(*) from request where stage = ? and error is null and instr(prompt, ?) > 0", (stage, text)
+                "select count(*) from request where instr(stage, ?) > 0 and state = 'done' and error is null"
+                " and (instr(prompt, ?) > 0 or instr(prompt, ?) > 0)", (stage, text, quoted)
             ).fetchone()[0]
             assert n >= 1, f"no successful {stage} request for accepted {text!r}"
         assert con.execute("select count(*) from instance where sample_id = ?", (sid,)).fetchone()[0] >= 1
