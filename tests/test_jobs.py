@@ -65,7 +65,8 @@ def test_submit_refuses_bad_input_in_one_line(tmp_path):
     for args, want in [
         (["generate", "--", "--bogus"], "No such option: --bogus"),
         (["generate", "--", "-n", "abc"], "Invalid value for '--num-instructions'"),
-        (["generate", "--", "-n", "0"], "-n must be at least 1"),
+        (["generate", "--", "-n", "0"], "--num-instructions 0"),
+        (["generate", "--", "--lang", "fr"], "--lang 'fr'"),  # a value generate refuses: refused at submit, not at 2 a.m.
         (["generate", "--", "--db", "other.db"], "--db is not allowed"),
         (["export", "--", "--format", "alpaca"], "Missing option '--out'"),
         (["frobnicate"], "unknown job kind 'frobnicate'"),
