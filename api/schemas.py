@@ -219,8 +219,8 @@ READ_ERRORS = {
     400: _error("malformed request (bad Content-Length)"),
     401: _error("no bearer token (reads need one when serving beyond loopback)"),
     403: _error("wrong token"),
-    404: _error("no such sample or run"),
+    404: _error("no such sample, run, job or schedule"),
     413: _error("request body too large"),
     421: _error("Host name not served here (DNS rebinding guard)"),
 }
-WRITE_ERRORS = {**READ_ERRORS, 409: _error("conflicts with a kept instruction or with the filters")}
+WRITE_ERRORS = {**READ_ERRORS, 409: _error("conflicts with a kept instruction, the filters, or the state of a job or schedule")}

@@ -59,7 +59,7 @@ def test_fall_back_runs_a_repeated_slot_once():
 
 @pytest.mark.parametrize(
     "bad, msg",
-    [("0 2 * *", "bad cron"), ("61 * * * *", "bad cron"), ("0 0 0 2 * *", "bad cron"), ("@reboot", "bad cron")],
+    [("0 2 * *", "bad cron"), ("61 * * * *", "bad cron"), ("0 0 0 2 * *", "bad cron"), ("@reboot", "bad cron"), ("0 0 31 2 *", "never fires")],
 )
 def test_bad_cron_is_refused(bad, msg):
     with pytest.raises(ScheduleError, match=msg):

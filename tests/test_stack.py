@@ -111,12 +111,14 @@ def test_stack_runs_a_scheduled_job_through_a_worker_kill(core_pg_url, stub_serv
     stack = Stack(tmp_path, env)
     port = core_free_port()
 
+    ALIVE = "/tmp/scheduler.alive"  # the compose file's path; only it moves (the checkout may itself be under /tmp)
+
     def cmd(service: str) -> list[str]:
         argv = compose_command(service, env)
         # Two substitutions, both for running outside a container: a free port for the API, and
         # the scheduler's healthcheck file in the test's directory instead of the container's /tmp.
         argv = [str(port) if prev == "--port" else a for prev, a in zip([None, *argv], argv)]
-        return [a.replace("/tmp/", f"{tmp_path}/") for a in argv]
+        return [a.replace(ALIVE, f"{tmp_path}/scheduler.alive") for a in argv]
 
     migrate = subprocess.run(cmd("migrate"), cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert migrate.returncode == 0, migrate.stderr
@@ -177,7 +179,7 @@ def test_stack_runs_a_scheduled_job_through_a_worker_kill(core_pg_url, stub_serv
               f"{len(skipped)} slot(s) skipped while it ran")
         # The scheduler's healthcheck, as compose runs it, passes.
         check = yaml.safe_load(COMPOSE.read_text("utf-8"))["services"]["scheduler"]["healthcheck"]["test"][1:]
-        assert subprocess.run([sys.executable if a == "python" else a.replace("/tmp/", f"{tmp_path}/") for a in check]).returncode == 0
+        assert subprocess.run([sys.executable if a == "python" else a.replace(ALIVE, f"{tmp_path}/scheduler.alive") for a in check]).returncode == 0
     finally:
         stack.stop()
     assert survivor.returncode == 0 and scheduler.returncode == 0, stack.logs()  # SIGTERM: a clean drain

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, require_token
+from api.schemas import READ_ERRORS, WRITE_ERRORS
 from api.security import scrub_text
 from datagen.jobs import queue
 from datagen.storage import jobs as job_store
 from datagen.storage import schedules as schedule_store
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=READ_ERRORS)
 JobId = Annotated[int, Path(ge=1, le=2**62)]
 StateName = Literal["queued", "running", "succeeded", "failed", "cancelled", "skipped"]
 
@@ -115,14 +116,14 @@ def get_job(engine: EngineDep, job_id: JobId):
     return _outs(engine, [_get(engine, job_id)])[0]
 
 
-@router.post("/jobs", response_model=JobOut, status_code=201, dependencies=[Depends(require_token)],
+@router.post("/jobs", response_model=JobOut, status_code=201, dependencies=[Depends(require_token)], responses=WRITE_ERRORS,
              summary="Submit a job; options its command would reject are refused here")
 def submit(engine: EngineDep, body: JobIn):
     job = queue.submit(engine, body.kind, body.args, queue=body.queue)
     return _outs(engine, [job])[0]
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut, dependencies=[Depends(require_token)],
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, dependencies=[Depends(require_token)], responses=WRITE_ERRORS,
              summary="Cancel: a queued job at once, a running one within seconds")
 def cancel(engine: EngineDep, job_id: JobId):
     _get(engine, job_id)

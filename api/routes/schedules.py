@@ -9,12 +9,13 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, require_token
+from api.schemas import READ_ERRORS, WRITE_ERRORS
 from api.security import scrub_text
 from datagen.jobs import schedules
 from datagen.jobs.schedules import DEFAULT_MISFIRE, DEFAULT_OVERLAP
 from datagen.storage import schedules as store
 
-router = APIRouter(tags=["schedules"])
+router = APIRouter(tags=["schedules"], responses=READ_ERRORS)
 ScheduleRef = Annotated[str, Path(min_length=1, max_length=100, description="schedule id or name")]
 
 
@@ -65,30 +66,30 @@ def get_schedule(engine: EngineDep, ref: ScheduleRef):
     return out(store.get_schedule(engine, ref))
 
 
-@router.post("/schedules", response_model=ScheduleOut, status_code=201, dependencies=[Depends(require_token)],
+@router.post("/schedules", response_model=ScheduleOut, status_code=201, dependencies=[Depends(require_token)], responses=WRITE_ERRORS,
              summary="Add a schedule; bad cron, zone or job options are refused here")
 def add_schedule(engine: EngineDep, body: ScheduleIn):
     return out(schedules.create(engine, body.name, cron=body.cron, tz=body.tz, job=body.job, misfire=body.misfire,
                                 overlap=body.overlap, queue=body.queue))
 
 
-@router.post("/schedules/{ref}/pause", response_model=ScheduleOut, dependencies=[Depends(require_token)], summary="Pause")
+@router.post("/schedules/{ref}/pause", response_model=ScheduleOut, dependencies=[Depends(require_token)], responses=WRITE_ERRORS, summary="Pause")
 def pause(engine: EngineDep, ref: ScheduleRef):
     return out(schedules.pause(engine, ref))
 
 
-@router.post("/schedules/{ref}/resume", response_model=ScheduleOut, dependencies=[Depends(require_token)],
+@router.post("/schedules/{ref}/resume", response_model=ScheduleOut, dependencies=[Depends(require_token)], responses=WRITE_ERRORS,
              summary="Resume; slots inside the pause are not run")
 def resume(engine: EngineDep, ref: ScheduleRef):
     return out(schedules.resume(engine, ref))
 
 
-@router.post("/schedules/{ref}/run-now", status_code=201, dependencies=[Depends(require_token)], summary="Queue the schedule's job now")
+@router.post("/schedules/{ref}/run-now", status_code=201, dependencies=[Depends(require_token)], responses=WRITE_ERRORS, summary="Queue the schedule's job now")
 def run_now(engine: EngineDep, ref: ScheduleRef):
     job = schedules.run_now(engine, ref)
     return {"job_id": job.id}
 
 
-@router.delete("/schedules/{ref}", status_code=204, dependencies=[Depends(require_token)], summary="Remove; its jobs stay in the history")
+@router.delete("/schedules/{ref}", status_code=204, dependencies=[Depends(require_token)], responses=WRITE_ERRORS, summary="Remove; its jobs stay in the history")
 def remove(engine: EngineDep, ref: ScheduleRef):
     schedules.remove(engine, ref)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from datagen.errors import InputError
 
@@ -46,6 +46,10 @@ def parse_cron(expr: str) -> str:
         raise ScheduleError(f"bad cron expression {expr!r}: want 5 fields, e.g. '0 2 * * *' (minute hour day month weekday)")
     if not croniter.is_valid(expr):
         raise ScheduleError(f"bad cron expression {expr!r}: a field is out of range or malformed")
+    try:  # valid fields can still name no date at all (the 31st of February)
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ScheduleError(f"bad cron expression {expr!r}: it never fires") from None
     return expr
 
 
