@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from datagen.config import THRESHOLD, GenerateOptions, PipelineConfig
+from datagen.config import DRAINED, THRESHOLD, GenerateOptions, PipelineConfig
 from datagen.errors import DatagenError, InputError, one_line
 
 G, P = GenerateOptions.model_fields, PipelineConfig.model_fields
@@ -67,7 +67,6 @@ def generate_options(params: dict) -> GenerateOptions:
     return validated(GenerateOptions, **p, pipeline=validated(PipelineConfig, **pipeline))
 
 
-DRAINED = 75  # exit status of a generate stopped by SIGTERM before its target (EX_TEMPFAIL: run it again)
 
 
 @app.command()

@@ -16,6 +16,10 @@ Api = Literal["chat", "completion", "local"]
 # Alpaca's rule: a candidate whose ROUGE-L F against anything kept is above this is a near-duplicate.
 THRESHOLD = 0.7
 
+# Exit status of a generate stopped by SIGTERM before its target (EX_TEMPFAIL: run it again);
+# the CLI exits with it and a job worker reads it as "drained, not failed".
+DRAINED = 75
+
 # --- the environment -----------------------------------------------------------------------------
 
 ENV = {

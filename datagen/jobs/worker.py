@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
+from datagen.config import DRAINED
 from datagen.errors import one_line
 from datagen.jobs import queue
 from datagen.lease import HOST, LEASE_TTL, pid_alive
@@ -29,7 +30,6 @@ from datagen.storage import StorageError
 from datagen.storage import jobs as store
 from datagen.storage.models import Job, JobAttempt
 
-DRAINED = 75  # a generate child stopped by SIGTERM before its target (datagen.cli.DRAINED)
 CANCEL_GRACE = 5.0  # seconds a cancelled child gets to stop on SIGINT before SIGKILL
 
 
