@@ -8,6 +8,11 @@ real model in a feature; it exists to prove retries, accounting and throughput.
     python scripts/devserver.py --port 8001 --latency 1 --rpm 600 --faults 429,500,malformed
     python scripts/devserver.py --slots 1 --single-prompt      # like llama.cpp's server
     python scripts/devserver.py --faults timeout --fault-rate 1 --fault-after 40 --hang 3600   # goes silent
+    python scripts/devserver.py --batch-delay 5 --line-error-every 10 --expire-batches 1 --expire-after 3   # Batch API
+
+It also serves OpenAI's Files and Batch API (/v1/files, /v1/batches) in memory: a batch moves through
+validating, in_progress and finalizing over --batch-delay seconds and answers each line as the synchronous
+route would (latency, rate limit and --faults do not apply to batch lines); output lines come shuffled.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import collections
 import itertools
 import json
 import random
+import re
+import secrets
 import time
 
 import uvicorn
@@ -80,10 +87,280 @@ def reply_for(prompt: str, rng: random.Random, max_tokens: int) -> tuple[str, st
     return text, "stop"
 
 
+def _error(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}},
+                        status)
+
+
+def _multipart(body: bytes, content_type: str) -> dict[str, tuple[str | None, bytes]]:
+    """name -> (filename, bytes) of a multipart/form-data body; stdlib only (python-multipart is not a dependency)."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        raise ValueError("no multipart boundary")
+    parts: dict[str, tuple[str | None, bytes]] = {}
+    for chunk in body.split(b"--" + m.group(1).encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, data = chunk.partition(b"\r\n\r\n")
+        head_text = head.decode("utf-8", "replace")
+        name, fname = re.search(r'\bname="([^"]*)"', head_text), re.search(r'\bfilename="([^"]*)"', head_text)
+        if name:
+            parts[name.group(1)] = (fname.group(1) if fname else None, data[:-2] if data.endswith(b"\r\n") else data)
+    return parts
+
+
+class Batches:
+    """OpenAI's Files and Batch API, in memory. Each batch is run by one asyncio task:
+    validating 0.2*delay, in_progress 0.6*delay (lines finish evenly spread), finalizing 0.2*delay."""
+
+    MAX_LINES, MAX_BYTES = 50_000, 200 * 1024 * 1024  # OpenAI's limits per batch input file
+    ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+
+    def __init__(self, stub: "Stub", delay: float = 1.0, line_error_every: int = 0, expire_batches: int = 0,
+                 expire_after: int = 0, fail_batches: int = 0):
+        self.stub = stub
+        self.delay = delay
+        self.line_error_every = line_error_every  # every K-th processed line (one counter for all batches) fails
+        self.expire_batches = expire_batches  # the first N batches created expire ...
+        self.expire_after = expire_after  # ... once this many of their lines are done
+        self.fail_batches = fail_batches  # the first N batches created fail validation
+        self.files: dict[str, dict] = {}
+        self.contents: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}  # insertion order = creation order
+        self.tasks: dict[str, asyncio.Task] = {}  # strong references, or the loop may drop a running task
+        self.cancel_requested: set[str] = set()
+        self.lines_processed = 0
+        self.files_uploaded = 0
+        self.batch_lines = 0
+        self.custom_ids: collections.Counter = collections.Counter()
+        self.custom_ids_answered: collections.Counter = collections.Counter()
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        self.lines_answered = 0
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}{secrets.token_hex(12)}"
+
+    def _store_file(self, data: bytes, filename: str, purpose: str) -> dict:
+        f = {"id": self._id("file-"), "object": "file", "bytes": len(data), "created_at": int(time.time()),
+             "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None, "status_details": None}
+        self.files[f["id"]] = f
+        self.contents[f["id"]] = data
+        return f
+
+    def stats(self) -> dict:
+        return {"files_uploaded": self.files_uploaded, "batches_created": len(self.batches),
+                "batch_lines": self.batch_lines, "custom_ids": dict(self.custom_ids),
+                "custom_ids_answered": dict(self.custom_ids_answered), "batch_usage": dict(self.usage),
+                "batch_lines_answered": self.lines_answered}
+
+    # --- HTTP routes
+
+    async def upload(self, request: Request) -> Response:
+        try:
+            parts = _multipart(await request.body(), request.headers.get("content-type", ""))
+        except ValueError:
+            return _error(400, "Expected a multipart/form-data body with 'file' and 'purpose'.")
+        if "file" not in parts or "purpose" not in parts:
+            return _error(400, "Missing required parameter: 'file' and 'purpose' are required.",
+                          "missing_required_parameter", "file" if "file" not in parts else "purpose")
+        purpose = parts["purpose"][1].decode("utf-8", "replace")
+        if purpose != "batch":  # the only purpose this stub has a use for
+            return _error(400, f"Invalid purpose {purpose!r}; the stub accepts 'batch'.", "invalid_value", "purpose")
+        self.files_uploaded += 1
+        return JSONResponse(self._store_file(parts["file"][1], parts["file"][0] or "upload.jsonl", purpose))
+
+    def file(self, request: Request) -> Response:
+        f = self.files.get(request.path_params["file_id"])
+        return JSONResponse(f) if f else _error(404, f"No such File object: {request.path_params['file_id']}")
+
+    def content(self, request: Request) -> Response:
+        fid = request.path_params["file_id"]
+        if fid not in self.contents:
+            return _error(404, f"No such File object: {fid}")
+        return Response(self.contents[fid], media_type="application/octet-stream")
+
+    async def create(self, request: Request) -> Response:
+        try:
+            req = await request.json()
+            assert isinstance(req, dict)
+        except (ValueError, AssertionError):
+            return _error(400, "The request body must be a JSON object.")
+        fid, endpoint, window = req.get("input_file_id"), req.get("endpoint"), req.get("completion_window")
+        if fid not in self.files:
+            return _error(400, f"No such File object: {fid}", "invalid_value", "input_file_id")
+        if endpoint not in self.ENDPOINTS:
+            return _error(400, f"Invalid endpoint {endpoint!r}; expected one of {', '.join(self.ENDPOINTS)}.",
+                          "invalid_value", "endpoint")
+        if window != "24h":
+            return _error(400, f"Invalid completion_window {window!r}; only '24h' is supported.",
+                          "invalid_value", "completion_window")
+        now = int(time.time())
+        b = {"id": self._id("batch_"), "object": "batch", "endpoint": endpoint, "errors": None, "input_file_id": fid,
+             "completion_window": window, "status": "validating", "output_file_id": None, "error_file_id": None,
+             "created_at": now, "in_progress_at": None, "expires_at": now + 86400, "finalizing_at": None,
+             "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+             "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": req.get("metadata"),
+             "model": None}
+        n = len(self.batches)
+        self.batches[b["id"]] = b
+        lines = [ln for ln in self.contents[fid].decode("utf-8", "replace").splitlines() if ln.strip()]
+        self.batch_lines += len(lines)
+        for ln in lines:  # counted on creation, what a client could be billed for at worst
+            try:
+                cid = json.loads(ln).get("custom_id")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(cid, str):
+                self.custom_ids[cid] += 1
+        expire = self.expire_after if n < self.expire_batches else None
+        self.tasks[b["id"]] = asyncio.create_task(self._run(b, lines, fail=n < self.fail_batches, expire=expire))
+        return JSONResponse(b)
+
+    def retrieve(self, request: Request) -> Response:
+        b = self.batches.get(request.path_params["batch_id"])
+        return JSONResponse(b) if b else _error(404, f"No batch found with id '{request.path_params['batch_id']}'.")
+
+    def list(self, request: Request) -> Response:
+        try:
+            limit = min(max(int(request.query_params.get("limit", 20)), 1), 100)
+        except ValueError:
+            return _error(400, "limit must be an integer between 1 and 100.", "invalid_value", "limit")
+        newest = list(reversed(self.batches.values()))
+        after = request.query_params.get("after")
+        if after:
+            ids = [b["id"] for b in newest]
+            newest = newest[ids.index(after) + 1:] if after in ids else []
+        page = newest[:limit]
+        return JSONResponse({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                             "last_id": page[-1]["id"] if page else None, "has_more": len(newest) > limit})
+
+    def cancel(self, request: Request) -> Response:
+        b = self.batches.get(request.path_params["batch_id"])
+        if not b:
+            return _error(404, f"No batch found with id '{request.path_params['batch_id']}'.")
+        if b["status"] in ("validating", "in_progress", "finalizing") and b["id"] not in self.cancel_requested:
+            if b["status"] == "finalizing":  # too late: every line is done
+                return _error(409, "Cannot cancel a batch that is finalizing.")
+            self.cancel_requested.add(b["id"])
+            b["status"], b["cancelling_at"] = "cancelling", int(time.time())
+        elif b["status"] not in ("cancelling", "cancelled"):
+            return _error(409, f"Cannot cancel a batch with status '{b['status']}'.")
+        return JSONResponse(b)
+
+    # --- the work
+
+    def _validate(self, b: dict, lines: list[str]) -> list[dict] | None:
+        def err(code: str, message: str, line: int | None = None, param: str | None = None) -> list[dict]:
+            return [{"code": code, "message": message, "line": line, "param": param}]
+        if len(lines) > self.MAX_LINES:
+            return err("too_many_requests", f"The input file has {len(lines)} requests; the limit is {self.MAX_LINES}.")
+        if len(self.contents[b["input_file_id"]]) > self.MAX_BYTES:
+            return err("file_too_large", "The input file is larger than 200 MB.")
+        if not lines:
+            return err("empty_file", "The input file has no requests.")
+        seen: set[str] = set()
+        for n, ln in enumerate(lines, 1):
+            try:
+                req = json.loads(ln)
+                assert isinstance(req, dict)
+            except (ValueError, AssertionError):
+                return err("invalid_json_line", "This line is not a JSON object.", n)
+            cid = req.get("custom_id")
+            if not isinstance(cid, str) or not cid:
+                return err("missing_required_parameter", "Missing custom_id.", n, "custom_id")
+            if cid in seen:
+                return err("duplicate_custom_id", f"The custom_id {cid!r} appears more than once.", n, "custom_id")
+            seen.add(cid)
+            if req.get("method") != "POST":
+                return err("invalid_value", "Only the POST method is supported.", n, "method")
+            if req.get("url") != b["endpoint"]:
+                return err("mismatched_endpoint", f"The url {req.get('url')!r} does not match the batch's endpoint "
+                           f"{b['endpoint']!r}.", n, "url")
+            if not isinstance(req.get("body"), dict) or not req["body"].get("model"):
+                return err("missing_required_parameter", "Missing body.model.", n, "body.model")
+        return None
+
+    def _line(self, req: dict) -> dict:
+        """Answer one request line; returns its output record (status 200) or error record (400)."""
+        self.lines_processed += 1
+        rec = {"id": self._id("batch_req_"), "custom_id": req["custom_id"], "response": None, "error": None}
+        rid = self._id("req_")
+        if self.line_error_every and self.lines_processed % self.line_error_every == 0:
+            message = "stub: injected line error"
+        else:
+            try:
+                body = self.stub.answer(req["body"], f"stub-batch-{self.lines_processed}")
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                message = "stub: the request body is not a valid completion request"
+            else:
+                rec["response"] = {"status_code": 200, "request_id": rid, "body": body}
+                self.lines_answered += 1
+                self.custom_ids_answered[req["custom_id"]] += 1
+                for k in self.usage:
+                    self.usage[k] += body["usage"][k]
+                return rec
+        rec["response"] = {"status_code": 400, "request_id": rid, "body": {"error": {
+            "message": message, "type": "invalid_request_error", "param": None, "code": None}}}
+        return rec
+
+    def _write(self, b: dict, out: list[dict], errs: list[dict]) -> None:
+        # shuffled: the order of output lines says nothing, clients must join on custom_id
+        for recs, key, name in ((out, "output_file_id", "output"), (errs, "error_file_id", "errors")):
+            if recs:
+                self.stub.rng.shuffle(recs)
+                data = "".join(json.dumps(r) + "\n" for r in recs).encode()
+                b[key] = self._store_file(data, f"batch_{b['id']}_{name}.jsonl", "batch_output")["id"]
+
+    async def _run(self, b: dict, lines: list[str], fail: bool, expire: int | None) -> None:
+        d = self.delay
+        await asyncio.sleep(0.2 * d)
+        cancelled_early = b["id"] in self.cancel_requested
+        errors = None if cancelled_early else (
+            [{"code": "invalid_request", "message": "stub: injected validation failure", "line": 1, "param": None}]
+            if fail else self._validate(b, lines))
+        if errors:
+            b["status"], b["failed_at"], b["errors"] = "failed", int(time.time()), {"object": "list", "data": errors}
+            return
+        reqs = [] if cancelled_early else [json.loads(ln) for ln in lines]
+        if b["id"] not in self.cancel_requested:
+            b["status"], b["in_progress_at"] = "in_progress", int(time.time())
+            b["model"] = reqs[0]["body"]["model"]
+        b["request_counts"]["total"] = len(reqs)
+        out, errs = [], []
+        start, n = time.monotonic(), len(reqs)
+        for i, req in enumerate(reqs):
+            if b["id"] in self.cancel_requested or (expire is not None and i >= expire):
+                break
+            wait = start + 0.6 * d * (i + 1) / n - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif i % 100 == 0:
+                await asyncio.sleep(0)  # a long batch must not starve the HTTP routes
+            if b["id"] in self.cancel_requested:
+                break
+            rec = self._line(req)
+            (out if rec["response"]["status_code"] == 200 else errs).append(rec)
+            b["request_counts"]["completed" if rec["response"]["status_code"] == 200 else "failed"] += 1
+        rest = reqs[len(out) + len(errs):]
+        if b["id"] in self.cancel_requested:
+            await asyncio.sleep(0.2 * d)
+            code, message, final = "batch_cancelled", "This request was not executed because the batch was cancelled.", "cancelled"
+        elif rest:
+            code, message, final = "batch_expired", "This request could not be executed before the completion window expired.", "expired"
+        else:
+            b["status"], b["finalizing_at"] = "finalizing", int(time.time())
+            await asyncio.sleep(0.2 * d)
+            code, message, final = "", "", "completed"
+        errs += [{"id": self._id("batch_req_"), "custom_id": r["custom_id"], "response": None,
+                  "error": {"code": code, "message": message}} for r in rest]
+        self._write(b, out, errs)
+        b["status"], b[f"{final}_at"] = final, int(time.time())
+
+
 class Stub:
     def __init__(self, latency: float = 0.0, rpm: int | None = None, faults: list[str] | None = None,
                  fault_rate: float = 0.0, api_key: str | None = None, seed: int = 0, hang: float = 30.0,
-                 fault_after: int = 0, slots: int | None = None, single_prompt: bool = False):
+                 fault_after: int = 0, slots: int | None = None, single_prompt: bool = False, **batch: float):
         self.latency = latency
         self.rpm = rpm
         self.faults = faults or []
@@ -100,6 +377,7 @@ class Stub:
         self.rejected = 0
         self.injected = collections.Counter()
         self._cycle = itertools.cycle(self.faults) if self.faults and fault_rate >= 1 else None
+        self.batches = Batches(self, **batch)  # the Files and Batch API; none of the above applies to its lines
 
     def _limited(self) -> float | None:
         """Seconds until a slot frees in the sliding minute, or None if this request may pass."""
@@ -120,9 +398,24 @@ class Stub:
             return next(self._cycle)
         return self.rng.choice(self.faults) if self.rng.random() < self.fault_rate else None
 
-    async def handle(self, request: Request) -> Response:
+    def _unauthorized(self, request: Request) -> Response | None:
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return JSONResponse({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, 401)
+        return None
+
+    def _keyed(self, route):
+        """A route behind the same Bearer key check as the model routes."""
+        async def guarded(request: Request) -> Response:
+            denied = self._unauthorized(request)
+            if denied:
+                return denied
+            result = route(request)
+            return await result if asyncio.iscoroutine(result) else result
+        return guarded
+
+    async def handle(self, request: Request) -> Response:
+        if denied := self._unauthorized(request):
+            return denied
         if request.url.path.endswith("/models"):
             return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "datagen"}]})
         self.received += 1
@@ -151,6 +444,11 @@ class Stub:
             await asyncio.sleep(self.latency)
         if fault == "malformed":
             return Response('{"id": "x", "choices": [', media_type="application/json")
+        self.served += 1
+        return JSONResponse(self.answer(body, f"stub-{self.served}", truncated=fault == "truncated"))
+
+    def answer(self, body: dict, rid: str, truncated: bool = False) -> dict:
+        """The response dict for one request body, shared by the synchronous routes and batch lines."""
         chat = "messages" in body
         prompts = [body["messages"][-1]["content"]] if chat else body["prompt"]
         prompts = [prompts] if isinstance(prompts, str) else prompts
@@ -158,7 +456,7 @@ class Stub:
         choices, tin, tout = [], 0, 0
         for i, p in enumerate(prompts):
             text, finish = reply_for(p, self.rng, max_tokens)
-            if fault == "truncated":
+            if truncated:
                 text, finish = text[: max(1, len(text) // 2)], "length"
             tin += len(p) // 4
             tout += len(text) // 4
@@ -166,20 +464,27 @@ class Stub:
                 choices.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
             else:
                 choices.append({"index": i, "text": text, "finish_reason": finish, "logprobs": None})
-        self.served += 1
-        return JSONResponse({
-            "id": f"stub-{self.served}", "object": "chat.completion" if chat else "text_completion",
+        return {
+            "id": rid, "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()), "model": body.get("model", "stub"), "choices": choices,
             "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
-        })
+        }
 
     def stats(self, _request: Request) -> Response:
         return JSONResponse({"served": self.served, "received": self.received, "rate_limited": self.rejected,
-                             "injected": dict(self.injected)})
+                             "injected": dict(self.injected), **self.batches.stats()})
 
     def app(self) -> Starlette:
         routes = [Route(p, self.handle, methods=["GET", "POST"]) for p in ("/v1/models", "/v1/chat/completions", "/v1/completions")]
         routes.append(Route("/stats", self.stats))
+        b = self.batches
+        routes += [Route("/v1/files", self._keyed(b.upload), methods=["POST"]),
+                   Route("/v1/files/{file_id}", self._keyed(b.file)),
+                   Route("/v1/files/{file_id}/content", self._keyed(b.content)),
+                   Route("/v1/batches", self._keyed(b.create), methods=["POST"]),
+                   Route("/v1/batches", self._keyed(b.list)),
+                   Route("/v1/batches/{batch_id}", self._keyed(b.retrieve)),
+                   Route("/v1/batches/{batch_id}/cancel", self._keyed(b.cancel), methods=["POST"])]
         return Starlette(routes=routes)
 
 
@@ -197,9 +502,17 @@ def main() -> None:
     ap.add_argument("--fault-after", type=int, default=0, help="serve this many model requests cleanly before any fault")
     ap.add_argument("--slots", type=int, default=None, help="model requests worked on at once; the rest wait (server-side queue)")
     ap.add_argument("--single-prompt", action="store_true", help="answer a list of prompts with HTTP 500, like llama.cpp's server")
+    ap.add_argument("--batch-delay", type=float, default=1.0,
+                    help="seconds a batch takes: validating 20%%, in_progress 60%%, finalizing 20%%")
+    ap.add_argument("--line-error-every", type=int, default=0,
+                    help="every K-th batch line processed (one count over all batches) gets a 400; 0 = none")
+    ap.add_argument("--expire-batches", type=int, default=0, help="the first N batches created expire ...")
+    ap.add_argument("--expire-after", type=int, default=0, help="... after this many of their lines are done")
+    ap.add_argument("--fail-batches", type=int, default=0, help="the first N batches created fail validation")
     a = ap.parse_args()
     stub = Stub(a.latency, a.rpm, [f for f in a.faults.split(",") if f], a.fault_rate, a.api_key, a.seed, a.hang,
-                a.fault_after, a.slots, a.single_prompt)
+                a.fault_after, a.slots, a.single_prompt, delay=a.batch_delay, line_error_every=a.line_error_every,
+                expire_batches=a.expire_batches, expire_after=a.expire_after, fail_batches=a.fail_batches)
     uvicorn.run(stub.app(), host=a.host, port=a.port, log_level="warning", backlog=4096, limit_concurrency=None)
 
 
