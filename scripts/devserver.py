@@ -8,7 +8,8 @@ real model in a feature; it exists to prove retries, accounting and throughput.
     python scripts/devserver.py --port 8001 --latency 1 --rpm 600 --faults 429,500,malformed
     python scripts/devserver.py --slots 1 --single-prompt      # like llama.cpp's server
     python scripts/devserver.py --faults timeout --fault-rate 1 --fault-after 40 --hang 3600   # goes silent
-    python scripts/devserver.py --batch-delay 5 --line-error-every 10 --expire-batches 1 --expire-after 3   # Batch API
+    python scripts/devserver.py --batch-delay 5 --line-error-every 10 --expire-batches 1 --expire-after 3  # batches
+    python scripts/devserver.py --faults 500,timeout --fault-rate 1 --route-faults --fault-after 1  # flaky batch routes
 
 It also serves OpenAI's Files and Batch API (/v1/files, /v1/batches) in memory: a batch moves through
 validating, in_progress and finalizing over --batch-delay seconds and answers each line as the synchronous
@@ -109,6 +110,19 @@ def _multipart(body: bytes, content_type: str) -> dict[str, tuple[str | None, by
     return parts
 
 
+def _parsed(lines: list[str]) -> list[dict]:
+    """The lines of an unvalidated input file that have a custom_id (a batch cancelled while validating)."""
+    out = []
+    for ln in lines:
+        try:
+            req = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(req, dict) and isinstance(req.get("custom_id"), str):
+            out.append(req)
+    return out
+
+
 class Batches:
     """OpenAI's Files and Batch API, in memory. Each batch is run by one asyncio task:
     validating 0.2*delay, in_progress 0.6*delay (lines finish evenly spread), finalizing 0.2*delay."""
@@ -131,6 +145,7 @@ class Batches:
         self.cancel_requested: set[str] = set()
         self.lines_processed = 0
         self.files_uploaded = 0
+        self.files_deleted = 0
         self.batch_lines = 0
         self.custom_ids: collections.Counter = collections.Counter()
         self.custom_ids_answered: collections.Counter = collections.Counter()
@@ -148,8 +163,8 @@ class Batches:
         return f
 
     def stats(self) -> dict:
-        return {"files_uploaded": self.files_uploaded, "batches_created": len(self.batches),
-                "batch_lines": self.batch_lines, "custom_ids": dict(self.custom_ids),
+        return {"files_uploaded": self.files_uploaded, "files_deleted": self.files_deleted,
+                "batches_created": len(self.batches), "batch_lines": self.batch_lines, "custom_ids": dict(self.custom_ids),
                 "custom_ids_answered": dict(self.custom_ids_answered), "batch_usage": dict(self.usage),
                 "batch_lines_answered": self.lines_answered}
 
@@ -172,6 +187,14 @@ class Batches:
     def file(self, request: Request) -> Response:
         f = self.files.get(request.path_params["file_id"])
         return JSONResponse(f) if f else _error(404, f"No such File object: {request.path_params['file_id']}")
+
+    def delete(self, request: Request) -> Response:
+        fid = request.path_params["file_id"]
+        if fid not in self.files:
+            return _error(404, f"No such File object: {fid}")
+        del self.files[fid], self.contents[fid]
+        self.files_deleted += 1
+        return JSONResponse({"id": fid, "object": "file", "deleted": True})
 
     def content(self, request: Request) -> Response:
         fid = request.path_params["file_id"]
@@ -200,20 +223,19 @@ class Batches:
              "created_at": now, "in_progress_at": None, "expires_at": now + 86400, "finalizing_at": None,
              "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
              "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": req.get("metadata"),
-             "model": None}
+             "model": None, "usage": {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
+                                      "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
+                                      "total_tokens": 0}}
         n = len(self.batches)
         self.batches[b["id"]] = b
-        lines = [ln for ln in self.contents[fid].decode("utf-8", "replace").splitlines() if ln.strip()]
+        data = self.contents[fid]  # read now: the client may delete the input file while the batch runs
+        lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
         self.batch_lines += len(lines)
-        for ln in lines:  # counted on creation, what a client could be billed for at worst
-            try:
-                cid = json.loads(ln).get("custom_id")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(cid, str):
-                self.custom_ids[cid] += 1
+        # counted on creation, what a client could be billed for at worst
+        self.custom_ids.update({req["custom_id"] for req in _parsed(lines)})
         expire = self.expire_after if n < self.expire_batches else None
-        self.tasks[b["id"]] = asyncio.create_task(self._run(b, lines, fail=n < self.fail_batches, expire=expire))
+        fail = n < self.fail_batches
+        self.tasks[b["id"]] = asyncio.create_task(self._run(b, lines, len(data), fail=fail, expire=expire))
         return JSONResponse(b)
 
     def retrieve(self, request: Request) -> Response:
@@ -249,12 +271,12 @@ class Batches:
 
     # --- the work
 
-    def _validate(self, b: dict, lines: list[str]) -> list[dict] | None:
+    def _validate(self, b: dict, lines: list[str], nbytes: int) -> list[dict] | None:
         def err(code: str, message: str, line: int | None = None, param: str | None = None) -> list[dict]:
             return [{"code": code, "message": message, "line": line, "param": param}]
         if len(lines) > self.MAX_LINES:
             return err("too_many_requests", f"The input file has {len(lines)} requests; the limit is {self.MAX_LINES}.")
-        if len(self.contents[b["input_file_id"]]) > self.MAX_BYTES:
+        if nbytes > self.MAX_BYTES:
             return err("file_too_large", "The input file is larger than 200 MB.")
         if not lines:
             return err("empty_file", "The input file has no requests.")
@@ -311,17 +333,17 @@ class Batches:
                 data = "".join(json.dumps(r) + "\n" for r in recs).encode()
                 b[key] = self._store_file(data, f"batch_{b['id']}_{name}.jsonl", "batch_output")["id"]
 
-    async def _run(self, b: dict, lines: list[str], fail: bool, expire: int | None) -> None:
+    async def _run(self, b: dict, lines: list[str], nbytes: int, fail: bool, expire: int | None) -> None:
         d = self.delay
         await asyncio.sleep(0.2 * d)
         cancelled_early = b["id"] in self.cancel_requested
         errors = None if cancelled_early else (
             [{"code": "invalid_request", "message": "stub: injected validation failure", "line": 1, "param": None}]
-            if fail else self._validate(b, lines))
+            if fail else self._validate(b, lines, nbytes))
         if errors:
             b["status"], b["failed_at"], b["errors"] = "failed", int(time.time()), {"object": "list", "data": errors}
             return
-        reqs = [] if cancelled_early else [json.loads(ln) for ln in lines]
+        reqs = [json.loads(ln) for ln in lines] if not cancelled_early else _parsed(lines)
         if b["id"] not in self.cancel_requested:
             b["status"], b["in_progress_at"] = "in_progress", int(time.time())
             b["model"] = reqs[0]["body"]["model"]
@@ -339,14 +361,22 @@ class Batches:
             if b["id"] in self.cancel_requested:
                 break
             rec = self._line(req)
-            (out if rec["response"]["status_code"] == 200 else errs).append(rec)
-            b["request_counts"]["completed" if rec["response"]["status_code"] == 200 else "failed"] += 1
+            ok = rec["response"]["status_code"] == 200
+            (out if ok else errs).append(rec)
+            b["request_counts"]["completed" if ok else "failed"] += 1
+            if ok:
+                u, bu = rec["response"]["body"]["usage"], b["usage"]
+                bu["input_tokens"] += u["prompt_tokens"]
+                bu["output_tokens"] += u["completion_tokens"]
+                bu["total_tokens"] += u["total_tokens"]
         rest = reqs[len(out) + len(errs):]
         if b["id"] in self.cancel_requested:
             await asyncio.sleep(0.2 * d)
-            code, message, final = "batch_cancelled", "This request was not executed because the batch was cancelled.", "cancelled"
+            code, final = "batch_cancelled", "cancelled"
+            message = "This request was not executed because the batch was cancelled."
         elif rest:
-            code, message, final = "batch_expired", "This request could not be executed before the completion window expired.", "expired"
+            code, final = "batch_expired", "expired"
+            message = "This request could not be executed before the completion window expired."
         else:
             b["status"], b["finalizing_at"] = "finalizing", int(time.time())
             await asyncio.sleep(0.2 * d)
@@ -360,7 +390,8 @@ class Batches:
 class Stub:
     def __init__(self, latency: float = 0.0, rpm: int | None = None, faults: list[str] | None = None,
                  fault_rate: float = 0.0, api_key: str | None = None, seed: int = 0, hang: float = 30.0,
-                 fault_after: int = 0, slots: int | None = None, single_prompt: bool = False, **batch: float):
+                 fault_after: int = 0, slots: int | None = None, single_prompt: bool = False,
+                 route_faults: bool = False, **batch: float):
         self.latency = latency
         self.rpm = rpm
         self.faults = faults or []
@@ -377,6 +408,8 @@ class Stub:
         self.rejected = 0
         self.injected = collections.Counter()
         self._cycle = itertools.cycle(self.faults) if self.faults and fault_rate >= 1 else None
+        self.route_faults = route_faults  # --faults also hit the files/batches routes (own request count)
+        self.route_requests = 0
         self.batches = Batches(self, **batch)  # the Files and Batch API; none of the above applies to its lines
 
     def _limited(self) -> float | None:
@@ -391,8 +424,8 @@ class Stub:
         self.window.append(now)
         return None
 
-    def _fault(self) -> str | None:
-        if not self.faults or self.received <= self.fault_after:
+    def _fault(self, count: int | None = None) -> str | None:
+        if not self.faults or (self.received if count is None else count) <= self.fault_after:
             return None
         if self._cycle is not None:
             return next(self._cycle)
@@ -409,8 +442,23 @@ class Stub:
             denied = self._unauthorized(request)
             if denied:
                 return denied
+            fault = None
+            if self.route_faults:
+                self.route_requests += 1
+                fault = self._fault(self.route_requests)
+                if fault:
+                    self.injected[fault] += 1
+            if fault == "429":
+                return JSONResponse({"error": {"message": "slow down"}}, 429, headers={"retry-after": "0.2"})
+            if fault == "500":
+                return JSONResponse({"error": {"message": "internal error"}}, 500)
             result = route(request)
-            return await result if asyncio.iscoroutine(result) else result
+            result = await result if asyncio.iscoroutine(result) else result
+            if fault == "timeout":  # done, then the answer is lost: a retried create makes a second batch
+                await asyncio.sleep(self.hang)
+            if fault == "malformed":
+                return Response('{"id": "x", "object": ', media_type="application/json")
+            return result
         return guarded
 
     async def handle(self, request: Request) -> Response:
@@ -480,6 +528,7 @@ class Stub:
         b = self.batches
         routes += [Route("/v1/files", self._keyed(b.upload), methods=["POST"]),
                    Route("/v1/files/{file_id}", self._keyed(b.file)),
+                   Route("/v1/files/{file_id}", self._keyed(b.delete), methods=["DELETE"]),
                    Route("/v1/files/{file_id}/content", self._keyed(b.content)),
                    Route("/v1/batches", self._keyed(b.create), methods=["POST"]),
                    Route("/v1/batches", self._keyed(b.list)),
@@ -509,10 +558,13 @@ def main() -> None:
     ap.add_argument("--expire-batches", type=int, default=0, help="the first N batches created expire ...")
     ap.add_argument("--expire-after", type=int, default=0, help="... after this many of their lines are done")
     ap.add_argument("--fail-batches", type=int, default=0, help="the first N batches created fail validation")
+    ap.add_argument("--route-faults", action="store_true",
+                    help="--faults also hit the /v1/files and /v1/batches routes (a timeout acts, then hangs)")
     a = ap.parse_args()
     stub = Stub(a.latency, a.rpm, [f for f in a.faults.split(",") if f], a.fault_rate, a.api_key, a.seed, a.hang,
-                a.fault_after, a.slots, a.single_prompt, delay=a.batch_delay, line_error_every=a.line_error_every,
-                expire_batches=a.expire_batches, expire_after=a.expire_after, fail_batches=a.fail_batches)
+                a.fault_after, a.slots, a.single_prompt, a.route_faults, delay=a.batch_delay,
+                line_error_every=a.line_error_every, expire_batches=a.expire_batches, expire_after=a.expire_after,
+                fail_batches=a.fail_batches)
     uvicorn.run(stub.app(), host=a.host, port=a.port, log_level="warning", backlog=4096, limit_concurrency=None)
 
 

@@ -76,6 +76,9 @@ def test_batch_completes_with_sync_shaped_bodies_joined_on_custom_id(stub_server
         "batch", "validating", "/v1/chat/completions", "24h")
     assert b_chat.metadata == {"run": "test"} and b_chat.output_file_id is None
     b_comp = submit(client, comp, "/v1/completions")
+    assert client.files.delete(b_comp.input_file_id).deleted  # the batch read its input on create
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(b_comp.input_file_id)
 
     b_chat, seen = wait(client, b_chat.id)
     assert seen[-1] == "completed"
@@ -101,6 +104,7 @@ def test_batch_completes_with_sync_shaped_bodies_joined_on_custom_id(stub_server
         assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
 
     b_comp, _ = wait(client, b_comp.id)
+    assert b_comp.status == "completed"
     comp_out = records(client, b_comp.output_file_id)
     assert {r["custom_id"] for r in comp_out} == {f"comp-{i}" for i in range(3)}
     for r in comp_out:
@@ -115,6 +119,8 @@ def test_batch_completes_with_sync_shaped_bodies_joined_on_custom_id(stub_server
     usage = [r["response"]["body"]["usage"] for r in out + comp_out]
     assert stats["batch_usage"] == {"prompt_tokens": sum(u["prompt_tokens"] for u in usage),
                                     "completion_tokens": sum(u["completion_tokens"] for u in usage)}
+    assert b_chat.usage.output_tokens == sum(r["response"]["body"]["usage"]["completion_tokens"] for r in out) > 0
+    assert b_chat.usage.total_tokens == b_chat.usage.input_tokens + b_chat.usage.output_tokens
 
     with pytest.raises(openai.ConflictError):  # a finished batch cannot be cancelled
         client.batches.cancel(b_chat.id)
@@ -182,6 +188,12 @@ def test_batch_validation_failures_and_bad_requests(stub_server):
     missing, _ = wait(client, submit(client, [no_model]).id)
     assert missing.status == "failed" and missing.errors.data[0].param == "body.model"
 
+    too_many = client.batches.create(input_file_id=client.files.create(file=("big.jsonl", b"{}\n" * 50_001),
+                                                                        purpose="batch").id,
+                                      endpoint="/v1/chat/completions", completion_window="24h")
+    too_many, _ = wait(client, too_many.id)
+    assert too_many.status == "failed" and too_many.errors.data[0].code == "too_many_requests"
+
     ok, _ = wait(client, submit(client, good).id)
     assert ok.status == "completed" and ok.request_counts.completed == 2
 
@@ -197,7 +209,7 @@ def test_batch_validation_failures_and_bad_requests(stub_server):
         with pytest.raises(openai.NotFoundError) as e:
             call()
         assert e.value.body["message"] and e.value.body["type"] == "invalid_request_error"
-    assert server.stats()["batches_created"] == 5  # the refused creates made nothing
+    assert server.stats()["batches_created"] == 6  # the refused creates made nothing
 
 
 def test_batch_cancel_keeps_done_lines(stub_server):
@@ -219,6 +231,13 @@ def test_batch_cancel_keeps_done_lines(stub_server):
     assert {r["error"]["code"] for r in errs} == {"batch_cancelled"}
     assert server.stats()["batch_lines_answered"] == done
 
+    early = submit(client, [chat_line("v1"), chat_line("v2")])
+    assert client.batches.cancel(early.id).status == "cancelling"  # still validating
+    early, _ = wait(client, early.id)
+    assert early.status == "cancelled" and early.in_progress_at is None and early.output_file_id is None
+    assert sorted((r["custom_id"], r["error"]["code"]) for r in records(client, early.error_file_id)) == [
+        ("v1", "batch_cancelled"), ("v2", "batch_cancelled")]
+
 
 def test_batch_list_is_newest_first_with_after(stub_server):
     server = stub_server("--batch-delay", "0.1")
@@ -232,3 +251,18 @@ def test_batch_list_is_newest_first_with_after(stub_server):
     assert [b.id for b in client.batches.list(limit=2)] == ids[::-1]  # the client pages through with after
     last = httpx.get(f"{server.base_url}/batches", params={"limit": 2, "after": ids[1]}).json()
     assert [b["id"] for b in last["data"]] == [ids[0]] and last["has_more"] is False
+
+
+def test_route_faults_hit_batch_routes_and_a_lost_create_answer_still_creates(stub_server):
+    server = stub_server("--faults", "500,timeout", "--fault-rate", "1", "--route-faults", "--fault-after", "1",
+                         "--hang", "2", "--batch-delay", "0.1")
+    client = openai.OpenAI(base_url=server.base_url, api_key="any", max_retries=0, timeout=0.5)
+    fid = upload(client, [chat_line("r1")])  # the first route request passes (--fault-after 1)
+    with pytest.raises(openai.InternalServerError):
+        client.batches.create(input_file_id=fid, endpoint="/v1/chat/completions", completion_window="24h")
+    assert server.stats()["batches_created"] == 0  # a 500 acts on nothing
+    with pytest.raises(openai.APITimeoutError):
+        client.batches.create(input_file_id=fid, endpoint="/v1/chat/completions", completion_window="24h")
+    stats = server.stats()
+    assert stats["batches_created"] == 1 and stats["custom_ids"] == {"r1": 1}  # created; only the answer was lost
+    assert stats["injected"] == {"500": 1, "timeout": 1} and stats["received"] == 0  # no model request counted
