@@ -67,7 +67,7 @@ def records(client: openai.OpenAI, file_id: str | None) -> list[dict]:
 
 
 def test_batch_completes_with_sync_shaped_bodies_joined_on_custom_id(stub_server):
-    server = stub_server("--api-key", KEY, "--batch-delay", "0.3")
+    server = stub_server("--api-key", KEY, "--batch-delay", "0.6")
     client = client_for(server)
     chat = [chat_line(f"chat-{i}") for i in range(20)]
     comp = [completion_line(f"comp-{i}") for i in range(3)]
@@ -84,7 +84,7 @@ def test_batch_completes_with_sync_shaped_bodies_joined_on_custom_id(stub_server
     assert seen[-1] == "completed"
     order = ["validating", "in_progress", "finalizing", "completed"]
     assert [order.index(s) for s in seen] == sorted(order.index(s) for s in seen), seen  # never goes back
-    assert "in_progress" in seen  # 0.18 s of in_progress against 20 ms polls
+    assert "in_progress" in seen  # 0.36 s of in_progress against 20 ms polls
     assert b_chat.request_counts.model_dump() == {"total": 20, "completed": 20, "failed": 0}
     assert b_chat.error_file_id is None and b_chat.errors is None
     assert b_chat.created_at <= b_chat.in_progress_at <= b_chat.finalizing_at <= b_chat.completed_at
