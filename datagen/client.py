@@ -107,6 +107,14 @@ class _Slots:
                 fut.set_result(None)
 
 
+def fit(prompt: Prompt, backend: Backend) -> Prompt:
+    """Shrink max_tokens so prompt + answer fit the model's context window (0: the prompt alone does not fit)."""
+    room = backend.context_window - backend.count_tokens(prompt.text) - 8
+    if room < 16:
+        return prompt.model_copy(update={"max_tokens": 0})
+    return prompt.model_copy(update={"max_tokens": min(prompt.max_tokens, room)})
+
+
 def _stderr_warning(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
@@ -195,11 +203,7 @@ class LLMClient:
     # ------------------------------------------------------------ internals
 
     def _fit(self, prompt: Prompt) -> Prompt:
-        """Shrink max_tokens so prompt + answer fit the model's context window."""
-        room = self.backend.context_window - self.backend.count_tokens(prompt.text) - 8
-        if room < 16:
-            return prompt.model_copy(update={"max_tokens": 0})
-        return prompt.model_copy(update={"max_tokens": min(prompt.max_tokens, room)})
+        return fit(prompt, self.backend)
 
     async def _dispatch(self) -> None:
         assert self._queue is not None

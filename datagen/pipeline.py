@@ -31,13 +31,14 @@ from datagen.prompts import (
     classify_prompt,
     instances_prompt,
     instruction_lines,
+    next_number,
     parse_instances,
     parse_task_list,
     parse_yes_no,
     pick_classify_shots,
     pick_instance_shots,
 )
-from datagen.records import Candidate, Prompt, SeedTask, Stage, Status
+from datagen.records import Candidate, Generation, Prompt, SeedTask, Stage, Status
 from datagen.review import Rule
 from datagen.similarity import SimilarityIndex
 
@@ -223,21 +224,28 @@ class Pipeline:
         finally:
             self.progress.in_progress -= 1
 
-    async def bootstrap(self) -> list[Candidate]:
+    # Each stage is a prompt to build and an answer to take: online mode awaits the answer in
+    # between, batch mode (datagen/batch/) sends the prompts in a batch and takes the answers later.
+
+    def bootstrap_prompt(self) -> Prompt:
         cfg = self.cfg
         n_machine = min(cfg.num_machine_examples, len(self.machine))
         examples = [s.instruction for s in self.rng.sample(self.seeds, min(cfg.num_seed_examples, len(self.seeds)))]
         examples += self.rng.sample(self.machine, n_machine)
         self.rng.shuffle(examples)
-        text, nxt = bootstrap_prompt(self.prompts, examples, cfg.new_per_prompt)
-        gen = await self.client.generate(
-            Prompt(stage=Stage.bootstrap, text=text, max_tokens=cfg.bootstrap_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
-        )
-        self._note_generation(gen.error is None, gen.error)
-        if gen.error:
-            return []
+        text, _ = bootstrap_prompt(self.prompts, examples, cfg.new_per_prompt)
+        return Prompt(stage=Stage.bootstrap, text=text, max_tokens=cfg.bootstrap_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+
+    def take_bootstrap(self, prompt: str, gen: Generation) -> list[Candidate]:
+        nxt = next_number(prompt)
         items = parse_task_list(gen.text, nxt, truncated=gen.finish_reason == "length")
         return [Candidate(instruction=i, lang=self.lang, request_id=gen.request_id) for i in items]
+
+    async def bootstrap(self) -> list[Candidate]:
+        prompt = self.bootstrap_prompt()
+        gen = await self.client.generate(prompt)
+        self._note_generation(gen.error is None, gen.error)
+        return [] if gen.error else self.take_bootstrap(prompt.text, gen)
 
     def screen(self, c: Candidate) -> Candidate:
         """Heuristics, then ROUGE-L against seeds and everything kept; the verdict is stored now."""
@@ -257,34 +265,42 @@ class Pipeline:
             self.progress.rejected[c.reason] += 1
         return c
 
-    async def classify(self, c: Candidate) -> Candidate:
-        shots = pick_classify_shots(self.seeds, self.rng)
-        text = classify_prompt(self.prompts, shots, c.instruction)
-        gen = await self.client.generate(
-            Prompt(stage=Stage.classify, text=text, max_tokens=self.cfg.classify_max_tokens, temperature=0.0, top_p=1.0)
-        )
-        self._note_generation(gen.error is None, gen.error)
-        if gen.error:
-            raise _CallFailed(gen.error)
+    def classify_prompt(self, c: Candidate) -> Prompt:
+        text = classify_prompt(self.prompts, pick_classify_shots(self.seeds, self.rng), c.instruction)
+        return Prompt(stage=Stage.classify, text=text, max_tokens=self.cfg.classify_max_tokens, temperature=0.0, top_p=1.0)
+
+    def take_classify(self, c: Candidate, gen: Generation) -> Candidate:
         # An unreadable answer counts as "not classification": input-first suits any task.
         c.is_classification = bool(parse_yes_no(self.prompts, gen.text))
         storage.set_classification(self.engine, c.sample_id, c.is_classification)
         return c
 
-    async def instances(self, c: Candidate) -> Candidate:
-        out_first = bool(c.is_classification)
-        shots = pick_instance_shots(self.seeds, self.rng, out_first)
-        text = instances_prompt(self.prompts, shots, c.instruction, out_first, self.cfg.max_instances)
-        gen = await self.client.generate(
-            Prompt(stage=Stage.instances, text=text, max_tokens=self.cfg.instances_max_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
-        )
+    async def classify(self, c: Candidate) -> Candidate:
+        gen = await self.client.generate(self.classify_prompt(c))
         self._note_generation(gen.error is None, gen.error)
         if gen.error:
             raise _CallFailed(gen.error)
+        return self.take_classify(c, gen)
+
+    def instances_prompt(self, c: Candidate) -> Prompt:
+        out_first = bool(c.is_classification)
+        shots = pick_instance_shots(self.seeds, self.rng, out_first)
+        text = instances_prompt(self.prompts, shots, c.instruction, out_first, self.cfg.max_instances)
+        return Prompt(stage=Stage.instances, text=text, max_tokens=self.cfg.instances_max_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
+
+    def take_instances(self, c: Candidate, gen: Generation) -> Candidate:
+        out_first = bool(c.is_classification)
         tail = (self.prompts.instances_output_first if out_first else self.prompts.instances_input_first).query
         tail = tail.split("\n", 1)[1] if "\n" in tail else tail  # the part after "Task: ..."
         c.instances = parse_instances(self.prompts, gen.text, out_first, gen.finish_reason == "length", tail)
         return c
+
+    async def instances(self, c: Candidate) -> Candidate:
+        gen = await self.client.generate(self.instances_prompt(c))
+        self._note_generation(gen.error is None, gen.error)
+        if gen.error:
+            raise _CallFailed(gen.error)
+        return self.take_instances(c, gen)
 
     def finish(self, c: Candidate) -> Candidate:
         kept, reasons = self.rule.instances(c.instances, c.instruction)

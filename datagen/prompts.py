@@ -89,6 +89,24 @@ def bootstrap_prompt(ps: PromptSet, examples: list[str], count: int) -> tuple[st
     return _fill(ps.bootstrap.template, examples=listing, next=nxt, count=count), nxt
 
 
+def next_number(prompt: str) -> int:
+    """The number a bootstrap prompt asks the model to continue from, read back from the prompt.
+
+    Batch mode takes answers after a restart, when only the stored prompt is left: the examples are
+    the last run of lines numbered 1., 2., ... (one line each), so the model continues after them.
+    """
+    run = last = 0
+    for line in prompt.splitlines():
+        m = re.match(r"(\d+)\. \S", line)
+        if m and int(m.group(1)) == run + 1:
+            run += 1
+        else:
+            if run:
+                last = run
+            run = 1 if m and m.group(1) == "1" else 0
+    return (run or last) + 1
+
+
 def instruction_lines(ps: PromptSet) -> list[str]:
     """The bootstrap template's own sentences, placeholders dropped: what a prompt echo looks like.
 

@@ -124,39 +124,62 @@ class OpenAIBackend:
             if isinstance(err, FatalBackendError):
                 raise err from None
 
+    @property
+    def endpoint(self) -> str:
+        return "/v1/chat/completions" if self.name == "chat" else "/v1/completions"
+
+    def body(self, prompts: list[Prompt]) -> dict:
+        """The request body for these prompts: what complete() sends, and what a batch line carries."""
+        p0 = prompts[0]
+        if self.name == "chat":
+            body = dict(model=self.model, messages=[{"role": "user", "content": p0.text}], max_tokens=p0.max_tokens)
+        else:
+            body = dict(model=self.model, prompt=[p.text for p in prompts] if len(prompts) > 1 else p0.text,
+                        max_tokens=max(p.max_tokens for p in prompts))
+        body.update(temperature=p0.temperature, top_p=p0.top_p)
+        if p0.stop:
+            body["stop"] = p0.stop[:4]
+        return body
+
+    def generations(self, resp, prompts: list[Prompt], latency: float = 0.0) -> list[Generation]:
+        """One Generation per prompt from a response (an SDK object, or a batch line's body as a dict)."""
+        if isinstance(resp, dict):  # a batch result line: validate it into the SDK's own type
+            types = self._openai.types
+            resp = (types.chat.ChatCompletion if self.name == "chat" else types.Completion).model_validate(resp)
+        if self.name == "chat":
+            choice = resp.choices[0]
+            texts = [(choice.message.content or "", choice.finish_reason)]
+        else:
+            by_index = {c.index: c for c in resp.choices}
+            if len(by_index) < len(prompts):  # some servers read only the first prompt of a list
+                raise self._refused(f"answered {len(by_index)} of {len(prompts)} prompts sent in one request")
+            self._batch_ok = self._batch_ok or len(prompts) > 1
+            texts = [(by_index[i].text or "", by_index[i].finish_reason) for i in range(len(prompts))]
+        usage = getattr(resp, "usage", None)
+        est_in = [self.count_tokens(p.text) for p in prompts]
+        est_out = [self.count_tokens(t) for t, _ in texts]
+        # Usage comes per request; a batched request's totals are shared out by estimated length.
+        tin = usage.prompt_tokens if usage and usage.prompt_tokens else sum(est_in)
+        tout = usage.completion_tokens if usage and usage.completion_tokens is not None else sum(est_out)
+        return [
+            Generation(
+                text=text,
+                finish_reason=finish,
+                tokens_in=round(tin * ei / max(1, sum(est_in))),
+                tokens_out=round(tout * eo / max(1, sum(est_out))) if sum(est_out) else 0,
+                latency_s=latency,
+            )
+            for (text, finish), ei, eo in zip(texts, est_in, est_out)
+        ]
+
     async def complete(self, prompts: list[Prompt]) -> list[Generation]:
         t0 = time.perf_counter()
-        p0 = prompts[0]
         try:
             if self.name == "chat":
-                kwargs = dict(
-                    model=self.model,
-                    messages=[{"role": "user", "content": p0.text}],
-                    max_tokens=p0.max_tokens,
-                    temperature=p0.temperature,
-                    top_p=p0.top_p,
-                )
-                if p0.stop:
-                    kwargs["stop"] = p0.stop[:4]
-                resp = await self.client.chat.completions.create(**kwargs)
-                choice = resp.choices[0]
-                texts = [(choice.message.content or "", choice.finish_reason)]
+                resp = await self.client.chat.completions.create(**self.body(prompts))
             else:
-                kwargs = dict(
-                    model=self.model,
-                    prompt=[p.text for p in prompts] if len(prompts) > 1 else p0.text,
-                    max_tokens=max(p.max_tokens for p in prompts),
-                    temperature=p0.temperature,
-                    top_p=p0.top_p,
-                )
-                if p0.stop:
-                    kwargs["stop"] = p0.stop[:4]
-                resp = await self.client.completions.create(**kwargs)
-                by_index = {c.index: c for c in resp.choices}
-                if len(by_index) < len(prompts):  # some servers read only the first prompt of a list
-                    raise self._refused(f"answered {len(by_index)} of {len(prompts)} prompts sent in one request")
-                self._batch_ok = self._batch_ok or len(prompts) > 1
-                texts = [(by_index[i].text or "", by_index[i].finish_reason) for i in range(len(prompts))]
+                resp = await self.client.completions.create(**self.body(prompts))
+            return self.generations(resp, prompts, time.perf_counter() - t0)
         except (BackendError, FatalBackendError):
             raise
         except Exception as exc:
@@ -167,25 +190,6 @@ class OpenAIBackend:
             if len(prompts) > 1 and not self._batch_ok and status is not None and status >= 400 and status not in (401, 403, 404, 408, 409, 429):
                 raise self._refused(str(err)) from None
             raise err from None
-        latency = time.perf_counter() - t0
-        usage = getattr(resp, "usage", None)
-        est_in = [self.count_tokens(p.text) for p in prompts]
-        est_out = [self.count_tokens(t) for t, _ in texts]
-        # Usage comes per request; a batched request's totals are shared out by estimated length.
-        tin = usage.prompt_tokens if usage and usage.prompt_tokens else sum(est_in)
-        tout = usage.completion_tokens if usage and usage.completion_tokens is not None else sum(est_out)
-        gens = []
-        for (text, finish), ei, eo in zip(texts, est_in, est_out):
-            gens.append(
-                Generation(
-                    text=text,
-                    finish_reason=finish,
-                    tokens_in=round(tin * ei / max(1, sum(est_in))),
-                    tokens_out=round(tout * eo / max(1, sum(est_out))) if sum(est_out) else 0,
-                    latency_s=latency,
-                )
-            )
-        return gens
 
     async def aclose(self) -> None:
         await self.client.close()
