@@ -107,10 +107,17 @@ def generate(
     stall_timeout: float = opt(P["stall_timeout"], "--stall-timeout"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     lease_wait: float = opt(G["lease_wait"], "--lease-wait"),
+    mode: Optional[str] = opt(G["mode"], "--mode"),
+    wait: bool = opt(G["wait"], "--wait/--no-wait"),
+    poll_interval: float = opt(G["poll_interval"], "--poll-interval"),
+    max_enqueued_tokens: Optional[int] = opt(G["max_enqueued_tokens"], "--max-enqueued-tokens"),
+    batch_max_lines: int = opt(G["batch_max_lines"], "--batch-max-lines"),
+    budget: Optional[float] = opt(G["budget"], "--budget"),
 ) -> None:
     """Generate instructions, classify them, write instances, filter, store. Resumable by --run name.
 
     One process generates a run at a time. SIGTERM drains (in-flight candidates finish) and exits 75.
+    --mode batch goes through the Batch API at half price; `generate --run NAME` picks it up later.
     """
     # Every value is checked here, before the database or a model is touched.
     opts = generate_options(locals())
@@ -160,14 +167,45 @@ def runs(db: Optional[str] = DB) -> None:
     """List runs with counts, acceptance rate, rejection reasons, tokens and cost."""
     from datagen import storage
 
-    rows = storage.list_runs(storage.connect(db, create=False))
-    t = Table("run", "lang", "api/model", "state", "kept/target", "rejected", "accept %", "top reasons", "requests", "tokens in/out", "cost $")
+    engine = storage.connect(db, create=False)
+    rows = storage.list_runs(engine)
+    est = storage.batch_costs(engine, [r.id for r, _ in rows])
+    t = Table("run", "lang", "api/model", "state", "kept/target", "rejected", "accept %", "top reasons", "requests", "tokens in/out", "cost $", "batch est $")
     for r, st in rows:
         t.add_row(
             r.name, r.lang, f"{r.api}/{r.model}", r.state, f"{st.kept}/{r.target}",
             str(st.by_status.get("rejected", 0)), f"{100 * st.acceptance:.1f}",
             ", ".join(f"{k}={v}" for k, v in st.by_reason.most_common(3)),
             f"{st.requests} ({st.errors} err)", f"{st.tokens_in:,}/{st.tokens_out:,}", f"{st.cost:.4f}",
+            # estimated at submit (answers at max_tokens) and, of that, what is still in flight
+            f"{est[r.id][0]:.4f} ({est[r.id][1]:.4f} open)" if r.id in est else "",
+        )
+    Console(width=200).print(t)
+
+
+@app.command()
+def batches(
+    run: Optional[str] = typer.Option(None, "--run", help="Only this run."),
+    db: Optional[str] = DB,
+) -> None:
+    """List batch-mode batches: provider id, endpoint, status, request counts, estimated and actual cost."""
+    from datagen import storage
+
+    engine = storage.connect(db, create=False)
+    names = {r.id: r.name for r, _ in storage.list_runs(engine)}
+    run_id = None
+    if run is not None:
+        found = storage.get_run(engine, run)
+        if found is None:
+            raise InputError(f"no run named {run!r}")
+        run_id = found.id
+    t = Table("id", "run", "stage", "provider id", "endpoint", "status", "done/failed/total", "est $", "cost $", "created")
+    for b in storage.list_batches(engine, run_id):
+        t.add_row(
+            str(b.id), names.get(b.run_id, "?"), b.stage, b.provider_id or "-", b.endpoint,
+            b.status + ("" if b.ingested or b.status != "completed" else " (not ingested)"),
+            f"{b.completed}/{b.failed}/{b.requests}", f"{b.cost_est:.4f}", f"{b.cost:.4f}" if b.ingested else "-",
+            b.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     Console(width=200).print(t)
 

@@ -20,6 +20,11 @@ THRESHOLD = 0.7
 # the CLI exits with it and a job worker reads it as "drained, not failed".
 DRAINED = 75
 
+# OpenAI's Batch API: half the synchronous price, at most 50,000 lines and 200 MB per input file.
+BATCH_DISCOUNT = 0.5
+BATCH_MAX_LINES = 50_000
+BATCH_MAX_BYTES = 200 * 1024 * 1024
+
 # --- the environment -----------------------------------------------------------------------------
 
 ENV = {
@@ -97,4 +102,10 @@ class GenerateOptions(BaseModel):
     gpus_per_replica: float = Field(0.0, ge=0, description="GPUs each Ray replica reserves.")
     threads_per_replica: int = Field(1, ge=1, description="CPU cores (torch threads) each Ray replica reserves.")
     engine: Literal["auto", "transformers", "vllm"] = Field("auto", description="Engine in a Ray replica: auto (vllm if importable and the replica has a GPU) | transformers | vllm.")
+    mode: Literal["online", "batch"] | None = Field(None, description="online: request by request | batch: OpenAI's Batch API at half price (resumable; see `datagen batches`) [default: online, or the run's own mode when resuming]")
+    wait: bool = Field(True, description="Batch mode: wait for the batches until the target is reached; --no-wait submits and ingests what is ready, then exits (75 while unfinished).")
+    poll_interval: float = Field(30.0, gt=0, description="Batch mode: seconds between status checks.")
+    max_enqueued_tokens: int | None = Field(None, ge=1, description="Batch mode: input tokens this model may have in unfinished batches (the provider's queue limit).")
+    batch_max_lines: int = Field(BATCH_MAX_LINES, ge=1, le=BATCH_MAX_LINES, description="Batch mode: lines per input file.")
+    budget: float | None = Field(None, gt=0, description="USD this run may spend; batch mode counts batches in flight at their estimate and stops submitting before it.")
     pipeline: PipelineConfig = PipelineConfig()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import sys
 import threading
 import tomllib
 from datetime import datetime
@@ -13,7 +15,8 @@ from importlib import resources
 from datagen import storage
 from datagen.backends import make_backend
 from datagen.client import LLMClient, Price
-from datagen.config import GenerateOptions, env
+from datagen.batch.run import BatchRun, BudgetSpent
+from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
 from datagen.errors import DatagenError, InputError
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
@@ -53,21 +56,54 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     SIGTERM (main thread only) drains: no new work, candidates in progress finish, the run stays
     resumable and the returned progress is short of its target.
     """
-    api = pick_api(opts)
-    if opts.ray and api != "local":
-        raise InputError("--ray serves an open model from Ray replicas: use it with --api local")
-    model = opts.model or DEFAULT_MODELS.get(api, "")
-    seeds = load_seeds(opts.seeds or default_seed_path(opts.lang))
-    prompts = load_prompts(opts.lang, opts.prompts)
+    api, seeds, prompts = _checked(opts)
     engine = storage.connect(opts.db)
     name = opts.run or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     existing = storage.get_run(engine, name)
+    resumed = _resumed(opts, existing)
+    if resumed is not opts:
+        opts = resumed
+        api, seeds, prompts = _checked(opts)
+    model = opts.model or DEFAULT_MODELS.get(api, "")
     if existing and existing.lang != opts.lang:
         raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
     lease = RunLeaseHolder(engine, name)
     await asyncio.to_thread(lease.acquire, opts.lease_wait)
     with lease:
         return await _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start)
+
+
+def _checked(opts: GenerateOptions):
+    """The API, seeds and prompts the options name, every combination checked before anything is written."""
+    api = pick_api(opts)
+    if opts.mode == "batch" and (opts.ray or api == "local"):
+        raise InputError("--mode batch sends requests through an OpenAI-compatible Batch API: use it with --api chat or --api completion")
+    if opts.ray and api != "local":
+        raise InputError("--ray serves an open model from Ray replicas: use it with --api local")
+    return api, load_seeds(opts.seeds or default_seed_path(opts.lang)), load_prompts(opts.lang, opts.prompts)
+
+
+# How this one call behaves, never taken from the stored run.
+PER_CALL = ("db", "run", "pipeline", "wait", "lease_wait")
+
+
+def _resumed(opts: GenerateOptions, run) -> GenerateOptions:
+    """`generate --run NAME` without --mode continues a batch run as it was started: every option
+    left at its default takes the run's stored value, so a scheduled job needs only the name."""
+    if opts.mode is not None or run is None:
+        return opts
+    stored = json.loads(run.config or "{}")
+    if stored.get("mode") != "batch":
+        return opts
+    defaults = GenerateOptions()
+
+    def merge(given, default, saved: dict) -> dict:
+        return {k: saved[k] if k in saved and getattr(given, k) == getattr(default, k) else getattr(given, k)
+                for k in type(given).model_fields if k not in PER_CALL}
+
+    values = merge(opts, defaults, stored)
+    values["pipeline"] = merge(opts.pipeline, defaults.pipeline, stored.get("pipeline") or {})
+    return GenerateOptions(**values, db=opts.db, run=opts.run)
 
 
 async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start) -> tuple[str, Progress]:
@@ -103,6 +139,8 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
     config.update(api=api, model=model)
     if opts.ray:
         config["ray_replicas"] = backend.describe()  # which engine and device each replica really got
+    if opts.mode == "batch":
+        return await _run_batch(opts, engine, name, lease, api, model, backend, seeds, prompts, config)
     return await _run(opts, engine, name, lease, api, model, backend, concurrency, seeds, prompts, config, on_start)
 
 
@@ -119,6 +157,54 @@ class _Ledger:
     def end(self, row: int | None, prompts: list[Prompt], gens: list[Generation], cost: float, state: str) -> None:
         if row is not None:
             storage.end_request(self.engine, row, gens, cost=cost, state=state)
+
+
+async def _supervise(engine, run_id: int, name: str, lease, work, stop, started=None) -> Progress:
+    """Run a run's main task: SIGTERM calls `stop` (the run ends resumable), a lost lease cancels
+    it, and the run's state says how it ended."""
+    task = asyncio.create_task(work)
+    loop = asyncio.get_running_loop()
+    lease.on_lost = lambda: loop.call_soon_threadsafe(task.cancel)
+    signals = threading.current_thread() is threading.main_thread()  # handlers need the main thread
+    if signals:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    try:
+        if started:
+            await started(task)
+        progress = await task
+        storage.set_run_state(engine, run_id, "finished" if progress.accepted >= progress.target else "interrupted")
+        return progress
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        storage.set_run_state(engine, run_id, "interrupted")
+        if lease.lost:
+            raise LeaseLost(f"run {name!r} was taken over by another process (this one missed its lease); stopped") from None
+        raise
+    except BudgetSpent:
+        storage.set_run_state(engine, run_id, "interrupted")
+        raise
+    except Exception:
+        storage.set_run_state(engine, run_id, "failed")
+        raise
+    finally:
+        if signals:
+            loop.remove_signal_handler(signal.SIGTERM)
+        # Stop the stages before closing the connection under them: a request cut by the close
+        # would otherwise be logged as a "client has been closed" error.
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _run_batch(opts, engine, name, lease, api, model, backend, seeds, prompts, config) -> tuple[str, Progress]:
+    run, _ = storage.open_run(engine, name, lang=opts.lang, api=api, model=model, target=opts.pipeline.target, config=config)
+    list_price = price_for(model, opts.price_in, opts.price_out, api)
+    price = Price(list_price.input * BATCH_DISCOUNT, list_price.output * BATCH_DISCOUNT)
+    pipe = Pipeline(opts.pipeline, None, engine, run.id, opts.lang, seeds, prompts)
+    job = BatchRun(opts, engine, run.id, name, pipe, backend, price, say=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        progress = await _supervise(engine, run.id, name, lease, job.run(), job.stop)
+    finally:
+        await backend.aclose()
+    return name, progress
 
 
 async def _run(opts, engine, name, lease, api, model, backend, concurrency, seeds, prompts, config, on_start):
@@ -147,34 +233,15 @@ async def _run(opts, engine, name, lease, api, model, backend, concurrency, seed
         cfg = cfg.model_copy(update=update)
         client.batch_wait = 0.2
     pipe = Pipeline(cfg, client, engine, run.id, opts.lang, seeds, prompts)
-    task = asyncio.create_task(pipe.run())
-    loop = asyncio.get_running_loop()
-    lease.on_lost = lambda: loop.call_soon_threadsafe(task.cancel)
-    # SIGTERM (docker stop, a worker draining) drains: no new request, answers in flight are
-    # stored, the run is left interrupted and resumable. Signal handlers need the main thread.
-    draining = threading.current_thread() is threading.main_thread()
-    if draining:
-        loop.add_signal_handler(signal.SIGTERM, pipe.drain)
-    try:
+
+    async def started(task):
         if on_start:
             await on_start(name, pipe.progress, client, task)
-        progress = await task
-        storage.set_run_state(engine, run.id, "finished" if progress.accepted >= progress.target else "interrupted")
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        storage.set_run_state(engine, run.id, "interrupted")
-        if lease.lost:
-            raise LeaseLost(f"run {name!r} was taken over by another process (this one missed its lease); stopped") from None
-        raise
-    except Exception:
-        storage.set_run_state(engine, run.id, "failed")
-        raise
+
+    try:
+        # SIGTERM (docker stop, a worker draining) drains: no new request, answers in flight are stored.
+        progress = await _supervise(engine, run.id, name, lease, pipe.run(), pipe.drain, started)
     finally:
-        if draining:
-            loop.remove_signal_handler(signal.SIGTERM)
-        # Stop the stages before closing the connection under them: a request cut by the close
-        # would otherwise be logged as a "client has been closed" error.
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
         await client.aclose()
     return name, progress
 

@@ -1,7 +1,8 @@
 """Storage: the only package that knows SQL. Everything else calls these functions."""
 
 from datagen.storage.db import DEFAULT_URL, StorageError, connect, dispose_all, resolve_url
-from datagen.storage.models import Audit, InstanceRow, Request, Run, Sample
+from datagen.storage.batches import batch_costs, list_batches
+from datagen.storage.models import Audit, Batch, InstanceRow, Request, Run, Sample
 from datagen.storage.runs import (
     HEARTBEAT,
     STALE_AFTER,
@@ -11,6 +12,7 @@ from datagen.storage.runs import (
     end_request,
     finish_sample,
     get_run,
+    instruction_hash,
     indexed_instructions,
     kept_texts,
     list_runs,

@@ -58,6 +58,11 @@ class Request(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     state: str = "done"  # sent (no answer yet, or the run died) | done | cancelled (the run stopped it)
     prompts: int = 1  # prompts carried by this one request
+    # Batch mode (datagen/batch/): a row is a line of a batch, its id the line's custom_id. States:
+    # queued (not in a batch yet) | sent | answered (result or error stored, not yet applied) | done.
+    batch_id: int | None = Field(default=None, index=True)
+    sample_id: int | None = None  # the candidate a classify or instances request works for
+    body: str | None = Field(default=None, sa_column=Column(Text))  # the request body as uploaded (JSON)
 
 
 class Sample(SQLModel, table=True):
@@ -97,6 +102,37 @@ class Sample(SQLModel, table=True):
     request_id: int | None = Field(default=None, foreign_key="request.id")
     review_note: str | None = None
     reviewed_by: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Batch(SQLModel, table=True):
+    """One provider batch (OpenAI's /v1/batches) of a batch-mode run; see datagen/batch/.
+
+    Written as `submitting` with a fresh `key` before the provider's batch exists; the key travels
+    in the batch's metadata, so a crash before `provider_id` is stored is reconciled by listing.
+    `status` is the provider's, as last seen. `ingested`: its results are in the request ledger.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    key: str = Field(unique=True, index=True)
+    provider_id: str | None = None
+    endpoint: str
+    model: str
+    stage: str
+    status: str = "submitting"
+    ingested: bool = Field(default=False, index=True)
+    requests: int = 0
+    completed: int = 0
+    failed: int = 0
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    tokens_est: int = 0  # input tokens, what the provider's enqueued-token limit counts
+    cost_est: float = 0.0  # at submit, answers at their max_tokens: an upper bound
+    cost: float = 0.0  # at ingest, from each line's usage
+    errors: str | None = Field(default=None, sa_column=Column(Text))  # a failed batch's reasons
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
