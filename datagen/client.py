@@ -21,6 +21,7 @@ from typing import Protocol
 from aiolimiter import AsyncLimiter
 
 from datagen.backends import Backend, BackendError, BatchRefused
+from datagen.errors import DatagenError
 from datagen.records import Generation, Prompt, Stage
 
 # Lower goes first. A candidate whose classify call is answered is one instances call from being
@@ -41,6 +42,14 @@ class RequestLog(Protocol):
 
     def end(self, row: int | None, prompts: list[Prompt], gens: list[Generation], cost: float, state: str) -> None:
         """`gens` holds one Generation per prompt, or a single one carrying the error; state done | cancelled."""
+
+
+class BudgetSpent(DatagenError):
+    """The run's --budget leaves no room for the next request (or batch)."""
+
+
+def budget_line(budget: float, spent: float, committed: float) -> str:
+    return f"budget ${budget:.4f}: spent ${spent:.4f}, ${committed:.4f} in flight; raise --budget and run again with the same --run"
 
 
 @dataclass
@@ -136,6 +145,8 @@ class LLMClient:
         timeout: float | None = None,
         warn: Callable[[str], None] = _stderr_warning,
         shared_limits: tuple | None = None,
+        budget: float | None = None,
+        spent: float = 0.0,
     ):
         self.backend = backend
         self.max_tries = max(1, max_tries)
@@ -167,6 +178,9 @@ class LLMClient:
         self._closed = False
         self._told_refused = False
         self.draining = False  # drain(): requests not yet sent are cancelled, those in flight finish
+        # --budget: what earlier sessions of the run spent, and requests in flight at their upper bound.
+        self.budget, self.spent, self._committed, self._reserved = budget, spent, 0.0, 0
+        self._settled = asyncio.Event()  # a request in flight ended: budget room may have come back
 
     @property
     def in_flight_limit(self) -> int:
@@ -267,7 +281,13 @@ class LLMClient:
                     await self._tpm.acquire(min(est, self._tpm_max))
                 if self.draining:  # never sent: the caller's work stays pending for the resume
                     raise asyncio.CancelledError
-                return await self._attempt(prompts, attempt)
+                worst = await self._within_budget(prompts, est)
+                try:
+                    return await self._attempt(prompts, attempt)
+                finally:
+                    self._committed = 0.0 if self._reserved == 1 else self._committed - worst  # no float residue
+                    self._reserved -= 1
+                    self._settled.set()
             except BatchRefused as exc:
                 refused = exc
             except BackendError as exc:
@@ -289,6 +309,23 @@ class LLMClient:
                 return [g for part in await asyncio.gather(*(self._call_with_retries([p]) for p in prompts)) for g in part]
             await asyncio.sleep(delay)  # outside the slot: a backing-off request holds no capacity
         return [Generation(error=f"gave up after {attempt} tries: {last}") for _ in prompts]
+
+    async def _within_budget(self, prompts: list[Prompt], est: int) -> float:
+        """Reserve this request's worst cost (answers at max_tokens) under --budget: wait while requests in
+        flight may free room, stop the run when none are left and it still does not fit."""
+        out = sum(p.max_tokens for p in prompts)
+        worst = self.price.cost(est - out, out)
+        while self.budget is not None:
+            spent = self.spent + self.counters.cost
+            if spent + self._committed + worst <= self.budget:
+                break
+            if not self._reserved:
+                raise BudgetSpent(budget_line(self.budget, spent, self._committed))
+            self._settled.clear()
+            await self._settled.wait()
+        self._committed += worst
+        self._reserved += 1
+        return worst
 
     async def _attempt(self, prompts: list[Prompt], attempt: int) -> list[Generation]:
         """One HTTP request: its ledger row is written first and completed with the answer."""

@@ -14,8 +14,8 @@ from importlib import resources
 
 from datagen import storage
 from datagen.backends import make_backend
-from datagen.client import LLMClient, Price
-from datagen.batch.run import BatchRun, BudgetSpent
+from datagen.client import BudgetSpent, LLMClient, Price
+from datagen.batch.run import BatchRun
 from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
 from datagen.errors import DatagenError, InputError
 from datagen.lease import RunLeaseHolder
@@ -220,6 +220,8 @@ async def _run(opts, engine, name, lease, api, model, backend, concurrency, seed
         timeout=None if api == "local" else opts.timeout,
         # One limit per API key and base URL across processes: two workers on a key share it.
         shared_limits=shared_limiters(engine, opts.base_url, opts.rpm, opts.tpm) if api != "local" else None,
+        budget=opts.budget,
+        spent=storage.run_stats(engine, run.id).cost,
     )
     # Local batches fill from concurrent stages, so let enough prompts be in flight to fill them.
     cfg = opts.pipeline

@@ -220,7 +220,7 @@ def test_budget_and_limits_bound_what_is_submitted(stub_server, tmp_path):
     stopped = core_cli(*gen_args(server, db, "cheap", "--api", "chat", "-n", "200", "--budget", "0.02"))
     assert stopped.returncode == 1 and "Traceback" not in stopped.stderr, stopped.stderr
     line = stopped.stderr.strip().splitlines()[-1]  # after the batch log lines
-    assert line.startswith("error: budget $0.0200") and "--run cheap" in line, stopped.stderr
+    assert line.startswith("error: budget $0.0200") and "raise --budget" in line, stopped.stderr
     run_id = q(db, "select id from run where name = 'cheap'")[0][0]
     spent = q(db, "select coalesce(sum(cost), 0) from request where run_id = ?", run_id)[0][0]
     # Ended batches count at their actual cost, open ones at their estimate (an upper bound).
@@ -242,3 +242,19 @@ def test_batch_mode_refuses_what_cannot_work(tmp_path):
         assert "Batch API" in core_one_line_error(proc) or "files.create" in proc.stderr, proc.stderr
     finally:
         srv.shutdown()
+
+
+def test_online_budget_stops_before_spending_past_it(stub_server, tmp_path):
+    server = stub_server("--latency", "0.05")
+    db = tmp_path / "online.db"
+    args = ["generate", "--api", "chat", "--model", "stub", "--base-url", server.base_url, "--db", str(db), "--run", "capped",
+            "--price-in", str(PRICE_IN), "--price-out", str(PRICE_OUT), "--no-progress", "-n", "200"]
+    stopped = core_cli(*args, "--budget", "0.01")
+    assert "raise --budget" in core_one_line_error(stopped)
+    spent = q(db, "select sum(cost) from request")[0][0]
+    assert 0 < spent <= 0.01
+    assert q(db, "select state from run")[0][0] == "interrupted"
+    # A larger budget resumes the run where it stopped, counting what was already spent.
+    more = core_cli(*args, "--budget", "0.02")
+    assert more.returncode == 1 and "budget $0.0200" in more.stderr
+    assert 0.01 < q(db, "select sum(cost) from request")[0][0] <= 0.02

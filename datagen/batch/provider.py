@@ -23,18 +23,19 @@ class Provider:
         self.tries = max(1, tries)
         self.where = backend.base_url or "the OpenAI API"
 
-    async def _call(self, what: str, fn):
-        for attempt in range(1, self.tries + 1):
+    async def _call(self, what: str, fn, tries: int | None = None):
+        tries = tries or self.tries
+        for attempt in range(1, tries + 1):
             try:
                 return await fn()
             except Exception as exc:
                 err = self.backend._classify(exc)
                 if isinstance(err, FatalBackendError):
-                    if "not found" in str(err) and what.startswith("batches"):
-                        raise FatalBackendError(f"{self.where} does not serve the Batch API ({what}: 404); batch mode needs OpenAI or a server with /v1/batches") from None
+                    if isinstance(exc, self.backend._openai.NotFoundError) and what in ("files.create", "batches.create", "batches.list"):
+                        raise FatalBackendError(f"{self.where} does not serve the Batch API ({what}: 404); batch mode needs OpenAI or a server with /v1/files and /v1/batches") from None
                     raise err from None
-                if not (isinstance(err, BackendError) and err.retryable) or attempt == self.tries:
-                    raise BackendError(f"{what} at {self.where}: {err}", retryable=False) from None
+                if not (isinstance(err, BackendError) and err.retryable) or attempt == tries:
+                    raise BackendError(f"{what} at {self.where}: {err}", retryable=isinstance(err, BackendError) and err.retryable) from None
                 await asyncio.sleep(max(err.retry_after or 0.0, random.uniform(0, min(30.0, 2.0**attempt))))
 
     async def upload(self, name: str, data: bytes) -> str:
@@ -42,8 +43,9 @@ class Provider:
         return f.id
 
     async def create(self, input_file_id: str, endpoint: str, key: str):
+        """One try: after a failure the caller looks the batch up by key before it creates again."""
         return await self._call("batches.create", lambda: self.client.batches.create(
-            input_file_id=input_file_id, endpoint=endpoint, completion_window="24h", metadata={KEY: key}))
+            input_file_id=input_file_id, endpoint=endpoint, completion_window="24h", metadata={KEY: key}), tries=1)
 
     async def find(self, key: str, since: datetime):
         """The provider's batch carrying this key, or None. Batches list newest first: stop at ones older than ours."""

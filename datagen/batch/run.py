@@ -26,19 +26,14 @@ from datagen import storage
 from datagen.backends.base import BackendError
 from datagen.backends.openai_compat import OpenAIBackend
 from datagen.batch.provider import Provider
-from datagen.client import Price, fit
+from datagen.client import BudgetSpent, Price, budget_line, fit
 from datagen.config import BATCH_MAX_BYTES, GenerateOptions
-from datagen.errors import DatagenError
 from datagen.pipeline import Pipeline, PipelineError, Progress
 from datagen.records import Candidate, Generation, Prompt, Stage, Status
 from datagen.storage import batches as store
 from datagen.storage.models import Batch
 
 ORDER = (Stage.instances, Stage.classify, Stage.bootstrap)  # the most advanced work is submitted first
-
-
-class BudgetSpent(DatagenError):
-    """The run's --budget leaves no room for the next batch."""
 
 
 class BatchRun:
@@ -76,7 +71,7 @@ class BatchRun:
                 if p.accepted >= p.target:
                     break
                 if self._budget_blocked:
-                    raise BudgetSpent(self._budget_line() + "; raise --budget and run again with --run " + self.name)
+                    raise BudgetSpent(self._budget_line())
                 if not store.queued_requests(self.engine, self.run_id):
                     raise PipelineError("batch mode has nothing to submit and nothing in flight")
             if not self.opts.wait:
@@ -108,13 +103,18 @@ class BatchRun:
             data = "".join(self._line(r) for r in rows).encode("utf-8")
             b.input_file_id = await self.provider.upload(f"datagen-{self.name}-{b.id}.jsonl", data)
             store.set_batch(self.engine, b.id, input_file_id=b.input_file_id)
-        try:
-            created = await self.provider.create(b.input_file_id, b.endpoint, b.key)
-        except BackendError:
-            # The answer may have been lost after the provider made it: never create it twice.
-            created = await self.provider.find(b.key, b.created_at)
-            if created is None:
-                raise
+        for attempt in range(1, self.opts.max_tries + 1):
+            try:
+                created = await self.provider.create(b.input_file_id, b.endpoint, b.key)
+                break
+            except BackendError as exc:
+                # The answer may have been lost after the provider made it: never create it twice.
+                created = await self.provider.find(b.key, b.created_at)
+                if created is not None:
+                    break
+                if not exc.retryable or attempt == self.opts.max_tries:
+                    raise
+                await asyncio.sleep(min(30.0, 2.0**attempt))
         self._record(b, created)
         self.say(f"batch {b.id}: {b.stage} x{b.requests} submitted as {created.id} (est ${b.cost_est:.4f})")
 
@@ -272,10 +272,13 @@ class BatchRun:
         tin = self.backend.count_tokens(row.prompt)
         return tin, self.price.cost(tin, json.loads(row.body).get("max_tokens") or 0)
 
-    def _budget_line(self) -> str:
-        spent = storage.run_stats(self.engine, self.run_id).cost
+    def _spent(self) -> tuple[float, float]:
+        """(spent: the ledger's actual costs, committed: open batches at their estimate)."""
         committed = store.batch_costs(self.engine, [self.run_id]).get(self.run_id, (0.0, 0.0))[1]
-        return f"budget ${self.opts.budget:.4f}: spent ${spent:.4f}, ${committed:.4f} in flight"
+        return storage.run_stats(self.engine, self.run_id).cost, committed
+
+    def _budget_line(self) -> str:
+        return budget_line(self.opts.budget, *self._spent())
 
     async def _submit(self) -> None:
         """Queued rows into batches: one per stage (split at the provider's limits), within the
@@ -288,8 +291,7 @@ class BatchRun:
                        if self.opts.max_enqueued_tokens else math.inf)
         money_room = math.inf
         if self.opts.budget is not None:
-            spent = storage.run_stats(self.engine, self.run_id).cost
-            committed = store.batch_costs(self.engine, [self.run_id]).get(self.run_id, (0.0, 0.0))[1]
+            spent, committed = self._spent()
             money_room = self.opts.budget - spent - committed
         for stage in ORDER:
             part: list = []
