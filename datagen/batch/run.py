@@ -228,8 +228,8 @@ class BatchRun:
         for c in self.pipe.take_bootstrap(row.prompt, gen):
             if storage.instruction_hash(c.instruction) in done:
                 continue
-            if p.accepted + len(pending) >= p.target:
-                break  # enough in hand, as online: extra candidates are not judged, so not stored
+            # Unlike online mode every candidate is screened and stored, even past the target: the answer
+            # is paid for, and a candidate not judged now waits (pending) for a later round or a resume.
             p.candidates += 1
             c = self.pipe.screen(c)
             if c.status is Status.pending:
@@ -241,15 +241,18 @@ class BatchRun:
         busy, boots = store.outstanding(self.engine, self.run_id)
         lines: list[store.Line] = []
         pending = storage.pending_samples(self.engine, self.run_id)
-        for c in pending:
-            if c.sample_id in busy:
-                continue
+        # Judge only as many candidates as could still be accepted, so the run never passes its target;
+        # the rest wait (parked) and step in when a judged one is rejected: two rounds, not three.
+        idle = [c for c in pending if c.sample_id not in busy]
+        idle.sort(key=lambda c: c.is_classification is None)  # one request from done first
+        for c in idle[: max(0, p.target - p.accepted - (len(pending) - len(idle)))]:
             prompt = self.pipe.classify_prompt(c) if c.is_classification is None else self.pipe.instances_prompt(c)
             lines.append(self._queue_line(prompt, c.sample_id))
         # Size the bootstrap round from what answers have yielded so far, so the run ends within about one
-        # round of its target instead of asking for a fixed number and overshooting.
+        # round of its target instead of asking for a fixed number and overshooting. Before any answer,
+        # assume every requested task comes back usable: a low guess would pay for a round of surplus.
         y = store.bootstrap_yield(self.engine, self.run_id)
-        per_prompt = y.admitted / y.bootstraps if y.bootstraps else max(1, cfg.new_per_prompt // 2)
+        per_prompt = y.admitted / y.bootstraps if y.bootstraps else cfg.new_per_prompt
         finish = y.kept / y.finished if y.finished >= 5 else 0.9
         if y.bootstraps >= cfg.max_barren_rounds and y.admitted == 0:
             raise PipelineError(f"{y.bootstraps} prompts produced no usable instruction: the model may not follow the prompt format")
