@@ -19,6 +19,10 @@ THRESHOLD = 0.7
 # Exit status of a generate stopped by SIGTERM before its target (EX_TEMPFAIL: run it again);
 # the CLI exits with it and a job worker reads it as "drained, not failed".
 DRAINED = 75
+# A job whose child exits DRAINED on its own (a `generate --mode batch --no-wait` round with batches
+# still in flight) is queued again this many seconds later: it polls its batches at that pace
+# without holding a worker slot in between.
+AGAIN_AFTER = 60.0
 
 # OpenAI's Batch API: half the synchronous price, at most 50,000 lines and 200 MB per input file.
 BATCH_DISCOUNT = 0.5

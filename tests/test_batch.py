@@ -258,3 +258,27 @@ def test_online_budget_stops_before_spending_past_it(stub_server, tmp_path):
     more = core_cli(*args, "--budget", "0.02")
     assert more.returncode == 1 and "budget $0.0200" in more.stderr
     assert 0.01 < q(db, "select sum(cost) from request")[0][0] <= 0.02
+
+
+def test_a_no_wait_batch_job_is_run_again_until_its_run_is_finished(stub_server, tmp_path):
+    """A scheduled-style job: each attempt is one round (exit 75 while unfinished), queued again after --again-after."""
+    from datagen import storage
+    from datagen.jobs import queue
+
+    server = stub_server("--batch-delay", "0.3")
+    db = tmp_path / "jobs.db"
+    engine = storage.connect(f"sqlite:///{db}")
+    job = queue.submit(engine, "generate", ["--mode", "batch", "--api", "chat", "--model", "stub", "--base-url", server.base_url,
+                                            "-n", "6", "--run", "nightly", "--no-wait"])
+    w = subprocess.Popen([sys.executable, "-m", "datagen.cli", "worker", "--db", str(db), "--poll", "0.1", "--again-after", "0.5",
+                          "--max-idle", "3"], cwd=REPO, env=core_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = w.communicate(timeout=240)
+    assert w.returncode == 0, err
+    job, attempts = queue.get(engine, job.id)
+    assert job.state == "succeeded", (job.state, job.exit_message, err)
+    assert len(attempts) >= 3 and [a.state for a in attempts[:-1]] == ["released"] * (len(attempts) - 1)
+    assert all(a.exit_code == 75 and a.exit_message.startswith("unfinished, again in 0.5 s") for a in attempts[:-1])
+    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in zip(attempts, attempts[1:])]
+    assert min(gaps) >= 0.45
+    assert q(db, "select count(*) from sample where status = 'accepted'")[0][0] == 6
+    storage.dispose_all()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 jobs_app = typer.Typer(no_args_is_help=True, help="The job queue: submit, list, show, cancel.")
 from datagen.cli import DB
+from datagen.config import AGAIN_AFTER
 
 
 def _engine(db: Optional[str]):
@@ -93,6 +94,7 @@ def worker(
     lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", min=1.0, help="Seconds a job stays claimed without a heartbeat [default: DATAGEN_LEASE_TTL or 30]."),
     poll: float = typer.Option(1.0, "--poll", min=0.05, help="Seconds between looks at an empty queue."),
     max_idle: Optional[float] = typer.Option(None, "--max-idle", help="Exit 0 after this many seconds with nothing to do."),
+    again_after: float = typer.Option(AGAIN_AFTER, "--again-after", min=0.0, help="Seconds before a job that exited unfinished (75, e.g. a --no-wait batch round) is run again."),
     db: Optional[str] = DB,
 ) -> None:
     """Claim and run queued jobs until SIGTERM (which drains: jobs in flight are handed back, exit 0)."""
@@ -101,5 +103,6 @@ def worker(
     from datagen.storage import resolve_url
 
     engine = _engine(db)
-    w = Worker(engine, resolve_url(db), queues=queue_names, concurrency=concurrency, ttl=lease_ttl or LEASE_TTL, poll=poll)
+    w = Worker(engine, resolve_url(db), queues=queue_names, concurrency=concurrency, ttl=lease_ttl or LEASE_TTL, poll=poll,
+               again_after=again_after)
     raise typer.Exit(w.run(max_idle=max_idle))

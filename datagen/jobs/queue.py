@@ -55,10 +55,11 @@ def heartbeat(engine: Engine, job: Job, attempt: JobAttempt, ttl: float = LEASE_
 
 
 def finish(engine: Engine, job: Job, attempt: JobAttempt, *, attempt_state: str, job_state: str,
-           exit_code: int | None = None, message: str | None = None) -> bool:
+           exit_code: int | None = None, message: str | None = None, again_in: float | None = None) -> bool:
+    """Close the attempt; a job handed back (`queued`) with `again_in` is not claimed before that many seconds."""
     usage = store.run_usage_since(engine, job.run_name, attempt.started_at)
     return store.finish_attempt(engine, job.id, attempt.id, attempt_state=attempt_state, job_state=job_state,
-                                exit_code=exit_code, message=message, usage=usage)
+                                exit_code=exit_code, message=message, usage=usage, again_in=again_in)
 
 
 def cancel(engine: Engine, job_id: int) -> Job:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from datagen.config import DRAINED
+from datagen.config import AGAIN_AFTER, DRAINED
 from datagen.errors import one_line
 from datagen.jobs import queue
 from datagen.lease import HOST, LEASE_TTL, pid_alive
@@ -60,9 +60,9 @@ def _last_line(f) -> str | None:
 
 class Worker:
     def __init__(self, engine: Engine, db_url: str, *, queues: list[str], concurrency: int = 1, ttl: float = LEASE_TTL,
-                 poll: float = 1.0):
+                 poll: float = 1.0, again_after: float = AGAIN_AFTER):
         self.engine, self.db_url, self.queues = engine, db_url, queues
-        self.concurrency, self.ttl, self.poll = max(1, concurrency), ttl, poll
+        self.concurrency, self.ttl, self.poll, self.again_after = max(1, concurrency), ttl, poll, again_after
         self.name = f"{HOST}:{os.getpid()}"
         self.slots: dict[int, Slot] = {}
         self.stopping = False
@@ -84,6 +84,7 @@ class Worker:
         self.log(f"job {job.id} ({job.kind}) attempt {attempt.n} started, pid {proc.pid}")
 
     def _finish(self, slot: Slot, rc: int) -> None:
+        again_in = None
         if slot.cancelling_since is not None:
             states = ("cancelled", "cancelled")
         elif slot.lost:
@@ -92,15 +93,20 @@ class Worker:
             states = ("succeeded", "succeeded")
         elif self.stopping and rc in (DRAINED, 130, -signal.SIGTERM, -signal.SIGINT):
             states = ("released", "queued")  # drained or stopped by us: another worker resumes it
+        elif rc == DRAINED:  # unfinished by its own account (a --no-wait batch round): again later
+            states, again_in = ("released", "queued"), self.again_after
         else:
             states = ("failed", "failed")
         msg = _last_line(slot.out) if rc == 0 else (_last_line(slot.err) or f"exit status {rc}")
         if states[0] == "cancelled":
             msg = "cancelled"
+        elif again_in is not None:
+            msg = f"unfinished, again in {again_in:g} s ({msg})"
         elif states[0] == "released":
             msg = f"released by a stopping worker ({msg})"
         if not slot.lost:  # a database error here leaves the slot as it was: the next tick tries again
-            queue.finish(self.engine, slot.job, slot.attempt, attempt_state=states[0], job_state=states[1], exit_code=rc, message=msg)
+            queue.finish(self.engine, slot.job, slot.attempt, attempt_state=states[0], job_state=states[1], exit_code=rc,
+                         message=msg, again_in=again_in)
         slot.out.close()
         slot.err.close()
         self.log(f"job {slot.job.id} {states[0]}: {msg}")

@@ -141,7 +141,8 @@ def run_usage_since(engine: Engine, run_name: str | None, since: datetime) -> tu
 
 
 def finish_attempt(engine: Engine, job_id: int, attempt_id: int, *, attempt_state: str, job_state: str,
-                   exit_code: int | None, message: str | None, usage: tuple[int, int, float]) -> bool:
+                   exit_code: int | None, message: str | None, usage: tuple[int, int, float],
+                   again_in: float | None = None) -> bool:
     """Close an attempt and move the job on (job_state 'queued' hands it back). False if it was not ours."""
     now = utcnow()
     tin, tout, cost = usage
@@ -150,7 +151,8 @@ def finish_attempt(engine: Engine, job_id: int, attempt_id: int, *, attempt_stat
             update(Job).where(Job.id == job_id, Job.attempt_id == attempt_id, Job.state == "running")
             .values(state=job_state, exit_message=message, tokens_in=Job.tokens_in + tin, tokens_out=Job.tokens_out + tout,
                     cost=Job.cost + cost, lease_expires_at=None, claimed_by=None,
-                    finished_at=now if job_state in FINAL else None)
+                    finished_at=now if job_state in FINAL else None,
+                    **({"scheduled_for": now + timedelta(seconds=again_in)} if again_in else {}))
         )
         ours = res.rowcount == 1
         s.execute(update(JobAttempt).where(JobAttempt.id == attempt_id).values(
