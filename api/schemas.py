@@ -172,6 +172,33 @@ class RunOut(BaseModel):
     tokens_in: int
     tokens_out: int
     cost: float
+    cost_est: float = Field(description="batch mode: its batches' cost estimated at submit (answers at max_tokens, an upper bound); 0 for online runs")
+    cost_in_flight: float = Field(description="the part of cost_est whose batches are not yet ingested (their actual cost is not in `cost` yet)")
+
+
+class BatchOut(BaseModel):
+    """One provider batch of a batch-mode run: the provider's status as last seen, estimated and actual cost."""
+
+    id: int
+    run: str
+    provider_id: str | None = Field(description="None while it is still being submitted")
+    endpoint: str
+    model: str
+    stage: str
+    status: str = Field(description="submitting | validating | in_progress | finalizing | completed | expired | cancelling | cancelled | failed")
+    ingested: bool = Field(description="its results are stored (then `cost` is the actual cost)")
+    requests: int
+    completed: int
+    failed: int
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    tokens_est: int = Field(description="input tokens (what the provider's enqueued-token limit counts)")
+    cost_est: float = Field(description="estimated at submit, answers at max_tokens: an upper bound")
+    cost: float = Field(description="actual, from each line's usage; 0 until ingested")
+    errors: list[dict[str, Any]] | None = Field(description="why the provider failed the batch, as it said")
+    created_at: datetime
+    updated_at: datetime
 
 
 class Instance(BaseModel):

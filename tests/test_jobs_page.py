@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from conftest import ARTIFACTS, ROOT, TOKEN, core_free_port
+from test_batches_api import seed_batches
 from test_dashboard import browser  # noqa: F401  (fixture; needs Chromium, as the review page's test does)
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -33,6 +34,7 @@ def jobs_server(tmp_path):
     schedules.create(engine, "nightly " + HOSTILE, cron="0 2 * * *", tz="Asia/Shanghai",
                      job=["generate", "--api", "chat", "-n", "50", "--run", "nightly"])
     job = schedules.run_now(engine, "nightly " + HOSTILE)
+    seed_batches(engine)  # a batch run: one batch ingested, one in flight, one failed with a hostile reason
     storage.dispose_all()
     port = core_free_port()
     env = dict(os.environ, DATAGEN_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
@@ -77,6 +79,19 @@ def test_jobs_page_shows_schedules_and_jobs_and_runs_now(jobs_server, browser): 
     page.wait_for_selector(f"#queued tbody tr[data-job='{first_job}']")
     live = page.locator(f"#running tbody tr[data-job='{running_job}'] td").all_text_contents()
     assert live[2:4] == ["live", " 2 / 50"] and live[6] == "box-1:4242"
+
+    # Runs: actual cost next to the batch estimate and its in-flight part; online runs have no estimate.
+    batchy = page.locator("#runs tbody tr[data-run='batchy'] td").all_text_contents()
+    assert batchy[2:] == ["0 / 20", "6 (1 err)", "0.0066", "0.0526 (0.0100 in flight)"], batchy
+    assert page.locator("#runs tbody tr[data-run='live'] td").all_text_contents()[4:] == ["0.0000", ""]
+    # Batches: provider status as it is, counts, estimate, actual cost only once ingested.
+    rows = [r.locator("td").all_text_contents() for r in page.locator("#batches tbody tr[data-batch]").all()]
+    assert [r[:8] for r in rows] == [
+        [rows[0][0], "batchy", "bootstrap", "batch_done", "completed", "2 / 0 / 2", "0.0300", "0.0066"],
+        [rows[1][0], "batchy", "instances", "batch_flying", "in_progress", "1 / 0 / 3", "0.0100", ""],
+        [rows[2][0], "batchy", "classify", "batch_failed", "failedinvalid_request: " + HOSTILE, "0 / 0 / 1", "0.0126", "0.0000"],
+    ], rows
+    assert all(r[8] for r in rows)  # created
 
     # run now needs the token: refused without it, a new queued job with it.
     page.click("#schedules button:text('run now')")

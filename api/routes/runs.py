@@ -1,21 +1,55 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import EngineDep
-from api.schemas import READ_ERRORS, RunOut
-from api.security import scrub_config
+from api.schemas import READ_ERRORS, BatchOut, RunOut, Text
+from api.security import scrub_config, scrub_obj
 from datagen import storage
+from datagen.storage import batches as batch_store
 from datagen.storage import queries
 
 router = APIRouter(tags=["runs"], responses=READ_ERRORS)
 
 
-@router.get("/runs", response_model=list[RunOut], summary="Runs with their counts and costs")
+@router.get("/runs", response_model=list[RunOut], summary="Runs with their counts and costs (actual, and batch estimates)")
 def list_runs(engine: EngineDep):
+    rows = storage.list_runs(engine)
+    est = storage.batch_costs(engine, [run.id for run, _ in rows])
     return [
-        RunOut(**{**run.model_dump(), **vars(st), "config": scrub_config(run.config), "kept": st.kept, "acceptance": round(st.acceptance, 4)})
-        for run, st in storage.list_runs(engine)
+        RunOut(**{**run.model_dump(), **vars(st), "config": scrub_config(run.config), "kept": st.kept, "acceptance": round(st.acceptance, 4)},
+               cost_est=est.get(run.id, (0.0, 0.0))[0], cost_in_flight=est.get(run.id, (0.0, 0.0))[1])
+        for run, st in rows
+    ]
+
+
+def _errors(raw: str | None) -> list[dict] | None:
+    """The provider's reasons, stored as JSON; text that is not a JSON list is shown as one message."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        data = [{"message": raw}]
+    return scrub_obj(data)
+
+
+@router.get("/batches", response_model=list[BatchOut], summary="Batch-mode batches, oldest first, with estimated and actual cost")
+def list_batches(engine: EngineDep, run: Annotated[Text | None, Query(max_length=200, description="only this run (name)")] = None):
+    run_id = None
+    if run is not None:
+        found = storage.get_run(engine, run)
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run named {run!r}")
+        run_id = found.id
+    return [
+        BatchOut(**b.model_dump(exclude={"key", "run_id", "errors"}), run=name, errors=_errors(b.errors))
+        for b, name in batch_store.batches_with_runs(engine, run_id)
     ]
 
 

@@ -1,4 +1,5 @@
-// datagen jobs page: schedules, queue, running jobs with live progress, history. Vanilla JS.
+// datagen jobs page: schedules, queue, running jobs with live progress, history, runs and batches
+// with their costs (batch mode: estimated at submit, actual at ingest). Vanilla JS.
 // Job arguments, run names and exit messages are untrusted text: the DOM is built with
 // createElement/textContent only (never innerHTML), and the CSP forbids inline code.
 "use strict";
@@ -63,13 +64,36 @@ function historyRow(j) {
     el("td", { class: "msg" }, attempts.join("\n")), el("td", { class: "msg" }, j.message || ""));
 }
 
+function runRow(r) {
+  // Batch runs: the estimate of all their batches, and the part whose batches are not ingested yet.
+  const est = r.cost_est || r.cost_in_flight
+    ? money(r.cost_est) + (r.cost_in_flight ? ` (${money(r.cost_in_flight)} in flight)` : "") : "";
+  return el("tr", { "data-run": r.name },
+    el("td", {}, r.name), el("td", {}, el("span", { class: `state ${r.state}` }, r.state)), el("td", {}, `${r.kept} / ${r.target}`),
+    el("td", { class: "num" }, `${r.requests} (${r.errors} err)`), el("td", { class: "num" }, money(r.cost)), el("td", { class: "num" }, est));
+}
+
+function batchRow(b) {
+  const why = (b.errors || []).map((e) => [e.code, e.message].filter(Boolean).join(": ")).join("\n");
+  return el("tr", { "data-batch": b.id },
+    el("td", {}, `#${b.id}`), el("td", {}, b.run), el("td", {}, b.stage), el("td", {}, el("code", {}, b.provider_id || "")),
+    el("td", { class: "msg" }, el("span", { class: `state ${b.status}` }, b.status),
+      b.status === "completed" && !b.ingested ? el("span", { class: "muted" }, " not ingested") : null,
+      why ? el("div", { class: "muted" }, why) : null),
+    el("td", { class: "num" }, `${b.completed} / ${b.failed} / ${b.requests}`), el("td", { class: "num" }, money(b.cost_est)),
+    el("td", { class: "num" }, b.ingested ? money(b.cost) : ""), el("td", {}, time(b.created_at)));
+}
+
 async function refresh() {
   try {
-    const [schedules, jobs] = await Promise.all([api("/api/schedules"), api("/api/jobs?limit=200")]);
+    const [schedules, jobs, runs, batches] = await Promise.all(
+      [api("/api/schedules"), api("/api/jobs?limit=200"), api("/api/runs"), api("/api/batches")]);
     fill("schedules", schedules.map(scheduleRow));
     fill("running", jobs.filter((j) => j.state === "running").map(runningRow));
     fill("queued", jobs.filter((j) => j.state === "queued").map(queuedRow));
     fill("history", jobs.filter((j) => !["running", "queued"].includes(j.state)).map(historyRow));
+    fill("runs", runs.map(runRow));
+    fill("batches", batches.map(batchRow));
     $("#auth-state").textContent = token() ? "token set" : "read-only";
   } catch (e) {
     toast(e.message, true);

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from datagen.records import KEPT, Generation, Status
-from datagen.storage.models import Batch, Request, Sample, utcnow
+from datagen.storage.models import Batch, Request, Run, Sample, utcnow
 from datagen.storage.runs import prompt_hash
 
 # Provider statuses after which a batch changes no more (its files can be read).
@@ -191,3 +191,12 @@ def batch_costs(engine: Engine, run_ids: list[int]) -> dict[int, tuple[float, fl
 def errors_json(errors) -> str | None:
     """A failed batch's error list, kept as JSON text."""
     return json.dumps(errors, ensure_ascii=False) if errors else None
+
+
+def batches_with_runs(engine: Engine, run_id: int | None = None) -> list[tuple[Batch, str]]:
+    """(batch, its run's name), oldest first: what the review API lists."""
+    q = select(Batch, Run.name).join(Run, Run.id == Batch.run_id).order_by(Batch.id)
+    if run_id is not None:
+        q = q.where(Batch.run_id == run_id)
+    with Session(engine, expire_on_commit=False) as s:
+        return [(b, name) for b, name in s.execute(q).all()]
