@@ -42,8 +42,8 @@ def upgrade() -> None:
         sa.Column("cost_est", sa.Float(), nullable=False),
         sa.Column("cost", sa.Float(), nullable=False),
         sa.Column("errors", sa.Text(), nullable=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["run.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
