@@ -65,6 +65,9 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         opts = resumed
         api, seeds, prompts = _checked(opts)
     model = opts.model or DEFAULT_MODELS.get(api, "")
+    if existing and opts.mode != "batch" and storage.list_batches(engine, existing.id, open_only=True):
+        # Online requests for candidates whose batch lines are in flight would pay for them twice.
+        raise InputError(f"run {name!r} has batches in flight: resume it in batch mode (leave out --mode), or wait for them")
     if existing and existing.lang != opts.lang:
         raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
     lease = RunLeaseHolder(engine, name)

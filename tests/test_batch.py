@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from conftest import REPO, core_cli, core_env, core_one_line_error
+from test_postgres import core_pg_url  # noqa: F401  (fixture)
 
 PRICE_IN, PRICE_OUT = 3.0, 7.0  # USD per 1M tokens, list price; batch lines cost half
 
@@ -140,24 +141,31 @@ def test_batch_line_body_is_what_online_mode_sends(mode):
 
 def test_kill9_at_random_moments_pays_each_request_once(stub_server, tmp_path):
     """Five kill -9s wherever they land (upload, create, waiting, ingest), then resume by name alone."""
-    server = stub_server("--batch-delay", "0.8")
+    server = stub_server("--batch-delay", "1.5")
     db = tmp_path / "k.db"
-    first = [sys.executable, "-m", "datagen.cli", *gen_args(server, db, "crashy", "--api", "chat", "-n", "30", "--batch-max-lines", "7")]
+    first = [sys.executable, "-m", "datagen.cli", *gen_args(server, db, "crashy", "--api", "chat", "-n", "60", "--batch-max-lines", "9")]
     resume = [sys.executable, "-m", "datagen.cli", "generate", "--run", "crashy", "--db", str(db), "--poll-interval", "0.1", "--no-progress"]
     rng = random.Random()
     states = []
+    killed = 0
     for i in range(5):
         proc = subprocess.Popen(first if i == 0 else resume, cwd=REPO, env=core_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.5, 4.0))  # imports take ~1 s; the rest lands anywhere in the rounds
+        time.sleep(rng.uniform(1.2, 3.5))  # imports take ~1 s; the rest lands anywhere in the rounds
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
+            killed += 1
         out, err = proc.communicate()
         assert proc.returncode in (0, -9), err.decode()
         if db.exists():
             states.append(q(db, "select status, ingested, provider_id is null from batch"))
+    if q(db, "select count(*) from batch where not ingested")[0][0]:  # online mode would pay for those lines again
+        online = core_cli("generate", "--run", "crashy", "--mode", "online", "--db", str(db), "--no-progress")
+        assert "has batches in flight" in core_one_line_error(online)
     done = core_cli("generate", "--run", "crashy", "--db", str(db), "--poll-interval", "0.1", "--no-progress")
     assert done.returncode == 0, done.stderr
-    stats = check_run(db, server, 30)
+    print(f"\nFIGURE batch kills: states after each kill (status, ingested, no provider id yet): {states}")
+    stats = check_run(db, server, 60)
+    assert killed >= 4, f"only {killed} of 5 kills hit a live run"
     assert stats["batches_created"] == q(db, "select count(*) from batch")[0][0]  # no orphan batch at the provider
     assert q(db, "select max(c) from (select count(*) c from batch group by key)")[0][0] == 1
     assert any(s for s in states), "no kill landed after the first batch was written"
@@ -281,4 +289,22 @@ def test_a_no_wait_batch_job_is_run_again_until_its_run_is_finished(stub_server,
     gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in zip(attempts, attempts[1:])]
     assert min(gaps) >= 0.45
     assert q(db, "select count(*) from sample where status = 'accepted'")[0][0] == 6
+    storage.dispose_all()
+
+
+def test_batch_run_on_postgres(stub_server, core_pg_url):  # noqa: F811
+    from sqlalchemy import text
+
+    from datagen import storage
+
+    server = stub_server("--batch-delay", "0.3")
+    done = core_cli(*gen_args(server, core_pg_url, "pg", "--api", "chat", "-n", "8"))
+    assert done.returncode == 0, done.stderr
+    engine = storage.connect(core_pg_url, create=False)
+    with engine.connect() as conn:
+        kept = conn.execute(text("select count(*) from sample where status = 'accepted'")).scalar_one()
+        states = set(conn.execute(text("select distinct state from request")).scalars())
+        ingested = conn.execute(text("select bool_and(ingested) from batch")).scalar_one()
+    assert (kept, states, ingested) == (8, {"done"}, True)
+    assert max(server.stats()["custom_ids"].values()) == 1
     storage.dispose_all()
