@@ -16,6 +16,7 @@ replica; --seconds measures what a long run gets.
 
     python bench/ray_generate.py                           # target 6, ~10 minutes on 2 cores
     python bench/ray_generate.py --seconds 240 --json r.json    # a long run's steady state, 4 minutes per phase
+    python bench/ray_generate.py --warmup 300 --seconds 600    # count only after the pipeline has filled
     python bench/ray_generate.py --skip inprocess,ray --ceiling-seconds 60
 """
 
@@ -51,14 +52,22 @@ def start_ray(cpus: int) -> None:
              logging_level=logging.WARNING, log_to_driver=False)
 
 
-async def _run(opts, seconds: float | None) -> dict:
+async def _run(opts, seconds: float | None, warmup: float = 0.0) -> dict:
     from datagen.generate import generate
 
     clock: dict = {}
 
+    def mark(prog, client) -> dict:
+        c = client.counters
+        return dict(t=time.monotonic(), accepted=prog.accepted, candidates=prog.candidates, requests=c.requests,
+                    errors=c.errors, tokens_out=c.tokens_out)
+
     async def watch(name, prog, client, task):
-        clock.update(t0=time.monotonic(), client=client, prog=prog)
+        clock.update(client=client, prog=prog, start=mark(prog, client))
         if seconds:  # a window of a long run: the target is out of reach, the run is stopped here
+            if warmup:  # the pipeline first fills with new candidates; count from its steady state
+                await asyncio.sleep(warmup)
+                clock["start"] = mark(prog, client)
             await asyncio.sleep(seconds)
             task.cancel()
 
@@ -66,12 +75,13 @@ async def _run(opts, seconds: float | None) -> dict:
         await generate(opts, on_start=watch)
     except asyncio.CancelledError:
         pass
-    secs, prog = time.monotonic() - clock["t0"], clock["prog"]
-    c = clock["client"].counters
+    a, b = clock["start"], mark(clock["prog"], clock["client"])
+    secs = b["t"] - a["t"]
+    d = {k: b[k] - a[k] for k in ("accepted", "candidates", "requests", "errors", "tokens_out")}
     return {
-        "seconds": round(secs, 1), "accepted": prog.accepted, "candidates": prog.candidates,
-        "accepted_per_min": round(prog.accepted * 60 / secs, 2), "candidates_per_min": round(prog.candidates * 60 / secs, 1),
-        "requests": c.requests, "errors": c.errors, "tokens_out": c.tokens_out, "tokens_out_per_s": round(c.tokens_out / secs, 1),
+        "seconds": round(secs, 1), "warmup_s": warmup, **d,
+        "accepted_per_min": round(d["accepted"] * 60 / secs, 2), "candidates_per_min": round(d["candidates"] * 60 / secs, 1),
+        "tokens_out_per_s": round(d["tokens_out"] / secs, 1),
     }
 
 
@@ -89,7 +99,7 @@ def phase_model(args, tmp: Path, ray_replicas: int) -> dict:
     if ray_replicas:
         start_ray(ray_replicas)
     try:
-        res = asyncio.run(_run(opts, args.seconds))
+        res = asyncio.run(_run(opts, args.seconds, args.warmup if args.seconds else 0.0))
     finally:
         if ray_replicas:
             import ray
@@ -175,6 +185,7 @@ def main() -> None:
     ap.add_argument("--target", type=int, default=6, help="accepted instructions per model run")
     ap.add_argument("--seconds", type=float, default=None,
                     help="instead of a target: run each model phase this long with a target out of reach (a long run's steady state)")
+    ap.add_argument("--warmup", type=float, default=0.0, help="with --seconds: seconds run before the window opens (not counted)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8, help="prompts per forward pass (--batch-size)")
     ap.add_argument("--max-tokens", type=int, default=160, help="answer budget of instruction and instance prompts")

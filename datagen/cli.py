@@ -192,17 +192,11 @@ def batches(
     from datagen import storage
 
     engine = storage.connect(db, create=False)
-    names = {r.id: r.name for r, _ in storage.list_runs(engine)}
-    run_id = None
-    if run is not None:
-        found = storage.get_run(engine, run)
-        if found is None:
-            raise InputError(f"no run named {run!r}")
-        run_id = found.id
+    run_id = storage.run_id_of(engine, run)
     t = Table("id", "run", "stage", "provider id", "endpoint", "status", "done/failed/total", "est $", "cost $", "created")
-    for b in storage.list_batches(engine, run_id):
+    for b, name in storage.batches_with_runs(engine, run_id):
         t.add_row(
-            str(b.id), names.get(b.run_id, "?"), b.stage, b.provider_id or "-", b.endpoint,
+            str(b.id), name, b.stage, b.provider_id or "-", b.endpoint,
             b.status + ("" if b.ingested or b.status != "completed" else " (not ingested)"),
             f"{b.completed}/{b.failed}/{b.requests}", f"{b.cost_est:.4f}", f"{b.cost:.4f}" if b.ingested else "-",
             b.created_at.strftime("%Y-%m-%d %H:%M:%S"),

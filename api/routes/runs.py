@@ -3,13 +3,12 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 
 from api.deps import EngineDep
 from api.schemas import READ_ERRORS, BatchOut, RunOut, Text
 from api.security import scrub_config, scrub_obj
 from datagen import storage
-from datagen.storage import batches as batch_store
 from datagen.storage import queries
 
 router = APIRouter(tags=["runs"], responses=READ_ERRORS)
@@ -41,15 +40,10 @@ def _errors(raw: str | None) -> list[dict] | None:
 
 @router.get("/batches", response_model=list[BatchOut], summary="Batch-mode batches, oldest first, with estimated and actual cost")
 def list_batches(engine: EngineDep, run: Annotated[Text | None, Query(max_length=200, description="only this run (name)")] = None):
-    run_id = None
-    if run is not None:
-        found = storage.get_run(engine, run)
-        if found is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run named {run!r}")
-        run_id = found.id
+    run_id = storage.run_id_of(engine, run)
     return [
         BatchOut(**b.model_dump(exclude={"key", "run_id", "errors"}), run=name, errors=_errors(b.errors))
-        for b, name in batch_store.batches_with_runs(engine, run_id)
+        for b, name in storage.batches_with_runs(engine, run_id)
     ]
 
 

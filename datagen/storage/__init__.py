@@ -1,7 +1,7 @@
 """Storage: the only package that knows SQL. Everything else calls these functions."""
 
 from datagen.storage.db import DEFAULT_URL, StorageError, connect, dispose_all, resolve_url
-from datagen.storage.batches import batch_costs, list_batches
+from datagen.storage.batches import batch_costs, batches_with_runs, list_batches
 from datagen.storage.models import Audit, Batch, InstanceRow, Request, Run, Sample
 from datagen.storage.runs import (
     HEARTBEAT,
@@ -19,6 +19,7 @@ from datagen.storage.runs import (
     log_request,
     open_run,
     pending_samples,
+    run_id_of,
     run_stats,
     set_classification,
     set_run_state,

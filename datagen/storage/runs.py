@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from datagen.errors import NotFound
 from datagen.records import KEPT, LIVE, Candidate, Generation, Status
 from datagen.storage.models import InstanceRow, Request, Run, Sample, utcnow
 
@@ -35,6 +36,16 @@ def prompt_hash(text: str) -> str:
 def get_run(engine: Engine, name: str) -> Run | None:
     with Session(engine) as s:
         return s.exec(select(Run).where(Run.name == name)).scalars().first()
+
+
+def run_id_of(engine: Engine, name: str | None) -> int | None:
+    """The id of the run with this name (None for None); an unknown name is NotFound."""
+    if name is None:
+        return None
+    run = get_run(engine, name)
+    if run is None:
+        raise NotFound(f"no run named {name!r}")
+    return run.id
 
 
 def open_run(engine: Engine, name: str, *, lang: str, api: str, model: str, target: int, config: dict) -> tuple[Run, bool]:
