@@ -76,13 +76,18 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         return await _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start)
 
 
+def check_combination(opts: GenerateOptions, api: str | None) -> None:
+    """Options that cannot go together (a job is checked by this at submit, with the API it names)."""
+    if opts.mode == "batch" and (opts.ray or api == "local"):
+        raise InputError("--mode batch sends requests through an OpenAI-compatible Batch API: use it with --api chat or --api completion")
+    if opts.ray and api not in ("local", None):
+        raise InputError("--ray serves an open model from Ray replicas: use it with --api local")
+
+
 def _checked(opts: GenerateOptions):
     """The API, seeds and prompts the options name, every combination checked before anything is written."""
     api = pick_api(opts)
-    if opts.mode == "batch" and (opts.ray or api == "local"):
-        raise InputError("--mode batch sends requests through an OpenAI-compatible Batch API: use it with --api chat or --api completion")
-    if opts.ray and api != "local":
-        raise InputError("--ray serves an open model from Ray replicas: use it with --api local")
+    check_combination(opts, api)
     return api, load_seeds(opts.seeds or default_seed_path(opts.lang)), load_prompts(opts.lang, opts.prompts)
 
 

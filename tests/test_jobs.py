@@ -68,6 +68,8 @@ def test_submit_refuses_bad_input_in_one_line(tmp_path):
         (["generate", "--", "-n", "0"], "--num-instructions 0"),
         (["generate", "--", "--lang", "fr"], "--lang 'fr'"),  # a value generate refuses: refused at submit, not at 2 a.m.
         (["generate", "--", "--db", "other.db"], "--db is not allowed"),
+        (["generate", "--", "--mode", "batch", "--api", "local"], "--mode batch sends requests"),  # combinations too
+        (["generate", "--", "--ray", "auto", "--api", "chat"], "--ray serves an open model"),
         (["export", "--", "--format", "alpaca"], "Missing option '--out'"),
         (["frobnicate"], "unknown job kind 'frobnicate'"),
     ]:

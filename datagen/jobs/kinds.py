@@ -48,9 +48,12 @@ def validate(kind: str, args: list[str]) -> dict:
     params = dict(ctx.params)
     if kind == "generate":  # values too, by the same declarations the command checks them with
         from datagen.cli import generate_options
+        from datagen.generate import check_combination
 
         try:
-            generate_options(params)
+            # The API as named: the worker's environment (a key, a base URL) picks it when it is not.
+            opts = generate_options(params)
+            check_combination(opts, opts.api)
         except InputError as exc:
             raise JobError(f"generate job: {exc}") from None
     return params
