@@ -448,10 +448,8 @@ class Stub:
                 fault = self._fault(self.route_requests)
                 if fault:
                     self.injected[fault] += 1
-            if fault == "429":
-                return JSONResponse({"error": {"message": "slow down"}}, 429, headers={"retry-after": "0.2"})
-            if fault == "500":
-                return JSONResponse({"error": {"message": "internal error"}}, 500)
+            if early := self._refusal(fault):
+                return early
             result = route(request)
             result = await result if asyncio.iscoroutine(result) else result
             if fault == "timeout":  # done, then the answer is lost: a retried create makes a second batch
@@ -460,6 +458,15 @@ class Stub:
                 return Response('{"id": "x", "object": ', media_type="application/json")
             return result
         return guarded
+
+    @staticmethod
+    def _refusal(fault: str | None) -> Response | None:
+        """The faults answered at once, before any work: a 429 with Retry-After, or a 500."""
+        if fault == "429":
+            return JSONResponse({"error": {"message": "slow down"}}, 429, headers={"retry-after": "0.2"})
+        if fault == "500":
+            return JSONResponse({"error": {"message": "internal error"}}, 500)
+        return None
 
     async def handle(self, request: Request) -> Response:
         if denied := self._unauthorized(request):
@@ -479,10 +486,8 @@ class Stub:
         fault = self._fault()
         if fault:
             self.injected[fault] += 1
-        if fault == "429":
-            return JSONResponse({"error": {"message": "slow down"}}, 429, headers={"retry-after": "0.2"})
-        if fault == "500":
-            return JSONResponse({"error": {"message": "internal error"}}, 500)
+        if early := self._refusal(fault):
+            return early
         if fault == "timeout":
             await asyncio.sleep(self.hang)
         if self.slots:

@@ -122,25 +122,10 @@ def end_request(engine: Engine, row_id: int, gens: list[Generation], *, cost: fl
 def log_request(
     engine: Engine, run_id: int, stage: str, model: str, prompt: str, gen: Generation, *, attempt: int = 1, cost: float = 0.0
 ) -> int:
-    row = Request(
-        run_id=run_id,
-        stage=stage,
-        model=model,
-        prompt_hash=prompt_hash(prompt),
-        prompt=prompt,
-        response=gen.text,
-        tokens_in=gen.tokens_in,
-        tokens_out=gen.tokens_out,
-        cost=cost,
-        finish_reason=gen.finish_reason,
-        latency_ms=int(gen.latency_s * 1000),
-        error=gen.error,
-        attempt=attempt,
-    )
-    with Session(engine) as s:
-        s.add(row)
-        s.commit()
-        return row.id
+    """A request already answered, in one call (tests and benches): begin_request, then end_request."""
+    row = begin_request(engine, run_id, stage, model, [prompt], attempt=attempt)
+    end_request(engine, row, [gen], cost=cost)
+    return row
 
 
 def _sample_row(run_id: int, c: Candidate) -> Sample:
