@@ -22,11 +22,40 @@ class App(typer.Typer):
     """The one place a user-facing error becomes one line on stderr and an exit code; a bug keeps its traceback."""
 
     def __call__(self, *args, **kwargs):
+        from datagen import config
+
         try:
             return super().__call__(*args, **kwargs)
-        except DatagenError as exc:
-            print(f"error: {one_line(exc)}", file=sys.stderr)
+        except Exception as exc:
+            if config.env("debug"):
+                raise
+            bug = exc.__cause__ if isinstance(exc, DatagenError) else exc
+            line = one_line(exc) if isinstance(exc, DatagenError) else f"internal error: {type(exc).__name__}: {one_line(exc)}"
+            if bug is not None and not isinstance(bug, DatagenError):  # a bug: keep its traceback for the report
+                line += f" (traceback in {crash_report(bug)})"
+            print(f"error: {line}", file=sys.stderr)
             raise SystemExit(1) from None
+
+
+def crash_report(exc: BaseException) -> str:
+    """Write the traceback beside the cache (temp file, then rename) and return its path."""
+    import os
+    import tempfile
+    import traceback
+
+    from datagen import config
+
+    folder = config.cache_dir() / "crashes"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".crash-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(traceback.format_exception(exc)))
+        path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        os.replace(tmp, path)
+        return str(path)
+    except OSError as err:
+        return f"<not written: {err}>"
 
 
 app = App(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Self-instruct data: generate, curate, export.")

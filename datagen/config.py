@@ -39,6 +39,7 @@ ENV = {
     "openai_api_key": "OPENAI_API_KEY",
     "cache": "DATAGEN_CACHE",  # converted embedded models [default: ~/.cache/datagen]
     "threads": "DATAGEN_THREADS",  # torch threads for --api local [default: cores - 1]
+    "debug": "DATAGEN_DEBUG",  # any value: a crash prints its traceback instead of one line and a file
 }
 
 

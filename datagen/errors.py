@@ -43,5 +43,11 @@ class Unavailable(DatagenError):
     http_status = 503
 
 
+class Crashed(DatagenError):
+    """A bug inside a command (not the user's input): one line for the user; its cause keeps the traceback."""
+
+    http_status = 500
+
+
 def one_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]

@@ -17,7 +17,7 @@ from datagen.backends import make_backend
 from datagen.client import BudgetSpent, LLMClient, Price
 from datagen.batch.run import BatchRun
 from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
-from datagen.errors import DatagenError, InputError
+from datagen.errors import Crashed, DatagenError, InputError, one_line
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
 from datagen.ratelimit import shared_limiters
@@ -190,9 +190,12 @@ async def _supervise(engine, run_id: int, name: str, lease, work, stop, started=
     except BudgetSpent:
         storage.set_run_state(engine, run_id, "interrupted")
         raise
-    except Exception:
+    except Exception as exc:
         storage.set_run_state(engine, run_id, "failed")
-        raise
+        if isinstance(exc, DatagenError):
+            raise
+        # A bug, not bad input: the run is resumable, so the user gets one line that says how.
+        raise Crashed(f"run {name!r} failed ({type(exc).__name__}: {one_line(exc)}); it is resumable: datagen generate --run {name}") from exc
     finally:
         if signals:
             loop.remove_signal_handler(signal.SIGTERM)

@@ -128,3 +128,34 @@ def test_read_only_database_names_the_file(stub_server, tmp_path):
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(db)], check=True)
     assert str(db) in line and "readonly" in line, line  # before: the raw sqlite message, no path
+
+
+def test_a_crash_inside_generate_is_one_line_and_the_run_resumes(stub_server, tmp_path):
+    """Issue 19: a bug mid-run (here a ValueError injected into the classify step, as the tokenizer
+    race raised one) is one line naming the resume command, the traceback kept in a file, and the
+    same command without the fault finishes the run."""
+    from conftest import REPO
+
+    server = stub_server()
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import datagen.pipeline as p\n"
+        "def boom(self, c, gen):\n"
+        "    raise ValueError('Unable to create tensor (injected)')\n"
+        "p.Pipeline.take_classify = boom\n"
+    )
+    db = str(tmp_path / "crash.db")
+    args = ("--base-url", server.base_url, "--db", db, "--run", "c1")
+    env = core_env(PYTHONPATH=f"{inject}:{REPO}", DATAGEN_CACHE=str(tmp_path / "cache"))
+    err = core_one_line_error(generate(*args, env=env))
+    assert "run 'c1' failed (ValueError: Unable to create tensor (injected))" in err
+    assert "datagen generate --run c1" in err
+    log = err.split("traceback in ")[1].rstrip(")")
+    assert "take_classify" in open(log).read() or "boom" in open(log).read()
+    engine = storage.connect(db)
+    assert storage.get_run(engine, "c1").state == "failed"
+    storage.dispose_all()
+    done = generate(*args)
+    assert done.returncode == 0, done.stderr
+    assert "accepted=2" in done.stdout

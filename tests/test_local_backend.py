@@ -82,3 +82,34 @@ def test_default_generate_runs_on_the_embedded_model(tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(json.loads(out.read_text())) >= 1
+
+
+def test_token_counts_during_padded_batch_encodes_never_unpad_the_batch():
+    """Issue 19: count_tokens on the event loop and a padded batch encode in a worker thread share one
+    fast tokenizer whose padding setting is per instance; unguarded, ~1 in 300 batches lost its padding."""
+    import threading
+
+    b = LocalBackend(None)
+    b.load_tokenizer()
+    texts = ["Hi.", "Write a long story about a lighthouse keeper who finds a message in a bottle, " * 3]
+    want = [b.count_tokens(t) for t in texts]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def counter():
+        try:
+            while not done.is_set():
+                assert [b.count_tokens(t) for t in texts] == want
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=counter)
+    t.start()
+    try:
+        for _ in range(1500):
+            enc = b.encode(texts, return_tensors="pt", padding=True)
+            assert enc["input_ids"].shape == (2, max(want))
+    finally:
+        done.set()
+        t.join()
+    assert not errors, errors[0]

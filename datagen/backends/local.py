@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -151,6 +152,10 @@ class LocalBackend:
         self._lm = None
         self._tok = None
         self._lock = asyncio.Lock()  # one generate() at a time: the model is not re-entrant
+        # A fast tokenizer keeps its padding setting on the shared Rust object, and every call sets it:
+        # an unpadded count on the event loop during a padded batch encode in a worker thread switched
+        # the batch's padding off ("Unable to create tensor", issue 19). Every encode takes this lock.
+        self._tok_lock = threading.Lock()
 
     # -- loading is lazy: constructing a backend (e.g. for --help or validation) stays instant
     def load_tokenizer(self) -> None:
@@ -203,9 +208,16 @@ class LocalBackend:
         self._context_window = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
         return self._context_window
 
-    def count_tokens(self, text: str) -> int:
+    def encode(self, texts: list[str], **kw):
+        """The tokenizer's encode, one caller at a time (see _tok_lock); texts go in the chat template."""
         self.load_tokenizer()
-        return len(self._tok(chat_format(self._tok, text), add_special_tokens=False)["input_ids"])
+        tok = self._tok
+        texts = [chat_format(tok, t) for t in texts]
+        with self._tok_lock:
+            return tok(texts, add_special_tokens=False, **kw)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode([text])["input_ids"][0])
 
     async def check(self) -> None:
         await asyncio.to_thread(self.load)
@@ -226,7 +238,7 @@ class LocalBackend:
         self.load()
         tok, lm = self._tok, self._lm
         t0 = time.perf_counter()
-        enc = tok([chat_format(tok, p.text) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+        enc = self.encode([p.text for p in prompts], return_tensors="pt", padding=True).to(lm.device)
         p0 = prompts[0]
         max_new = max(p.max_tokens for p in prompts)
         sample = p0.temperature > 0
