@@ -176,19 +176,32 @@ def generate(
 
 @app.command()
 def export(
-    out: Path = typer.Option(..., "--out", "-o", help="Output file."),
-    fmt: str = typer.Option("alpaca", "--format", help="alpaca | jsonl | sharegpt"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (alpaca, jsonl, sharegpt) or folder (llama-factory, hf)."),
+    fmt: str = typer.Option("alpaca", "--format", help="alpaca | jsonl | sharegpt | llama-factory | hf"),
+    kind: str = typer.Option("sft", "--kind", help="sft (instances) | preference (reviewers' edits as DPO pairs) | kto (approve/reject labels)"),
+    layout: Optional[str] = typer.Option(None, "--layout", help="llama-factory, hf: alpaca | sharegpt [default: alpaca]"),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name (LLaMA-Factory's --dataset, the card's title) [default: the folder's name]"),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="hf: then upload the folder as this Hub dataset (user/name); needs a token."),
     run: Optional[str] = typer.Option(None, "--run", help="Only this run."),
-    status: str = typer.Option("accepted", "--status", help="accepted (accepted + approved) | approved"),
+    status: Optional[str] = typer.Option(None, "--status", help="accepted (accepted + approved) | approved | discarded | any [default: accepted; kto: any]"),
     lang: Optional[str] = typer.Option(None, "--lang", help="en | zh"),
     db: Optional[str] = DB,
 ) -> None:
-    """Write kept samples as training data (one record per instance), atomically."""
+    """Write kept samples as training data (one record per instance), or reviewers' decisions as preference data, atomically."""
     from datagen import storage
-    from datagen.export import export as do_export
+    from datagen.export import DEFAULT_STATUS, ExportError, Selection, hub, write
 
-    n = do_export(storage.connect(db, create=False), out, fmt=fmt, run=run, status=status, lang=lang)
-    print(f"wrote {n} records to {out}")
+    if push_to_hub is not None:
+        hub.check_repo_id(push_to_hub)
+        if fmt != "hf":
+            raise ExportError("--push-to-hub needs --format hf")
+    sel = Selection(run=run, status=status or DEFAULT_STATUS.get(kind, "accepted"), lang=lang)
+    res = write(storage.connect(db, create=False), out, sel, fmt=fmt, kind=kind, layout=layout, name=name)
+    print(f"wrote {res.rows} records to {out}")
+    if res.train_line:
+        print(f"train with: {res.train_line}")
+    if push_to_hub is not None:
+        print(f"pushed to {hub.push(out, push_to_hub)}")
 
 
 @app.command()

@@ -53,7 +53,7 @@ def _guard(fn):
 def qlora(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file with the same keys as these options; flags given here win."),
-    data: Optional[str] = typer.Option(None, "--data", help="Training file: alpaca JSON/JSONL or sharegpt (conversations/messages)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Training file (alpaca JSON/JSONL, sharegpt conversations/messages) or folder (a LLaMA-Factory dataset_dir with one dataset, a Hugging Face dataset folder)."),
     model_name_or_path: Optional[str] = typer.Option(None, "--model-name-or-path", help="HF model directory, a .gguf file, or 'smollm2' (built in)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Where checkpoints, adapter/, train_log.jsonl and loss.png go."),
     template: str = typer.Option("auto", "--template", help="auto | alpaca | baichuan | llama2 | bloomz | chatml"),

@@ -1,4 +1,4 @@
-"""Training data: read exported files, render dialogs with a template, tokenize with label masks, batch.
+"""Training data: read exported files and folders (LLaMA-Factory, Hugging Face), render dialogs with a template, tokenize with label masks, batch.
 
 Every record becomes a dialog: an optional system text and alternating user/assistant turns.
 Alpaca records ({instruction, input, output}) are one exchange; sharegpt records
@@ -95,6 +95,8 @@ def to_dialog(rec, where: str) -> Dialog:
         if not turns:
             raise TrainError(f"{where}: conversation has no user/assistant exchange")
         return Dialog(turns, system)
+    if isinstance(rec.get("prompt"), str) and isinstance(rec.get("completion"), str):  # TRL's prompt/completion
+        return Dialog([(rec["prompt"], rec["completion"])], rec.get("system"))
     if "instruction" in rec and "output" in rec:
         if not (isinstance(rec["instruction"], str) and isinstance(rec["output"], str) and isinstance(rec.get("input") or "", str)):
             raise TrainError(f"{where}: instruction, input and output must be strings")
@@ -105,8 +107,112 @@ def to_dialog(rec, where: str) -> Dialog:
     raise TrainError(f"{where}: expected alpaca fields (instruction, input, output) or conversations/messages")
 
 
+# -- folders: a LLaMA-Factory dataset_dir or a Hugging Face dataset folder ------------------------
+
+LF_ALPACA = {"prompt": "instruction", "query": "input", "response": "output", "system": None, "history": None}
+LF_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt", "system_tag": "system"}
+
+
+def _front_matter(readme: Path) -> dict:
+    import yaml
+
+    text = readme.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    try:
+        meta = yaml.safe_load(text[3:end]) if end > 0 else None
+    except yaml.YAMLError as exc:
+        raise TrainError(f"{readme}: the YAML front matter does not parse: {str(exc).splitlines()[0]}") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _data_files(folder: Path, patterns: list[str], where: str) -> list[Path]:
+    files: list[Path] = []
+    for pat in patterns:
+        found = sorted(p for p in folder.glob(pat) if p.is_file())
+        if not found:
+            raise TrainError(f"{where}: no data file matches {pat!r} in {folder}")
+        files += found
+    bad = [p.name for p in files if p.suffix not in (".json", ".jsonl")]
+    if bad:
+        raise TrainError(f"{where}: train reads JSON and JSON lines data files, not {', '.join(bad)}")
+    return files
+
+
+def _lf_records(folder: Path) -> list[dict]:
+    """A LLaMA-Factory dataset_dir with one entry, mapped through its `columns` and `tags` to alpaca or sharegpt fields."""
+    where = f"{folder / 'dataset_info.json'}"
+    try:
+        info = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TrainError(f"malformed JSON in {where}: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(info, dict) or len(info) != 1:
+        names = ", ".join(info) if isinstance(info, dict) else "none"
+        raise TrainError(f"{where} must describe exactly one dataset for train to read (it has: {names})")
+    name, entry = next(iter(info.items()))
+    if not isinstance(entry, dict) or "file_name" not in entry:
+        raise TrainError(f"{where}: dataset {name!r} has no file_name (train reads local files only)")
+    if entry.get("ranking") or "kto_tag" in (entry.get("columns") or {}):
+        raise TrainError(f"{where}: dataset {name!r} is preference data (ranking/kto_tag); train qlora trains on instruction data")
+    target = folder / entry["file_name"]
+    files = _data_files(target, ["*.json", "*.jsonl"], where) if target.is_dir() else [target]
+    recs = [r for f in files for r in read_records(f)]
+    cols = entry.get("columns") or {}
+    if entry.get("formatting", "alpaca") == "sharegpt":
+        tags = {**LF_TAGS, **(entry.get("tags") or {})}
+        roles = {tags["user_tag"]: "human", tags["assistant_tag"]: "gpt", tags["system_tag"]: "system"}
+        msgs, system = cols.get("messages", "conversations"), cols.get("system")
+        out = []
+        for r in recs:
+            conv = [{"from": roles.get(m.get(tags["role_tag"]), m.get(tags["role_tag"])), "value": m.get(tags["content_tag"])}
+                    for m in (r.get(msgs) or []) if isinstance(m, dict)] if isinstance(r, dict) else r
+            out.append({"conversations": conv, **({"system": r[system]} if system and r.get(system) else {})} if isinstance(r, dict) else r)
+        return out
+    names = {**LF_ALPACA, **cols}
+    return [{"instruction": r.get(names["prompt"]), "input": r.get(names["query"]) or "", "output": r.get(names["response"]),
+             **({"system": r[names["system"]]} if names["system"] and r.get(names["system"]) else {}),
+             **({"history": r[names["history"]]} if names["history"] and r.get(names["history"]) else {})}
+            if isinstance(r, dict) else r for r in recs]
+
+
+def _hf_records(folder: Path) -> list[dict]:
+    """A Hugging Face dataset folder: the train split of the card's first config (what load_dataset(DIR) reads)."""
+    readme = folder / "README.md"
+    configs = _front_matter(readme).get("configs") if readme.is_file() else None
+    if not configs:
+        raise TrainError(f"{folder}: neither a LLaMA-Factory folder (dataset_info.json) nor a Hugging Face dataset "
+                         "folder (README.md naming its data files under `configs`)")
+    config = next((c for c in configs if c.get("config_name") == "default"), configs[0])
+    data_files = config.get("data_files")
+    if isinstance(data_files, (str, dict)):
+        data_files = [data_files]
+    splits: dict[str, list[str]] = {}
+    for d in data_files or []:
+        if isinstance(d, str):
+            splits.setdefault("train", []).append(d)
+        else:
+            paths = d.get("path")
+            splits.setdefault(d.get("split", "train"), []).extend([paths] if isinstance(paths, str) else paths or [])
+    patterns = splits.get("train") or next(iter(splits.values()), [])
+    if not patterns:
+        raise TrainError(f"{readme}: config {config.get('config_name')!r} names no data files")
+    recs = [r for f in _data_files(folder, patterns, str(readme)) for r in read_records(f)]
+    first = recs[0] if recs and isinstance(recs[0], dict) else {}
+    if {"chosen", "rejected"} <= first.keys() or {"completion", "label"} <= first.keys():
+        raise TrainError(f"{folder}: preference data (chosen/rejected or KTO labels); train qlora trains on instruction data")
+    return recs
+
+
+def read_folder(path: str | Path) -> list[dict]:
+    folder = Path(path)
+    if (folder / "dataset_info.json").is_file():
+        return _lf_records(folder)
+    return _hf_records(folder)
+
+
 def load_dialogs(path: str | Path) -> list[Dialog]:
-    recs = read_records(path)
+    recs = read_folder(path) if Path(path).is_dir() else read_records(path)
     dialogs = [to_dialog(r, f"{path} record {i + 1}") for i, r in enumerate(recs)]
     if not dialogs:
         raise TrainError(f"no records in {path}")

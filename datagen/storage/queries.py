@@ -487,7 +487,7 @@ def iter_samples(engine: Engine, f: SampleFilter, chunk: int = 1000) -> Iterator
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(Sample.id, Sample.instruction, Sample.lang, Sample.status).where(*conds, Sample.id > last).order_by(Sample.id).limit(chunk)
+                select(Sample.id, Sample.run_id, Sample.instruction, Sample.lang, Sample.status).where(*conds, Sample.id > last).order_by(Sample.id).limit(chunk)
             ).mappings().all()
             if not rows:
                 return
