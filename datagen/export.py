@@ -22,8 +22,6 @@ STATUSES = {"accepted": KEPT, "approved": (Status.approved.value,)}
 NOINPUT = {"<noinput>", "<no input>", "noinput", "no input", "<无输入>", "无输入", "n/a", "none", "(none)", "null", "-"}
 
 
-class ExportError(InputError):
-    pass
 
 
 def clean_input(text: str) -> str:
@@ -50,13 +48,13 @@ def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same directory, then rename: never a half-written file."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise ExportError(f"output directory does not exist: {path.parent}")
+        raise InputError(f"output directory does not exist: {path.parent}")
     if path.is_dir():
-        raise ExportError(f"{path} is a directory: give a file name")
+        raise InputError(f"{path} is a directory: give a file name")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
-        raise ExportError(f"cannot write in {path.parent}: {exc.strerror}") from None
+        raise InputError(f"cannot write in {path.parent}: {exc.strerror}") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other the user writes
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -72,14 +70,14 @@ def atomic_write(path: Path, write) -> None:
 def selection(engine, *, run: str | None = None, status: str = "accepted", lang: str | None = None) -> queries.SampleFilter:
     """The CLI's options as the filter the API uses; every value checked before anything is written."""
     if status not in STATUSES:
-        raise ExportError(f"unknown status {status!r}: use {', '.join(STATUSES)}")
+        raise InputError(f"unknown status {status!r}: use {', '.join(STATUSES)}")
     if lang is not None and lang not in LANGS:
-        raise ExportError(f"unknown language {lang!r}: use {', '.join(LANGS)}")
+        raise InputError(f"unknown language {lang!r}: use {', '.join(LANGS)}")
     run_id = None
     if run is not None:
         found = storage.get_run(engine, run)
         if found is None:
-            raise ExportError(f"no run named {run!r}")
+            raise InputError(f"no run named {run!r}")
         run_id = found.id
     return queries.SampleFilter(run_id=run_id, lang=lang, status=list(STATUSES[status]))
 
@@ -116,7 +114,7 @@ def render(records: Iterator[str], fmt: str = "alpaca") -> Iterator[str]:
 def export(engine, out: str | Path, *, fmt: str = "alpaca", run=None, status="accepted", lang=None) -> int:
     """Write the selection to `out` atomically; returns the number of records."""
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
     f = selection(engine, run=run, status=status, lang=lang)
     count = 0
 

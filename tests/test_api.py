@@ -403,10 +403,11 @@ def test_docs_and_schema_are_served(client):
 
 
 def test_no_token_refuses_non_loopback(monkeypatch):
-    from api.config import ConfigError, Settings
+    from api.config import Settings
+    from datagen.errors import InputError
 
     monkeypatch.delenv("DATAGEN_API_TOKEN", raising=False)
-    with pytest.raises(ConfigError):
+    with pytest.raises(InputError):
         Settings.from_env(host="0.0.0.0")
     s = Settings.from_env(host="127.0.0.1")
     assert s.token_generated and len(s.token) >= 16 and not s.protect_reads

@@ -17,13 +17,13 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from datagen import storage
-from datagen.errors import Conflict, NotFound
-from datagen.jobs.kinds import KINDS, JobError, validate
+from datagen.errors import Conflict, InputError, NotFound
+from datagen.jobs.kinds import KINDS, validate
 from datagen.lease import LEASE_TTL
 from datagen.storage import jobs as store
 from datagen.storage.models import Job, JobAttempt
 
-__all__ = ["KINDS", "JobError", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
+__all__ = ["KINDS", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
 
 
 def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default", unique_key: str | None = None,
@@ -93,5 +93,5 @@ def progress(engine: Engine, job: Job) -> dict | None:
 def list_jobs(engine: Engine, *, state: str | None = None, queue: str | None = None, schedule_id: int | None = None,
               limit: int = 100) -> list[Job]:
     if state is not None and state not in store.STATES:
-        raise JobError(f"unknown job state {state!r}: use one of {', '.join(store.STATES)}")
+        raise InputError(f"unknown job state {state!r}: use one of {', '.join(store.STATES)}")
     return store.list_jobs(engine, state=state, queue=queue, schedule_id=schedule_id, limit=limit)

@@ -35,21 +35,19 @@ MAX_CATCH_UP = 100
 MAX_SLOTS_PER_TICK = 1000
 
 
-class ScheduleError(InputError):
-    """A bad cron expression, zone or policy: refused when the schedule is created."""
 
 
 def parse_cron(expr: str) -> str:
     expr = " ".join(expr.split())
     # Five fields only: croniter also takes a seconds field, which a cron line never has.
     if len(expr.split(" ")) != 5:
-        raise ScheduleError(f"bad cron expression {expr!r}: want 5 fields, e.g. '0 2 * * *' (minute hour day month weekday)")
+        raise InputError(f"bad cron expression {expr!r}: want 5 fields, e.g. '0 2 * * *' (minute hour day month weekday)")
     if not croniter.is_valid(expr):
-        raise ScheduleError(f"bad cron expression {expr!r}: a field is out of range or malformed")
+        raise InputError(f"bad cron expression {expr!r}: a field is out of range or malformed")
     try:  # valid fields can still name no date at all (the 31st of February)
         croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterBadDateError:
-        raise ScheduleError(f"bad cron expression {expr!r}: it never fires") from None
+        raise InputError(f"bad cron expression {expr!r}: it never fires") from None
     return expr
 
 
@@ -57,7 +55,7 @@ def parse_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai or UTC") from None
+        raise InputError(f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai or UTC") from None
 
 
 @dataclass(frozen=True)
@@ -72,17 +70,17 @@ class Misfire:
 def parse_misfire(text: str) -> Misfire:
     name, _, n = text.strip().partition(":")
     if name not in MISFIRE or (name == "catch_up") != bool(n):
-        raise ScheduleError(f"bad --misfire {text!r}: use skip, run_once or catch_up:N")
+        raise InputError(f"bad --misfire {text!r}: use skip, run_once or catch_up:N")
     if not n:
         return Misfire(name)
     if not n.isdigit() or not 1 <= int(n) <= MAX_CATCH_UP:
-        raise ScheduleError(f"bad --misfire {text!r}: N must be 1-{MAX_CATCH_UP}")
+        raise InputError(f"bad --misfire {text!r}: N must be 1-{MAX_CATCH_UP}")
     return Misfire(name, int(n))
 
 
 def parse_overlap(text: str) -> str:
     if text not in OVERLAP:
-        raise ScheduleError(f"bad --overlap {text!r}: use skip, queue or replace")
+        raise InputError(f"bad --overlap {text!r}: use skip, queue or replace")
     return text
 
 
@@ -159,13 +157,13 @@ def create(engine, name: str, *, cron: str, tz: str = "UTC", job: list[str], mis
     from datagen.storage import schedules as store
 
     if not name.strip() or name.isdigit() or len(name) > 100 or "/" in name:
-        raise ScheduleError(f"bad schedule name {name!r}: 1-100 characters, no '/', not only digits (ids are)")
+        raise InputError(f"bad schedule name {name!r}: 1-100 characters, no '/', not only digits (ids are)")
     cron = parse_cron(cron)
     parse_zone(tz)
     misfire = str(parse_misfire(misfire))
     overlap = parse_overlap(overlap)
     if not job:
-        raise ScheduleError("no job given: add it after --, e.g. -- generate --api chat -n 100 --run nightly")
+        raise InputError("no job given: add it after --, e.g. -- generate --api chat -n 100 --run nightly")
     kind, args = job[0], list(job[1:])
     jobs_queue.validate(kind, args)
     first = next_after(cron, tz, now or datetime.now(timezone.utc))

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from datagen.config import AGAIN_AFTER, DRAINED
-from datagen.errors import one_line
+from datagen.errors import StorageError, one_line
 from datagen.jobs import queue
 from datagen.lease import HOST, LEASE_TTL, pid_alive
-from datagen.storage import StorageError
 from datagen.storage import jobs as store
 from datagen.storage.models import Job, JobAttempt
 

@@ -10,14 +10,12 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import create_engine
 
 from datagen.config import env
-from datagen.errors import Unavailable
+from datagen.errors import StorageError
 from datagen.storage import models  # noqa: F401  (registers the tables)
 
 DEFAULT_URL = "sqlite:///datagen.db"
 
 
-class StorageError(Unavailable):
-    """A database problem worth one clear line to the user."""
 
 
 def resolve_url(url: str | None) -> str:

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 
-from datagen.storage.db import StorageError
+from datagen.errors import StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK = 0x64617467  # "datg": the advisory lock key every datagen migrator takes

@@ -14,12 +14,8 @@ from datagen.errors import Conflict, NotFound
 from datagen.storage.models import Schedule, utcnow
 
 
-class ScheduleNotFound(NotFound):
-    pass
 
 
-class ScheduleExists(Conflict):
-    pass
 
 
 def args_of(row: Schedule) -> list[str]:
@@ -39,7 +35,7 @@ def add_schedule(
         try:
             s.commit()
         except IntegrityError:
-            raise ScheduleExists(f"a schedule named {name!r} exists already") from None
+            raise Conflict(f"a schedule named {name!r} exists already") from None
         return row
 
 
@@ -54,7 +50,7 @@ def get_schedule(engine: Engine, name: str) -> Schedule:
         col = Schedule.id if name.isdigit() else Schedule.name
         row = s.exec(select(Schedule).where(col == (int(name) if name.isdigit() else name))).scalars().first()
     if row is None:
-        raise ScheduleNotFound(f"no schedule {name!r}")
+        raise NotFound(f"no schedule {name!r}")
     return row
 
 
@@ -72,7 +68,7 @@ def remove_schedule(engine: Engine, schedule_id: int) -> None:
     with Session(engine) as s:
         row = s.get(Schedule, schedule_id)
         if row is None:
-            raise ScheduleNotFound(f"no schedule {schedule_id}")
+            raise NotFound(f"no schedule {schedule_id}")
         s.delete(row)
         s.commit()
 
