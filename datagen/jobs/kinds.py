@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from datagen.errors import InputError
+from datagen.storage.models import unstorable
 
 KINDS = ("generate", "export", "dedup")
 # The worker supplies these: the queue's database (from its environment, so no password lands in
@@ -29,6 +30,9 @@ def command(kind: str) -> Any:
 def validate(kind: str, args: list[str]) -> dict:
     """Parse `args` exactly as `datagen KIND` would; the parsed options, or InputError with one line."""
     cmd = command(kind)
+    for a in args:  # the worker passes them to exec(), which refuses NUL; Postgres would refuse the row
+        if unstorable(a):
+            raise InputError(f"{kind} job: an argument holds a NUL character or an unpaired surrogate: {a[:60]!r}")
     if "--help" in args:
         raise InputError(f"{kind} job: --help is not a job")
     for a in args:

@@ -21,7 +21,7 @@ from datagen.errors import Conflict, InputError, NotFound
 from datagen.jobs.kinds import KINDS, validate
 from datagen.lease import LEASE_TTL
 from datagen.storage import jobs as store
-from datagen.storage.models import Job, JobAttempt
+from datagen.storage.models import Job, JobAttempt, unstorable
 
 __all__ = ["KINDS", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
 
@@ -33,6 +33,8 @@ def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default"
     `skip_reason` stores the job as `skipped` with that message (a scheduler's skipped or missed slot).
     """
     params = validate(kind, args)
+    if not queue or unstorable(queue):
+        raise InputError(f"bad queue name {queue!r}")
     job = Job(kind=kind, args=json.dumps(list(args)), queue=queue, unique_key=unique_key, schedule_id=schedule_id,
               scheduled_for=scheduled_for, run_name=params.get("run") if kind == "generate" else None)
     if skip_reason is not None:

@@ -14,6 +14,7 @@ passed is dropped rather than fired twice.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 
 from datagen.errors import InputError
+from datagen.storage.models import unstorable
 
 MISFIRE = ("skip", "run_once", "catch_up")
 OVERLAP = ("skip", "queue", "replace")
@@ -33,6 +35,10 @@ DEFAULT_TICK = 10.0  # seconds between the scheduler's looks at the schedule tab
 # catch_up:N is capped so a long outage cannot flood the queue; slots looked at per tick, too.
 MAX_CATCH_UP = 100
 MAX_SLOTS_PER_TICK = 1000
+# The rules as patterns (the API's schema states them; the checks below apply them): a name needs a
+# character that is not an ASCII digit or a space (all-digit refs are ids) and has no '/' or NUL.
+NAME_PATTERN = r"^[^/\x00]*[^/\x00\s0-9][^/\x00]*$"
+MISFIRE_PATTERN = r"^(skip|run_once|catch_up:([1-9][0-9]?|100))$"  # N in 1..MAX_CATCH_UP (tests hold the two together)
 
 
 
@@ -68,12 +74,15 @@ class Misfire:
 
 
 def parse_misfire(text: str) -> Misfire:
-    name, _, n = text.strip().partition(":")
-    if name not in MISFIRE or (name == "catch_up") != bool(n):
+    if not re.fullmatch(MISFIRE_PATTERN, text):
+        name, _, n = text.partition(":")
+        if name == "catch_up" and n.isascii() and n.isdigit():
+            raise InputError(f"bad --misfire {text!r}: N must be 1-{MAX_CATCH_UP}")
         raise InputError(f"bad --misfire {text!r}: use skip, run_once or catch_up:N")
+    name, _, n = text.partition(":")
     if not n:
         return Misfire(name)
-    if not n.isdigit() or not 1 <= int(n) <= MAX_CATCH_UP:
+    if not 1 <= int(n) <= MAX_CATCH_UP:
         raise InputError(f"bad --misfire {text!r}: N must be 1-{MAX_CATCH_UP}")
     return Misfire(name, int(n))
 
@@ -156,8 +165,10 @@ def create(engine, name: str, *, cron: str, tz: str = "UTC", job: list[str], mis
     from datagen.jobs import queue as jobs_queue
     from datagen.storage import schedules as store
 
-    if not name.strip() or name.isdigit() or len(name) > 100 or "/" in name:
-        raise InputError(f"bad schedule name {name!r}: 1-100 characters, no '/', not only digits (ids are)")
+    if len(name) > 100 or not re.fullmatch(NAME_PATTERN, name) or unstorable(name):
+        raise InputError(f"bad schedule name {name!r}: 1-100 characters, no '/' or NUL, not only digits (ids are)")
+    if not queue or unstorable(queue):
+        raise InputError(f"bad queue name {queue!r}")
     cron = parse_cron(cron)
     parse_zone(tz)
     misfire = str(parse_misfire(misfire))

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import Integer, cast, delete, func, select, tuple_, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -20,12 +20,12 @@ from sqlmodel import Session
 from datagen.errors import Conflict, InputError, NotFound
 from datagen.records import KEPT, LIVE, Instance, Status
 from datagen.storage import search
-from datagen.storage.models import LIVE_WHERE, Audit, InstanceRow, Request, Run, Sample, utcnow
+from datagen.storage.functions import bin_of, least
+from datagen.storage.models import LIVE_WHERE, MAX_ROW_ID, Audit, InstanceRow, Request, Run, Sample, utcnow
 from datagen.storage.runs import instruction_hash
 
 REVIEW_ACTIONS = {"approve": Status.approved.value, "reject": Status.discarded.value}
 REVIEWED_STATUSES = tuple(REVIEW_ACTIONS.values())  # a person decided: what review progress counts
-MAX_SQL_INT = 2**63 - 1
 
 
 
@@ -148,8 +148,8 @@ def decode_cursor(cursor: str) -> tuple:
         key, id_ = json.loads(raw)
         if not isinstance(id_, int) or not isinstance(key, (int, float, str)) or isinstance(id_, bool):
             raise ValueError
-        # The database compares 64-bit integers and finite floats; anything else is not our cursor.
-        if abs(id_) > MAX_SQL_INT or (isinstance(key, int) and abs(key) > MAX_SQL_INT) or (isinstance(key, float) and not math.isfinite(key)):
+        # Ids and lengths are 32-bit integer columns, scores finite floats; anything else is not our cursor.
+        if abs(id_) > MAX_ROW_ID or (isinstance(key, int) and abs(key) > MAX_ROW_ID) or (isinstance(key, float) and not math.isfinite(key)):
             raise ValueError
         return key, id_
     except Exception:  # noqa: BLE001 - anything malformed is the client's mistake
@@ -449,11 +449,11 @@ def stats(engine: Engine, f: SampleFilter, *, score_bins: int = 20, length_bin: 
                 select(Sample.reason, func.count()).where(*conds, Sample.status == Status.rejected.value).group_by(Sample.reason)
             ).all()
         }
-        b = func.min(cast(Sample.nearest_score * score_bins, Integer), score_bins - 1)
+        b = least(bin_of(Sample.nearest_score * score_bins), score_bins - 1)
         hist = [0] * score_bins
         for k, n in conn.execute(select(b, func.count()).where(*conds, Sample.nearest_score.is_not(None)).group_by(b)).all():
             hist[max(0, min(score_bins - 1, int(k)))] += n
-        lb = func.min(cast(_length() / length_bin, Integer), length_bins - 1)
+        lb = least(bin_of(_length() / length_bin), length_bins - 1)
         lengths = [0] * length_bins
         for k, n in conn.execute(select(lb, func.count()).where(*conds).group_by(lb)).all():
             lengths[max(0, min(length_bins - 1, int(k)))] += n

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from datagen.errors import Conflict, NotFound
-from datagen.storage.models import Schedule, utcnow
+from datagen.storage.models import MAX_ROW_ID, Schedule, unstorable, utcnow
 
 
 
@@ -46,9 +46,12 @@ def list_schedules(engine: Engine) -> list[Schedule]:
 
 def get_schedule(engine: Engine, name: str) -> Schedule:
     """By name, or by id when `name` is all digits (the API and dashboard use ids)."""
-    with Session(engine) as s:
-        col = Schedule.id if name.isdigit() else Schedule.name
-        row = s.exec(select(Schedule).where(col == (int(name) if name.isdigit() else name))).scalars().first()
+    by_id = name.isascii() and name.isdigit()
+    row = None
+    if not unstorable(name) and (not by_id or int(name) <= MAX_ROW_ID):  # no row can have any other name or id
+        with Session(engine) as s:
+            col = Schedule.id if by_id else Schedule.name
+            row = s.exec(select(Schedule).where(col == (int(name) if by_id else name))).scalars().first()
     if row is None:
         raise NotFound(f"no schedule {name!r}")
     return row
