@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import core_cli, core_env, core_free_port, core_one_line_error
@@ -128,3 +131,28 @@ def test_read_only_database_names_the_file(stub_server, tmp_path):
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(db)], check=True)
     assert str(db) in line and "readonly" in line, line  # before: the raw sqlite message, no path
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["runs"], ["generate", "--api", "chat", "--model", "m", "-n", "1"]])
+def test_an_empty_db_option_is_refused_not_the_default(tmp_path, args):
+    """Issue 19.20: `--db ''` exited 0 and created ./datagen.db."""
+    proc = subprocess.run([sys.executable, "-m", "datagen.cli", *args, "--db", ""], cwd=tmp_path, env=core_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert "empty database URL" in core_one_line_error(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_jobs_submit_refuses_an_argument_no_worker_could_pass_on(tmp_path):
+    """Issue 19.4: a job whose argument holds a NUL killed every worker that claimed it (exec refuses NUL).
+    argv cannot carry a NUL; its cousin can: a byte that is not UTF-8 arrives as a lone surrogate, which
+    Postgres cannot store either. Both are refused at submit, and nothing is queued."""
+    from datagen.errors import InputError
+    from datagen.jobs import queue
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    proc = subprocess.run([sys.executable, "-m", "datagen.cli", "jobs", "submit", "export", "--db", url, "--", "--run", b"x\xffy"],
+                          cwd=tmp_path, env=core_env(), capture_output=True, text=True, timeout=120)
+    assert "NUL character or an unpaired surrogate" in core_one_line_error(proc)
+    with pytest.raises(InputError, match="NUL"):  # the API's 422
+        queue.submit(storage.connect(url), "export", ["--run", "x\x00y"])
+    assert queue.list_jobs(storage.connect(url)) == []

@@ -19,6 +19,9 @@ DEFAULT_URL = "sqlite:///datagen.db"
 
 
 def resolve_url(url: str | None) -> str:
+    """None means the environment's URL or the default; an empty or blank one is a mistake, never the default."""
+    if url is not None and not url.strip():
+        raise InputError("empty database URL (--db ''): give a SQLite path or a SQLAlchemy URL")
     url = url or env("database_url") or DEFAULT_URL
     if "://" not in url:  # a bare path means a SQLite file
         url = f"sqlite:///{url}"
