@@ -78,6 +78,27 @@ def test_bad_zone_and_policies_are_refused():
     assert str(parse_misfire("catch_up:3")) == "catch_up:3"
 
 
+def test_the_patterns_the_api_schema_states_are_the_checks():
+    """Issue 19.5: the schema states the misfire and name rules as patterns; the checks accept exactly those."""
+    def accepted(fn, value) -> bool:
+        try:
+            fn(value)
+        except InputError:
+            return False
+        return True
+
+    for text in ["skip", "run_once", " skip", "skip ", "catch_up", "catch_up:", "catch_up:05", "catch_up:٣",
+                 *(f"catch_up:{n}" for n in range(0, 1001))]:
+        assert accepted(parse_misfire, text) == bool(re.fullmatch(schedules.MISFIRE_PATTERN, text)), text
+    for name in ["nightly", "42", " 42 ", "1 2", "٣", "a/b", "a\x00", " ", "", "n-1", "x" * 100]:
+        refused_by_name = not re.fullmatch(schedules.NAME_PATTERN, name) or len(name) > 100
+        with_name = lambda n: schedules.create(None, n, cron="bad", job=["export"])  # noqa: E731 - the name is checked first
+        try:
+            with_name(name)
+        except InputError as exc:
+            assert ("bad schedule name" in str(exc)) == refused_by_name, (name, str(exc))
+
+
 def test_misfire_policies():
     now = utc(2026, 12, 2, 10, 0, 30)
     due = [utc(2026, 12, 2, 9, m) for m in (56, 57, 58, 59)] + [utc(2026, 12, 2, 10, 0)]
