@@ -156,3 +156,23 @@ def test_jobs_submit_refuses_an_argument_no_worker_could_pass_on(tmp_path):
     with pytest.raises(InputError, match="NUL"):  # the API's 422
         queue.submit(storage.connect(url), "export", ["--run", "x\x00y"])
     assert queue.list_jobs(storage.connect(url)) == []
+
+
+def test_a_stored_job_no_process_can_start_fails_alone_and_the_worker_carries_on(tmp_path):
+    """Issue 19.4, the other side: a job stored before submit checked (a NUL in an argument) failed every worker
+    that claimed it. Now the job fails with the reason and the worker goes on to the next one."""
+    import json
+
+    from datagen.jobs import queue
+    from datagen.jobs.worker import Worker
+    from datagen.storage import jobs as store
+    from datagen.storage.models import Job
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    engine = storage.connect(url)
+    bad = store.insert_job(engine, Job(kind="dedup", args=json.dumps(["x\x00y.txt"]), queue="default"))
+    good = queue.submit(engine, "dedup", [str(tmp_path / "none.txt")])
+    assert Worker(engine, url, queues=["default"], poll=0.05).run(max_idle=2) == 0
+    job, attempts = queue.get(engine, bad.id)
+    assert job.state == "failed" and "cannot start" in job.exit_message and "null" in job.exit_message, job.exit_message
+    assert queue.get(engine, good.id)[0].state == "failed"  # claimed and run (no such file): the worker lived on
