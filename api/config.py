@@ -46,19 +46,17 @@ class Settings:
         allowed = tuple(dict.fromkeys(n.strip().lower().rstrip(".") for n in names if n.strip()))
         for name in allowed:
             if not re.fullmatch(r"[a-z0-9]([a-z0-9.\-]*[a-z0-9])?|\[[0-9a-f:.]+\]", name):
-                raise ConfigError(f"allowed host {name!r} is not a host name (no scheme, port or path)")
+                raise InputError(f"allowed host {name!r} is not a host name (no scheme, port or path)")
         generated = False
         if not token:
             if not is_loopback(host):
-                raise ConfigError(f"refusing to listen on {host} without a token: set {TOKEN_ENV}")
+                raise InputError(f"refusing to listen on {host} without a token: set {TOKEN_ENV}")
             # On your own machine a fresh token is made up and shown once, like Jupyter does.
             token, generated = secrets.token_urlsafe(24), True
         if len(token) < 16:
-            raise ConfigError(f"{TOKEN_ENV} is too short: use at least 16 characters")
+            raise InputError(f"{TOKEN_ENV} is too short: use at least 16 characters")
         return cls(
             db_url=db_url, host=host, port=port, token=token, token_generated=generated, protect_reads=not is_loopback(host), allowed_hosts=allowed
         )
 
 
-class ConfigError(InputError):
-    pass

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from api.config import Settings
 from api.schemas import Filter
 from datagen import storage
+from datagen.errors import NotFound
 from datagen.review import Reviewer
 from datagen.storage import queries
 
@@ -65,7 +66,7 @@ def reviewer(x_reviewer: Annotated[str | None, Header(pattern=ACTOR_PATTERN, des
 def to_filter(engine: Engine, f: Filter, ids: list[int] | None = None) -> queries.SampleFilter:
     run = storage.get_run(engine, f.run) if f.run else None
     if f.run and run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run named {f.run!r}")
+        raise NotFound(f"no run named {f.run!r}")
     same = f.model_dump(include={"lang", "status", "reason", "score_min", "score_max", "len_min", "len_max"})
     return queries.SampleFilter(
         **same, run_id=run and run.id, is_classification=f.classification, q=(f.q or "").strip() or None, ids=list(ids) if ids else None

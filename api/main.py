@@ -16,6 +16,7 @@ from starlette.routing import Match
 
 from api.config import Settings
 from api.deps import read_access
+from api.schemas import Error
 from api.routes import export, jobs, runs, samples, schedules, stats
 from api.security import BodyLimit, HostCheck, SecurityHeaders, document_open_reads, install_log_scrubbing
 from datagen import storage
@@ -42,8 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (runs, samples, stats, export, schedules, jobs):
         app.include_router(module.router, prefix="/api", dependencies=api_deps)
 
-    @app.get("/api/health", tags=["meta"])
+    @app.get("/api/health", tags=["meta"], summary="Up, and the database answers (503 with one line when it does not)",
+             responses={503: {"model": Error, "description": "the database cannot be reached"}})
     def health():
+        storage.ping(engine)
         return {"ok": True, "database": engine.dialect.name, "reads_need_token": settings.protect_reads}
 
     @app.exception_handler(DatagenError)

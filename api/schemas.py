@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from datagen.storage.models import MAX_ROW_ID, unstorable
 
 StatusName = Literal["pending", "accepted", "rejected", "approved", "discarded"]
 LangName = Literal["en", "zh"]
@@ -16,24 +17,36 @@ MAX_INSTRUCTION = 8_000
 MAX_FIELD = 20_000
 MAX_INSTANCES = 20
 MAX_NOTE = 2_000
-MAX_ID = 2**62  # ids, row counts: far below SQLite's and Postgres's 64-bit limit
+MAX_ID = MAX_ROW_ID  # ids and row counts: what the id columns hold on every database
 MAX_IDS = 500
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _storable(value: str) -> str:
-    # Postgres refuses NUL in text and no database stores a lone surrogate: a clear 422, never a 500.
-    if _UNSTORABLE.search(value):
+    # What the database would refuse with an error is a clear 422 here, never a 500.
+    if unstorable(value):
         raise ValueError("NUL characters and unpaired surrogates are not allowed")
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+class _SaysNoNul:
+    """The schema states what _storable refuses (JSON cannot carry a lone surrogate); the check stays
+    _storable's, so the message is ours and every client sees the same one."""
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        schema = handler(core_schema)
+        schema.setdefault("pattern", NO_NUL)
+        return schema
+
+
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, AfterValidator(_storable), _SaysNoNul()]
 
 
 class Filter(BaseModel):
-    """Which samples: every field narrows the set; all of them together are ANDed."""
+    """Which samples: every field narrows the set; all of them together are ANDed.
+
+    A range whose minimum is above its maximum is valid and matches nothing, as the schema says.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,14 +60,6 @@ class Filter(BaseModel):
     len_min: int | None = Field(None, ge=0, le=1_000_000, description="instruction length in characters")
     len_max: int | None = Field(None, ge=0, le=1_000_000)
     q: Text | None = Field(None, max_length=200, description="search instructions, inputs and outputs: every word must occur")
-
-    @model_validator(mode="after")
-    def _ranges(self):
-        if self.score_min is not None and self.score_max is not None and self.score_min > self.score_max:
-            raise ValueError("score_min is above score_max")
-        if self.len_min is not None and self.len_max is not None and self.len_min > self.len_max:
-            raise ValueError("len_min is above len_max")
-        return self
 
 
 class ListParams(Filter):
@@ -105,7 +110,11 @@ class InstanceIn(BaseModel):
 
 
 class EditIn(BaseModel):
-    model_config = BODY
+    # The schema states the one rule between fields: an instruction, instances, or both (not null).
+    model_config = ConfigDict(**BODY, json_schema_extra={"anyOf": [
+        {"required": ["instruction"], "properties": {"instruction": {"type": "string"}}},
+        {"required": ["instances"], "properties": {"instances": {"type": "array"}}},
+    ]})
     instruction: Text | None = Field(None, min_length=1, max_length=MAX_INSTRUCTION)
     instances: list[InstanceIn] | None = Field(None, max_length=MAX_INSTANCES)
     note: Text | None = Field(None, max_length=MAX_NOTE)

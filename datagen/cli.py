@@ -189,12 +189,12 @@ def export(
 ) -> None:
     """Write kept samples as training data (one record per instance), or reviewers' decisions as preference data, atomically."""
     from datagen import storage
-    from datagen.export import DEFAULT_STATUS, ExportError, Selection, hub, write
+    from datagen.export import DEFAULT_STATUS, Selection, hub, write
 
     if push_to_hub is not None:
         hub.check_repo_id(push_to_hub)
         if fmt != "hf":
-            raise ExportError("--push-to-hub needs --format hf")
+            raise InputError("--push-to-hub needs --format hf")
     sel = Selection(run=run, status=status or DEFAULT_STATUS.get(kind, "accepted"), lang=lang)
     res = write(storage.connect(db, create=False), out, sel, fmt=fmt, kind=kind, layout=layout, name=name)
     print(f"wrote {res.rows} records to {out}")

@@ -20,8 +20,8 @@ from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
-from datagen.backends import Backend, BackendError, BatchRefused
-from datagen.errors import DatagenError
+from datagen.backends import Backend
+from datagen.errors import BackendError, BatchRefused, BudgetSpent
 from datagen.records import Generation, Prompt, Stage
 
 # Lower goes first. A candidate whose classify call is answered is one instances call from being
@@ -42,10 +42,6 @@ class RequestLog(Protocol):
 
     def end(self, row: int | None, prompts: list[Prompt], gens: list[Generation], cost: float, state: str) -> None:
         """`gens` holds one Generation per prompt, or a single one carrying the error; state done | cancelled."""
-
-
-class BudgetSpent(DatagenError):
-    """The run's --budget leaves no room for the next request (or batch)."""
 
 
 def budget_line(budget: float, spent: float, committed: float) -> str:

@@ -31,11 +31,9 @@ from datagen.errors import InputError
 from datagen.export import atomic_write
 from datagen.similarity import LANGS, SimilarityIndex
 
-__all__ = ["DedupError", "DedupStats", "dedup_file", "read_records"]
+__all__ = ["DedupStats", "dedup_file", "read_records"]
 
 
-class DedupError(InputError):
-    """Bad input or options; the message is one line meant for the user."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class DedupStats:
 def _fmt(path: Path) -> str:
     ext = path.suffix.lower()
     if ext not in (".txt", ".jsonl", ".json"):
-        raise DedupError(f"{path}: unsupported input format {ext or '(none)'!r}; use .txt, .jsonl or .json")
+        raise InputError(f"{path}: unsupported input format {ext or '(none)'!r}; use .txt, .jsonl or .json")
     return ext[1:]
 
 
@@ -64,28 +62,28 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise DedupError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise DedupError(f"{path}: is a directory, expected a file") from None
+        raise InputError(f"{path}: is a directory, expected a file") from None
     except UnicodeDecodeError as e:
-        raise DedupError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        raise DedupError(f"{path}: {e.strerror or e}") from None
+        raise InputError(f"{path}: {e.strerror or e}") from None
 
 
 def _text_of(path: Path, where: str, record: Any, field: str) -> str:
     if not isinstance(record, dict):
-        raise DedupError(f"{path}: {where}: expected a JSON object, got {type(record).__name__}")
+        raise InputError(f"{path}: {where}: expected a JSON object, got {type(record).__name__}")
     if field not in record:
-        raise DedupError(f"{path}: {where}: missing field {field!r}")
+        raise InputError(f"{path}: {where}: missing field {field!r}")
     text = record[field]
     if not isinstance(text, str):
-        raise DedupError(f"{path}: {where}: field {field!r} is {type(text).__name__}, expected a string")
+        raise InputError(f"{path}: {where}: field {field!r} is {type(text).__name__}, expected a string")
     return text
 
 
 def read_records(path: str | os.PathLike, field: str = "instruction") -> tuple[str, list[Any], list[str]]:
-    """(format, records, texts) of an input file; raises DedupError with a one-line message."""
+    """(format, records, texts) of an input file; raises InputError with a one-line message."""
     path = Path(path)
     fmt = _fmt(path)
     raw = _read_text(path)
@@ -103,16 +101,16 @@ def read_records(path: str | os.PathLike, field: str = "instruction") -> tuple[s
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DedupError(f"{path}: line {no}: malformed JSON ({e.msg})") from None
+                raise InputError(f"{path}: line {no}: malformed JSON ({e.msg})") from None
             records.append(rec)
             texts.append(_text_of(path, f"line {no}", rec, field))
     else:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as e:
-            raise DedupError(f"{path}: line {e.lineno}: malformed JSON ({e.msg})") from None
+            raise InputError(f"{path}: line {e.lineno}: malformed JSON ({e.msg})") from None
         if not isinstance(data, list):
-            raise DedupError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+            raise InputError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
         for i, rec in enumerate(data):
             records.append(rec)
             texts.append(_text_of(path, f"record {i}", rec, field))
@@ -154,9 +152,9 @@ def dedup_file(
     """Keep each record whose ROUGE-L against ``against`` and earlier kept records is <= threshold."""
     t0 = time.perf_counter()
     if lang not in LANGS:
-        raise DedupError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
+        raise InputError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
     if not 0.0 <= threshold <= 1.0:
-        raise DedupError(f"--threshold must be within [0, 1], got {threshold}")
+        raise InputError(f"--threshold must be within [0, 1], got {threshold}")
     src = Path(input)
     fmt, records, texts = read_records(src, field)
     out_path = Path(out) if out is not None else src.with_name(src.stem + ".kept.jsonl")

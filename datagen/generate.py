@@ -14,10 +14,10 @@ from importlib import resources
 
 from datagen import storage
 from datagen.backends import make_backend
-from datagen.client import BudgetSpent, LLMClient, Price
+from datagen.client import LLMClient, Price
 from datagen.batch.run import BatchRun
 from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
-from datagen.errors import Crashed, DatagenError, InputError, one_line
+from datagen.errors import BudgetSpent, Crashed, DatagenError, InputError, one_line
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
 from datagen.ratelimit import shared_limiters
@@ -43,10 +43,6 @@ def price_for(model: str, price_in: float | None, price_out: float | None, api: 
     match = max((k for k in table if model.startswith(k)), key=len, default=None)
     base = table.get(match, {}) if match else {}
     return Price(price_in if price_in is not None else base.get("input", 0.0), price_out if price_out is not None else base.get("output", 0.0))
-
-
-class LeaseLost(DatagenError):
-    """Another process took the run over (this one stalled past its lease)."""
 
 
 async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]:
@@ -185,7 +181,7 @@ async def _supervise(engine, run_id: int, name: str, lease, work, stop, started=
     except (asyncio.CancelledError, KeyboardInterrupt):
         storage.set_run_state(engine, run_id, "interrupted")
         if lease.lost:
-            raise LeaseLost(f"run {name!r} was taken over by another process (this one missed its lease); stopped") from None
+            raise DatagenError(f"run {name!r} was taken over by another process (this one missed its lease); stopped") from None
         raise
     except BudgetSpent:
         storage.set_run_state(engine, run_id, "interrupted")

@@ -27,10 +27,6 @@ LEASE_TTL = float(os.environ.get("DATAGEN_LEASE_TTL", "30"))
 HOST = socket.gethostname()
 
 
-class LeaseHeld(DatagenError):
-    """Another live process holds the run."""
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -85,14 +81,14 @@ class RunLeaseHolder:
         return leases.get_lease(self.engine, self.run_name)
 
     def acquire(self, wait: float = 0.0) -> None:
-        """Take the lease, waiting up to `wait` seconds for a live holder to finish or die; else LeaseHeld."""
+        """Take the lease, waiting up to `wait` seconds for a live holder to finish or die; else a DatagenError."""
         deadline = time.monotonic() + wait
         while True:
             held = self.try_acquire()
             if held is None:
                 return
             if time.monotonic() >= deadline:
-                raise LeaseHeld(describe(held))
+                raise DatagenError(describe(held))
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     def heartbeat(self) -> bool:

@@ -43,10 +43,6 @@ from datagen.review import Rule
 from datagen.similarity import SimilarityIndex
 
 
-class PipelineError(DatagenError):
-    pass
-
-
 class _CallFailed(Exception):
     """A stage's model call failed after its retries: the candidate stays pending."""
 
@@ -164,7 +160,7 @@ class Pipeline:
             self._touched = now
         idle = now - self.client.counters.last_success
         if idle >= self.cfg.stall_timeout:
-            raise PipelineError(
+            raise DatagenError(
                 f"no model call succeeded in {idle:.0f} s (--stall-timeout {self.cfg.stall_timeout:g}): "
                 "the server takes requests but does not answer; pending work is kept, run again with the same --run to resume"
             )
@@ -183,7 +179,7 @@ class Pipeline:
     def _note_generation(self, ok: bool, error: str | None) -> None:
         self._failures = 0 if ok else self._failures + 1
         if self._failures >= self.cfg.max_consecutive_failures:
-            raise PipelineError(f"{self._failures} model calls in a row failed; last error: {error}")
+            raise DatagenError(f"{self._failures} model calls in a row failed; last error: {error}")
 
     # ------------------------------------------------------------ stages
 
@@ -204,7 +200,7 @@ class Pipeline:
                 t.add_done_callback(lambda t: (work.discard(t), self._done(t)))
         self._barren = self._barren + 1 if p.accepted + p.in_progress == accepted_before else 0
         if self._barren >= self.cfg.max_barren_rounds:
-            raise PipelineError(
+            raise DatagenError(
                 f"{self._barren} prompts in a row produced no usable instruction: the model may not follow the prompt format"
             )
 

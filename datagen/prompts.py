@@ -15,8 +15,6 @@ from datagen.errors import InputError
 from datagen.records import Instance, SeedTask
 
 
-class PromptError(InputError):
-    pass
 
 
 class _Bootstrap(BaseModel):
@@ -67,12 +65,12 @@ def load_prompts(lang: str, path: str | Path | None = None) -> PromptSet:
         data = tomllib.loads(raw)
         return PromptSet(**{**data, "lang": lang})  # a file's own `lang` key must not clash
     except FileNotFoundError:
-        raise PromptError(f"prompt file not found: {path or lang + '.toml'}") from None
+        raise InputError(f"prompt file not found: {path or lang + '.toml'}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise PromptError(f"prompt file {path} is not valid TOML: {exc}") from None
+        raise InputError(f"prompt file {path} is not valid TOML: {exc}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise PromptError(f"prompt file {path or lang}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise InputError(f"prompt file {path or lang}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 def _fill(template: str, **values: object) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from datagen import similarity, storage
 from datagen.config import PipelineConfig
-from datagen.errors import Conflict
+from datagen.errors import Conflict, RuleViolation
 from datagen.filters import InstructionFilter, filter_instances
 from datagen.prompts import instruction_lines, load_prompts
 from datagen.records import KEPT, Instance
@@ -82,15 +82,6 @@ class Rule:
         }
 
 
-class RuleViolation(Conflict):
-    """A change that would keep a sample generation would have rejected."""
-
-    def __init__(self, findings: dict, hint: str = ""):
-        super().__init__("generation would reject this sample: " + "; ".join(findings["reasons"]) + hint)
-        self.findings = findings
-
-    def body(self) -> dict:
-        return {"detail": str(self), "findings": self.findings}
 
 
 # --- Nearest neighbours --------------------------------------------------------------------------

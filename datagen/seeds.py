@@ -18,29 +18,27 @@ DEFAULT_SEEDS = {"en": SEEDS_DIR / "en" / "seed_tasks.jsonl", "zh": SEEDS_DIR / 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
-class SeedError(InputError):
-    pass
 
 
 def default_seed_path(lang: str) -> Path:
     try:
         return DEFAULT_SEEDS[lang]
     except KeyError:
-        raise SeedError(f"no built-in seed pool for language {lang!r} (have: {', '.join(DEFAULT_SEEDS)})") from None
+        raise InputError(f"no built-in seed pool for language {lang!r} (have: {', '.join(DEFAULT_SEEDS)})") from None
 
 
 def _records(path: Path) -> list[tuple[int, object]]:
     try:
         raw = path.read_text("utf-8-sig")  # "-sig": Windows editors start UTF-8 files with a BOM
     except FileNotFoundError:
-        raise SeedError(f"seed file not found: {path}") from None
+        raise InputError(f"seed file not found: {path}") from None
     except (UnicodeDecodeError, IsADirectoryError) as exc:
-        raise SeedError(f"cannot read seed file {path}: {exc.__class__.__name__}") from None
+        raise InputError(f"cannot read seed file {path}: {exc.__class__.__name__}") from None
     if raw.lstrip().startswith("["):
         try:
             return list(enumerate(json.loads(raw), 1))
         except json.JSONDecodeError as exc:
-            raise SeedError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
+            raise InputError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
     out = []
     for n, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
@@ -48,12 +46,12 @@ def _records(path: Path) -> list[tuple[int, object]]:
         try:
             out.append((n, json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise SeedError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
+            raise InputError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
     return out
 
 
 def load_seeds(path: str | Path) -> list[SeedTask]:
-    """Read a seed file; any problem raises SeedError naming the file and line."""
+    """Read a seed file; any problem raises InputError naming the file and line."""
     path = Path(path)
     tasks = []
     for n, rec in _records(path):
@@ -62,13 +60,13 @@ def load_seeds(path: str | Path) -> list[SeedTask]:
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(map(str, err["loc"])) or "record"
-            raise SeedError(f"{path}:{n}: {where}: {err['msg']}") from None
+            raise InputError(f"{path}:{n}: {where}: {err['msg']}") from None
     if not tasks:
-        raise SeedError(f"{path}: no seed tasks")
+        raise InputError(f"{path}: no seed tasks")
     ids = [t.id for t in tasks]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise SeedError(f"{path}: duplicate task id {dup!r}")
+        raise InputError(f"{path}: duplicate task id {dup!r}")
     return tasks
 
 

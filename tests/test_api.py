@@ -311,7 +311,6 @@ def test_changes_need_the_right_token(client, db_url, method, path, body):
         "/api/samples?status=bogus",
         "/api/samples?lang=fr",
         "/api/samples?score_min=2",
-        "/api/samples?score_min=0.9&score_max=0.1",
         "/api/samples?len_min=-1",
         "/api/samples?limit=0",
         "/api/samples?limit=100000",
@@ -332,6 +331,15 @@ def test_bad_input_is_a_clear_4xx(client, path):
     r = client.get(path)
     assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
     assert "detail" in r.json()
+
+
+def test_a_reversed_range_is_valid_and_matches_nothing(client):
+    """Issue 19.5: the schema cannot say min <= max, so a reversed range is not an error: it matches nothing."""
+    for path in ("/api/samples?score_min=0.9&score_max=0.1", "/api/samples?len_min=50&len_max=10"):
+        r = client.get(path)
+        assert r.status_code == 200 and r.json()["items"] == [], (path, r.text)
+    assert client.get("/api/samples/count?len_min=50&len_max=10").json()["count"] == 0
+    assert client.get("/api/stats?score_min=0.9&score_max=0.1").json()["total"] == 0
 
 
 def test_unknown_ids_and_runs_are_404(client):
@@ -403,10 +411,11 @@ def test_docs_and_schema_are_served(client):
 
 
 def test_no_token_refuses_non_loopback(monkeypatch):
-    from api.config import ConfigError, Settings
+    from api.config import Settings
+    from datagen.errors import InputError
 
     monkeypatch.delenv("DATAGEN_API_TOKEN", raising=False)
-    with pytest.raises(ConfigError):
+    with pytest.raises(InputError):
         Settings.from_env(host="0.0.0.0")
     s = Settings.from_env(host="127.0.0.1")
     assert s.token_generated and len(s.token) >= 16 and not s.protect_reads

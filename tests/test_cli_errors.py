@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import core_cli, core_env, core_free_port, core_one_line_error
@@ -159,3 +162,48 @@ def test_a_crash_inside_generate_is_one_line_and_the_run_resumes(stub_server, tm
     done = generate(*args)
     assert done.returncode == 0, done.stderr
     assert "accepted=2" in done.stdout
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["runs"], ["generate", "--api", "chat", "--model", "m", "-n", "1"]])
+def test_an_empty_db_option_is_refused_not_the_default(tmp_path, args):
+    """Issue 19.20: `--db ''` exited 0 and created ./datagen.db."""
+    proc = subprocess.run([sys.executable, "-m", "datagen.cli", *args, "--db", ""], cwd=tmp_path, env=core_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert "empty database URL" in core_one_line_error(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_jobs_submit_refuses_an_argument_no_worker_could_pass_on(tmp_path):
+    """Issue 19.4: a job whose argument holds a NUL killed every worker that claimed it (exec refuses NUL).
+    argv cannot carry a NUL; its cousin can: a byte that is not UTF-8 arrives as a lone surrogate, which
+    Postgres cannot store either. Both are refused at submit, and nothing is queued."""
+    from datagen.errors import InputError
+    from datagen.jobs import queue
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    proc = subprocess.run([sys.executable, "-m", "datagen.cli", "jobs", "submit", "export", "--db", url, "--", "--run", b"x\xffy"],
+                          cwd=tmp_path, env=core_env(), capture_output=True, text=True, timeout=120)
+    assert "NUL character or an unpaired surrogate" in core_one_line_error(proc)
+    with pytest.raises(InputError, match="NUL"):  # the API's 422
+        queue.submit(storage.connect(url), "export", ["--run", "x\x00y"])
+    assert queue.list_jobs(storage.connect(url)) == []
+
+
+def test_a_stored_job_no_process_can_start_fails_alone_and_the_worker_carries_on(tmp_path):
+    """Issue 19.4, the other side: a job stored before submit checked (a NUL in an argument) failed every worker
+    that claimed it. Now the job fails with the reason and the worker goes on to the next one."""
+    import json
+
+    from datagen.jobs import queue
+    from datagen.jobs.worker import Worker
+    from datagen.storage import jobs as store
+    from datagen.storage.models import Job
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    engine = storage.connect(url)
+    bad = store.insert_job(engine, Job(kind="dedup", args=json.dumps(["x\x00y.txt"]), queue="default"))
+    good = queue.submit(engine, "dedup", [str(tmp_path / "none.txt")])
+    assert Worker(engine, url, queues=["default"], poll=0.05).run(max_idle=2) == 0
+    job, attempts = queue.get(engine, bad.id)
+    assert job.state == "failed" and "cannot start" in job.exit_message and "null" in job.exit_message, job.exit_message
+    assert queue.get(engine, good.id)[0].state == "failed"  # claimed and run (no such file): the worker lived on

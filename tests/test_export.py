@@ -10,7 +10,8 @@ import pytest
 
 from conftest import core_cli, core_one_line_error
 from datagen import storage
-from datagen.export import ExportError, export
+from datagen.errors import InputError
+from datagen.export import export
 from datagen.records import Candidate, Instance, Status
 
 
@@ -81,9 +82,9 @@ def test_filters_status_lang_run(core_export_db, tmp_path):
 
 def test_unknown_run_and_format(core_export_db, tmp_path):
     _, engine = core_export_db
-    with pytest.raises(ExportError, match="no run named 'nope'"):
+    with pytest.raises(InputError, match="no run named 'nope'"):
         export(engine, tmp_path / "o.json", run="nope")
-    with pytest.raises(ExportError, match="unknown format"):
+    with pytest.raises(InputError, match="unknown format"):
         export(engine, tmp_path / "o.json", fmt="csv")
     assert list(tmp_path.glob("o.json*")) == []
 
@@ -93,7 +94,7 @@ def test_failed_export_leaves_existing_file_and_no_temp(core_export_db, tmp_path
     out = tmp_path / "keep.json"
     out.write_text("old contents", encoding="utf-8")
     for kwargs in ({"fmt": "csv"}, {"status": "bogus"}, {"run": "nope"}, {"lang": "fr"}):
-        with pytest.raises(ExportError):
+        with pytest.raises(InputError):
             export(engine, out, **kwargs)
         assert out.read_text("utf-8") == "old contents"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("export.db")) == ["keep.json"]

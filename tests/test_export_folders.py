@@ -17,7 +17,8 @@ from sqlmodel import Session
 
 from conftest import AUTH, TOKEN, build_db, core_cli, core_env, core_free_port, core_one_line_error
 from datagen import storage
-from datagen.export import ExportError, Selection, lines, write
+from datagen.errors import InputError
+from datagen.export import Selection, lines, write
 from test_export import core_export_db  # noqa: F401  (fixture)
 from test_postgres import core_pg_url  # noqa: F401  (fixture)
 
@@ -129,14 +130,14 @@ def test_folder_writes_are_all_or_nothing(core_export_db, tmp_path):  # noqa: F8
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(ExportError, match="holds no datagen export"):
+    with pytest.raises(InputError, match="holds no datagen export"):
         write(engine, mine, fmt="hf")
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     out = tmp_path / "ds"
     assert write(engine, out, fmt="hf").rows == 5
     first = (out / "data" / "train.jsonl").read_bytes()
     # An empty selection fails before the rename: the earlier export stands, no temp folder left.
-    with pytest.raises(ExportError, match="nothing to export"):
+    with pytest.raises(InputError, match="nothing to export"):
         write(engine, out, Selection(run="run-zh", lang="en"), fmt="hf")
     assert (out / "data" / "train.jsonl").read_bytes() == first
     assert write(engine, out, Selection(lang="zh"), fmt="llama-factory").rows == 2  # replaces the earlier export whole
@@ -144,7 +145,7 @@ def test_folder_writes_are_all_or_nothing(core_export_db, tmp_path):  # noqa: F8
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     for bad, msg in (({"fmt": "hf", "layout": "chat"}, "unknown layout"), ({"fmt": "alpaca", "kind": "kto"}, "written as jsonl"),
                      ({"fmt": "hf", "kind": "dpo"}, "unknown kind"), ({"fmt": "jsonl", "layout": "sharegpt"}, "--layout is for")):
-        with pytest.raises(ExportError, match=msg):
+        with pytest.raises(InputError, match=msg):
             write(engine, tmp_path / "x", **bad)
     assert not (tmp_path / "x").exists()
 

@@ -166,3 +166,7 @@ def test_database_newer_than_the_code_is_refused_in_one_line(tmp_path):
     engine.dispose()
     line = core_one_line_error(core_cli("runs", "--db", url))
     assert "ffff9999" in line and "upgrade datagen" in line
+    # `db upgrade` (compose's migrate service) printed a 102-line traceback; `db current` said to run it.
+    for cmd in (["db", "upgrade"], ["db", "current"]):
+        line = core_one_line_error(core_cli(*cmd, "--db", url))
+        assert line == f"error: database is at revision ffff9999, newer than this datagen (head {migrate.head()}): upgrade datagen", (cmd, line)

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,8 +28,9 @@ def pg_bin() -> Path:
     return Path(found[-1]).parent
 
 
-@pytest.fixture
-def core_pg_url():
+@contextmanager
+def pg_cluster():
+    """A throwaway cluster with an empty `datagen` database: its URL, the cluster stopped and removed after."""
     bindir = pg_bin()
     # initdb refuses root, so as root the cluster belongs to `postgres`, in a directory it can reach
     # (pytest's tmp_path sits under a root-only 0700 directory).
@@ -54,6 +56,12 @@ def core_pg_url():
     finally:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def core_pg_url():
+    with pg_cluster() as url:
+        yield url
 
 
 def test_generate_resume_export_on_postgres(core_pg_url, stub_server, tmp_path):

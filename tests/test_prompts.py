@@ -6,8 +6,8 @@ from importlib import resources
 
 import pytest
 
+from datagen.errors import InputError
 from datagen.prompts import (
-    PromptError,
     bootstrap_prompt,
     classify_prompt,
     instances_prompt,
@@ -241,7 +241,7 @@ def test_parse_yes_no(ps, text, want):
 
 
 def one_line_prompt_error(path) -> str:
-    with pytest.raises(PromptError) as ei:
+    with pytest.raises(InputError) as ei:
         load_prompts("en", path)
     msg = str(ei.value)
     assert msg and "\n" not in msg
@@ -277,7 +277,7 @@ def test_load_prompts_file_with_own_lang_key(tmp_path):
 
 
 def test_unknown_builtin_language():
-    with pytest.raises(PromptError):
+    with pytest.raises(InputError):
         load_prompts("xx")
 
 

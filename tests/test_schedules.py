@@ -14,8 +14,9 @@ import pytest
 
 from conftest import core_cli, core_env, core_one_line_error
 from test_postgres import core_pg_url  # noqa: F401  (fixture)
+from datagen.errors import InputError
 from datagen.jobs import schedules
-from datagen.jobs.schedules import ScheduleError, next_after, parse_misfire, plan_due
+from datagen.jobs.schedules import next_after, parse_misfire, plan_due
 
 UTC = timezone.utc
 NY = "America/New_York"  # 2026: spring forward 03-08 02:00 -> 03:00, fall back 11-01 02:00 -> 01:00
@@ -62,19 +63,40 @@ def test_fall_back_runs_a_repeated_slot_once():
     [("0 2 * *", "bad cron"), ("61 * * * *", "bad cron"), ("0 0 0 2 * *", "bad cron"), ("@reboot", "bad cron"), ("0 0 31 2 *", "never fires")],
 )
 def test_bad_cron_is_refused(bad, msg):
-    with pytest.raises(ScheduleError, match=msg):
+    with pytest.raises(InputError, match=msg):
         schedules.parse_cron(bad)
 
 
 def test_bad_zone_and_policies_are_refused():
-    with pytest.raises(ScheduleError, match="unknown time zone"):
+    with pytest.raises(InputError, match="unknown time zone"):
         schedules.parse_zone("Mars/Olympus")
     for bad in ("sometimes", "catch_up", "catch_up:0", "catch_up:x", "skip:2", "catch_up:1000"):
-        with pytest.raises(ScheduleError, match="bad --misfire"):
+        with pytest.raises(InputError, match="bad --misfire"):
             parse_misfire(bad)
-    with pytest.raises(ScheduleError, match="bad --overlap"):
+    with pytest.raises(InputError, match="bad --overlap"):
         schedules.parse_overlap("parallel")
     assert str(parse_misfire("catch_up:3")) == "catch_up:3"
+
+
+def test_the_patterns_the_api_schema_states_are_the_checks():
+    """Issue 19.5: the schema states the misfire and name rules as patterns; the checks accept exactly those."""
+    def accepted(fn, value) -> bool:
+        try:
+            fn(value)
+        except InputError:
+            return False
+        return True
+
+    for text in ["skip", "run_once", " skip", "skip ", "catch_up", "catch_up:", "catch_up:05", "catch_up:٣",
+                 *(f"catch_up:{n}" for n in range(0, 1001))]:
+        assert accepted(parse_misfire, text) == bool(re.fullmatch(schedules.MISFIRE_PATTERN, text)), text
+    for name in ["nightly", "42", " 42 ", "1 2", "٣", "a/b", "a\x00", " ", "", "n-1", "x" * 100]:
+        refused_by_name = not re.fullmatch(schedules.NAME_PATTERN, name) or len(name) > 100
+        with_name = lambda n: schedules.create(None, n, cron="bad", job=["export"])  # noqa: E731 - the name is checked first
+        try:
+            with_name(name)
+        except InputError as exc:
+            assert ("bad schedule name" in str(exc)) == refused_by_name, (name, str(exc))
 
 
 def test_misfire_policies():

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import core_cli, core_one_line_error
-from datagen.seeds import SeedError, load_seeds, summarize
+from datagen.errors import InputError
+from datagen.seeds import load_seeds, summarize
 
 
 def reference_dir() -> Path:
@@ -70,7 +71,7 @@ BROKEN = {
 def test_malformed_files_raise_one_line(tmp_path, content):
     p = tmp_path / "seeds.jsonl"
     p.write_text(content, encoding="utf-8")
-    with pytest.raises(SeedError) as ei:
+    with pytest.raises(InputError) as ei:
         load_seeds(p)
     assert str(p) in str(ei.value) and "\n" not in str(ei.value)
 
@@ -78,7 +79,7 @@ def test_malformed_files_raise_one_line(tmp_path, content):
 def test_line_number_in_message(tmp_path):
     p = tmp_path / "seeds.jsonl"
     p.write_text(line() + "\n" + line(id="t2") + "\n" + line(id="t3", instances=[]) + "\n", encoding="utf-8")
-    with pytest.raises(SeedError, match=r":3: instances"):
+    with pytest.raises(InputError, match=r":3: instances"):
         load_seeds(p)
 
 

@@ -14,7 +14,8 @@ import pytest
 from rouge_score import rouge_scorer, scoring
 
 import datagen.similarity as sim
-from datagen.dedup import DedupError, dedup_file
+from datagen.dedup import dedup_file
+from datagen.errors import InputError
 from datagen.similarity import SimilarityIndex, Verdict, detect_lang, fmeasure, rouge_l, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -523,5 +524,5 @@ def test_dedup_file_api(tmp_path):
     stats = dedup_file(src, lang="en", out=tmp_path / "k.txt")
     assert (stats.candidates, stats.kept, stats.rejected, stats.empty) == (3, 2, 1, 0)
     assert (tmp_path / "k.txt").read_text() == "Write a poem about rain.\nList three fruits.\n"
-    with pytest.raises(DedupError, match="missing field 'text'"):
+    with pytest.raises(InputError, match="missing field 'text'"):
         dedup_file(tmp_path / "y.jsonl" if (tmp_path / "y.jsonl").write_text('{"a": 1}\n') else None, field="text")

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from datagen.errors import TrainError
 from tests.train_helpers import make_baichuan, make_llama, make_tokenizer, write_alpaca
 from train import data as D
 from train import templates as T
-from train.errors import TrainError
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 
+from datagen.errors import TrainError
 from tests.train_helpers import make_baichuan, make_bloom, make_llama, write_alpaca
 from train import model as M
 from train import qlora as Q
-from train.errors import TrainError
 
 
 @pytest.fixture(scope="module")

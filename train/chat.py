@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
+from datagen.errors import TrainError
 from train import data as D
 from train import model as M
-from train.errors import TrainError
 from train.merge import load_with_adapter
 from train.qlora import META_FILE
 from train.templates import get as get_template

@@ -37,7 +37,7 @@ def _quiet() -> None:
 
 
 def _guard(fn):
-    from train.errors import TrainError
+    from datagen.errors import TrainError
 
     try:
         return fn()

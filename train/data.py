@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from train.errors import TrainError
+from datagen.errors import TrainError
 from train.templates import Template
 
 IGNORE = -100

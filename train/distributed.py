@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from train.errors import TrainError
+from datagen.errors import TrainError
 
 # --deepspeed zero2: the usual QLoRA ZeRO-2 settings. Batch sizes, accumulation and clipping are
 # filled in from our own flags so the two can never disagree.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from datagen.errors import TrainError
 from train import model as M
-from train.errors import TrainError
 from train.qlora import META_FILE, _replace_dir
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

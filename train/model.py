@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from datagen.errors import TrainError
 from train.distributed import local_rank
-from train.errors import TrainError
 
 # The linear layers QLoRA adapts in the families we know; the scan must find all of them.
 KNOWN_TARGETS = {

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from datagen.errors import TrainError
 from train import data as D
 from train import distributed as dist
 from train import model as M
-from train.errors import TrainError
 from train.templates import get as get_template
 
 STATE_FILE = "train_state.pt"

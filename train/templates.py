@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train.errors import TrainError
+from datagen.errors import TrainError
 
 TEMPLATE_FILE = Path(__file__).with_name("templates.toml")
 

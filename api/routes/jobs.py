@@ -10,14 +10,15 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, require_token
-from api.schemas import READ_ERRORS, WRITE_ERRORS
+from api.schemas import MAX_ID, READ_ERRORS, WRITE_ERRORS, Text
 from api.security import scrub_text
 from datagen.jobs import queue
+from datagen.jobs.kinds import KINDS
 from datagen.storage import jobs as job_store
 from datagen.storage import schedules as schedule_store
 
 router = APIRouter(tags=["jobs"], responses=READ_ERRORS)
-JobId = Annotated[int, Path(ge=1, le=2**62)]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 StateName = Literal["queued", "running", "succeeded", "failed", "cancelled", "skipped"]
 
 
@@ -69,9 +70,9 @@ class JobOut(BaseModel):
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(..., max_length=32)
-    args: list[Annotated[str, Field(max_length=2000)]] = Field(default_factory=list, max_length=100)
-    queue: str = Field("default", min_length=1, max_length=64)
+    kind: Text = Field(..., max_length=32, json_schema_extra={"enum": list(KINDS)})  # checked by queue.submit, with its message
+    args: list[Annotated[Text, Field(max_length=2000)]] = Field(default_factory=list, max_length=100)
+    queue: Text = Field("default", min_length=1, max_length=64)
 
 
 def _outs(engine, jobs) -> list[JobOut]:
@@ -99,8 +100,8 @@ def _outs(engine, jobs) -> list[JobOut]:
 def list_jobs(
     engine: EngineDep,
     state: StateName | None = None,
-    schedule: Annotated[str | None, Query(max_length=100, description="schedule id or name")] = None,
-    job_queue: Annotated[str | None, Query(alias="queue", max_length=64)] = None,
+    schedule: Annotated[Text | None, Query(max_length=100, description="schedule id or name")] = None,
+    job_queue: Annotated[Text | None, Query(alias="queue", max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ):
     sid = schedule_store.get_schedule(engine, schedule).id if schedule else None

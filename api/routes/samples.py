@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query
 
 from api import services
 from api.deps import ActorDep, EngineDep, ReviewerDep, invalid, require_token, to_filter
@@ -24,6 +24,7 @@ from api.schemas import (
     Similar,
 )
 from api.security import scrub_text
+from datagen.errors import NotFound
 from datagen.records import Instance
 from datagen.storage import queries
 
@@ -48,7 +49,7 @@ def count_samples(engine: EngineDep, params: Annotated[Filter, Query()]):
 def _load(engine, sample_id: int) -> dict:
     row = queries.get_sample(engine, sample_id)
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no sample {sample_id}")
+        raise NotFound(f"no sample {sample_id}")
     if row["request"]:  # prompts and responses are logged verbatim; mask anything key-shaped
         for k in ("prompt", "response", "error"):
             row["request"][k] = scrub_text(row["request"][k])

@@ -9,26 +9,33 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, require_token
-from api.schemas import READ_ERRORS, WRITE_ERRORS
+from api.schemas import READ_ERRORS, WRITE_ERRORS, Text
 from api.security import scrub_text
 from datagen.jobs import schedules
-from datagen.jobs.schedules import DEFAULT_MISFIRE, DEFAULT_OVERLAP
+from datagen.jobs.kinds import KINDS
+from datagen.jobs.schedules import DEFAULT_MISFIRE, DEFAULT_OVERLAP, MISFIRE_PATTERN, NAME_PATTERN, OVERLAP
 from datagen.storage import schedules as store
 
 router = APIRouter(tags=["schedules"], responses=READ_ERRORS)
-ScheduleRef = Annotated[str, Path(min_length=1, max_length=100, description="schedule id or name")]
+# The schema states what it can of the rules schedules.create checks (not a zone's existence, a cron
+# field's range or the job's options: those are a 422 the schema cannot foretell, as the summary says).
+# Stated here, checked by schedules.create (the patterns are its own), with messages that name the rule.
+ScheduleRef = Annotated[Text, Path(min_length=1, max_length=100, description="schedule id or name")]
 
 
 class ScheduleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1, max_length=100)
-    cron: str = Field(..., max_length=200, description="five cron fields, read in tz")
-    tz: str = Field("UTC", max_length=64, description="IANA zone, e.g. Asia/Shanghai")
-    job: list[Annotated[str, Field(max_length=2000)]] = Field(..., min_length=1, max_length=100, description="kind and its CLI options, e.g. ['generate', '-n', '100', '--run', 'nightly']")
-    misfire: str = Field(DEFAULT_MISFIRE, max_length=32, description="skip | run_once | catch_up:N")
-    overlap: str = Field(DEFAULT_OVERLAP, max_length=16, description="skip | queue | replace")
-    queue: str = Field("default", min_length=1, max_length=64)
+    name: Text = Field(..., min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN}, description="not only digits (ids are), no '/'")
+    cron: Text = Field(..., max_length=200, description="five cron fields, read in tz")
+    tz: Text = Field("UTC", max_length=64, description="IANA zone, e.g. Asia/Shanghai")
+    job: list[Annotated[Text, Field(max_length=2000)]] = Field(
+        ..., min_length=1, max_length=100, json_schema_extra={"prefixItems": [{"type": "string", "enum": list(KINDS)}]},
+        description="kind and its CLI options, e.g. ['generate', '-n', '100', '--run', 'nightly']",
+    )
+    misfire: Text = Field(DEFAULT_MISFIRE, max_length=32, json_schema_extra={"pattern": MISFIRE_PATTERN}, description="skip | run_once | catch_up:N (N 1-100)")
+    overlap: Text = Field(DEFAULT_OVERLAP, max_length=16, json_schema_extra={"enum": list(OVERLAP)})
+    queue: Text = Field("default", min_length=1, max_length=64)
 
 
 class ScheduleOut(BaseModel):

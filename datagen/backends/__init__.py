@@ -3,14 +3,15 @@
 A backend turns a batch of Prompts into Generations, one attempt, and says whether a failure
 is worth retrying. Rate limits, retries, batching and logging live in datagen.client.
 
-    base.py           the protocol and its errors
+    base.py           the protocol (its errors: datagen.errors)
     openai_compat.py  Chat / Completion APIs (OpenAI or any compatible server)
     local.py          the embedded transformers model
 """
 
 from __future__ import annotations
 
-from datagen.backends.base import Backend, BackendError, BatchRefused, FatalBackendError, estimate_tokens
+from datagen.backends.base import Backend, estimate_tokens
+from datagen.errors import BackendError, BatchRefused, FatalBackendError
 
 __all__ = ["Backend", "BackendError", "BatchRefused", "FatalBackendError", "estimate_tokens", "make_backend"]
 

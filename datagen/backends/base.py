@@ -1,34 +1,13 @@
-"""The backend protocol and its errors: what every backend implements and raises."""
+"""The backend protocol: what every backend implements (the errors it raises are in datagen.errors)."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from datagen.errors import DatagenError, Unavailable
 
 if TYPE_CHECKING:  # annotations only: importing a backend module needs no pydantic
     from datagen.records import Generation, Prompt
-
-
-class BackendError(DatagenError):
-    """One failed attempt. `retryable` failures are tried again; others fail the prompt."""
-
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-class BatchRefused(BackendError):
-    """The server refused a request carrying several prompts (llama.cpp's server takes one): send them one by one."""
-
-    def __init__(self, message: str):
-        super().__init__(message, retryable=True)
-
-
-class FatalBackendError(Unavailable):
-    """Nothing will work (bad key, unknown model, unreachable server): stop the run."""
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datagen import config
-from datagen.backends.base import FatalBackendError
+from datagen.errors import FatalBackendError
 
 if TYPE_CHECKING:  # pydantic stays out of a bare GPU box that only runs bench/local_gpu.py
     from datagen.records import Generation, Prompt

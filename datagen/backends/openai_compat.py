@@ -6,7 +6,8 @@ import re
 import time
 
 from datagen import config
-from datagen.backends.base import BackendError, BatchRefused, FatalBackendError, estimate_tokens
+from datagen.backends.base import estimate_tokens
+from datagen.errors import BackendError, BatchRefused, FatalBackendError
 from datagen.records import Generation, Prompt
 
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
 
-from datagen.backends.base import BackendError, FatalBackendError
 from datagen.backends.local import LocalBackend
+from datagen.errors import BackendError, FatalBackendError
 from datagen.records import Generation, Prompt
 
 NAMESPACE = "datagen"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from datagen.backends.base import FatalBackendError
 from datagen.backends.local import chat_format, model_dir, quiet_transformers, resolve_model
+from datagen.errors import FatalBackendError
 from datagen.records import Generation, Prompt
 
 

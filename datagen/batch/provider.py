@@ -10,8 +10,8 @@ import asyncio
 import random
 from datetime import datetime
 
-from datagen.backends.base import BackendError, FatalBackendError
 from datagen.backends.openai_compat import OpenAIBackend
+from datagen.errors import BackendError, FatalBackendError
 
 KEY = "datagen_key"  # metadata field carrying our batch row's key
 

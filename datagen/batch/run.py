@@ -23,12 +23,12 @@ import uuid
 from collections.abc import Callable
 
 from datagen import storage
-from datagen.backends.base import BackendError
 from datagen.backends.openai_compat import OpenAIBackend
 from datagen.batch.provider import Provider
-from datagen.client import BudgetSpent, Price, budget_line, fit
+from datagen.client import Price, budget_line, fit
 from datagen.config import BATCH_MAX_BYTES, GenerateOptions
-from datagen.pipeline import Pipeline, PipelineError, Progress
+from datagen.errors import BackendError, BudgetSpent, DatagenError
+from datagen.pipeline import Pipeline, Progress
 from datagen.records import Candidate, Generation, Prompt, Stage, Status
 from datagen.storage import batches as store
 from datagen.storage.models import Batch
@@ -73,7 +73,7 @@ class BatchRun:
                 if self._budget_blocked:
                     raise BudgetSpent(self._budget_line())
                 if not store.queued_requests(self.engine, self.run_id):
-                    raise PipelineError("batch mode has nothing to submit and nothing in flight")
+                    raise DatagenError("batch mode has nothing to submit and nothing in flight")
             if not self.opts.wait:
                 break
             try:
@@ -255,7 +255,7 @@ class BatchRun:
         per_prompt = y.admitted / y.bootstraps if y.bootstraps else cfg.new_per_prompt
         finish = y.kept / y.finished if y.finished >= 5 else 0.9
         if y.bootstraps >= cfg.max_barren_rounds and y.admitted == 0:
-            raise PipelineError(f"{y.bootstraps} prompts produced no usable instruction: the model may not follow the prompt format")
+            raise DatagenError(f"{y.bootstraps} prompts produced no usable instruction: the model may not follow the prompt format")
         gap = p.target - p.accepted - len(pending) * finish - boots * per_prompt * finish
         want = math.ceil(gap / max(0.05, per_prompt * finish)) if gap > 0 else 0
         lines += [self._queue_line(self.pipe.bootstrap_prompt()) for _ in range(want)]

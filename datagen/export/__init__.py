@@ -18,16 +18,17 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from datagen.errors import InputError
 from datagen.export import card, hf, llamafactory
 from datagen.export.files import FILE_FORMATS, MARKER, atomic_folder, atomic_write, lines, plain_record, render, write_text
 from datagen.export.rows import KINDS, NOINPUT, ROWS, Row, clean_input
-from datagen.export.selection import DEFAULT_STATUS, STATUSES, ExportError, Selection, selection
+from datagen.export.selection import DEFAULT_STATUS, STATUSES, Selection, selection
 
 FOLDER_FORMATS = ("llama-factory", "hf")
 FORMATS = FILE_FORMATS + FOLDER_FORMATS
 LAYOUTS = ("alpaca", "sharegpt")
 
-__all__ = ["DEFAULT_STATUS", "FORMATS", "KINDS", "LAYOUTS", "NOINPUT", "STATUSES", "ExportError", "Exported", "Selection",
+__all__ = ["DEFAULT_STATUS", "FORMATS", "KINDS", "LAYOUTS", "NOINPUT", "STATUSES", "Exported", "Selection",
            "atomic_write", "clean_input", "export", "lines", "render", "selection", "write"]
 
 
@@ -43,17 +44,17 @@ class Exported:
 
 def _check(fmt: str, kind: str, layout: str | None) -> str:
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
     if kind not in KINDS:
-        raise ExportError(f"unknown kind {kind!r}: use {', '.join(KINDS)}")
+        raise InputError(f"unknown kind {kind!r}: use {', '.join(KINDS)}")
     if layout is not None and layout not in LAYOUTS:
-        raise ExportError(f"unknown layout {layout!r}: use {', '.join(LAYOUTS)}")
+        raise InputError(f"unknown layout {layout!r}: use {', '.join(LAYOUTS)}")
     if layout is not None and fmt not in FOLDER_FORMATS:
-        raise ExportError(f"--layout is for the llama-factory and hf formats; --format {fmt} is its own layout")
+        raise InputError(f"--layout is for the llama-factory and hf formats; --format {fmt} is its own layout")
     if kind != "sft" and fmt in ("alpaca", "sharegpt"):
-        raise ExportError(f"--kind {kind} is written as jsonl, hf or llama-factory, not {fmt}")
+        raise InputError(f"--kind {kind} is written as jsonl, hf or llama-factory, not {fmt}")
     if kind != "sft" and fmt == "hf" and layout == "sharegpt":
-        raise ExportError(f"--kind {kind} --format hf has TRL's columns; --layout sharegpt is for sft")
+        raise InputError(f"--kind {kind} --format hf has TRL's columns; --layout sharegpt is for sft")
     return layout or "alpaca"
 
 
@@ -88,7 +89,7 @@ def write(engine, out: str | Path, sel: Selection | None = None, *, fmt: str = "
 
     name = name or folder_name(out)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ExportError(f"--name {name!r}: use letters, digits, '_', '.', '-'")
+        raise InputError(f"--name {name!r}: use letters, digits, '_', '.', '-'")
     result = Exported(out, 0, fmt, kind)
 
     def fill(folder: Path) -> None:
@@ -97,7 +98,7 @@ def write(engine, out: str | Path, sel: Selection | None = None, *, fmt: str = "
         else:
             result.train_line = llamafactory.write(folder, counted(), name=name, kind=kind, layout=layout, final=out)
         if counts["rows"] == 0:
-            raise ExportError(f"nothing to export: the selection ({', '.join(f'{k}={v}' for k, v in sel.describe().items())}) has no {kind} rows")
+            raise InputError(f"nothing to export: the selection ({', '.join(f'{k}={v}' for k, v in sel.describe().items())}) has no {kind} rows")
         prov = card.provenance(engine, name=name, kind=kind, fmt=fmt, layout=layout, selection=sel, f=f, counts=counts)
         write_text(folder / MARKER, [json.dumps(prov, indent=2, ensure_ascii=False) + "\n"])
         if fmt == "hf":

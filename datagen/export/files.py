@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from datagen.export.rows import Row, sft_rows
-from datagen.export.selection import ExportError
+from datagen.errors import InputError
 from datagen.storage import queries
 
 FILE_FORMATS = ("alpaca", "jsonl", "sharegpt")
@@ -35,13 +35,13 @@ def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same directory, then rename: never a half-written file."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise ExportError(f"output directory does not exist: {path.parent}")
+        raise InputError(f"output directory does not exist: {path.parent}")
     if path.is_dir():
-        raise ExportError(f"{path} is a directory: give a file name")
+        raise InputError(f"{path} is a directory: give a file name")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
-        raise ExportError(f"cannot write in {path.parent}: {exc.strerror}") from None
+        raise InputError(f"cannot write in {path.parent}: {exc.strerror}") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other the user writes
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -66,16 +66,16 @@ def atomic_folder(target: Path, fill) -> None:
     target = Path(target)
     parent = target.absolute().parent
     if not parent.is_dir():
-        raise ExportError(f"output directory does not exist: {parent}")
+        raise InputError(f"output directory does not exist: {parent}")
     if target.exists() and not target.is_dir():
-        raise ExportError(f"{target} is a file: give a folder for this format")
+        raise InputError(f"{target} is a file: give a folder for this format")
     replace = target.is_dir() and any(target.iterdir())
     if replace and not (target / MARKER).is_file():
-        raise ExportError(f"{target} is not empty and holds no datagen export: give a new or empty folder")
+        raise InputError(f"{target} is not empty and holds no datagen export: give a new or empty folder")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
     except OSError as exc:
-        raise ExportError(f"cannot write in {parent}: {exc.strerror}") from None
+        raise InputError(f"cannot write in {parent}: {exc.strerror}") from None
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         fill(tmp)

@@ -10,18 +10,18 @@ import re
 from pathlib import Path
 
 from datagen.errors import one_line
-from datagen.export.selection import ExportError
+from datagen.errors import InputError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
-class PushError(ExportError):
+class PushError(InputError):
     pass
 
 
 def check_repo_id(repo: str) -> None:
     if not REPO_ID.match(repo) or ".." in repo or repo.endswith((".", "-")):
-        raise ExportError(f"--push-to-hub {repo!r}: give a Hub dataset id as user/name")
+        raise InputError(f"--push-to-hub {repo!r}: give a Hub dataset id as user/name")
 
 
 def push(folder: Path, repo: str, *, private: bool = False) -> str:

@@ -15,10 +15,6 @@ from datagen.records import KEPT, Status
 from datagen.storage import queries
 
 
-class ExportError(InputError):
-    pass
-
-
 # --status: which states make a record. `any`: every state (review decisions: KTO labels).
 STATUSES: dict[str, tuple[str, ...]] = {
     "accepted": KEPT,
@@ -40,9 +36,9 @@ class Selection:
 
     def check(self) -> None:
         if self.status not in STATUSES:
-            raise ExportError(f"unknown status {self.status!r}: use {', '.join(STATUSES)}")
+            raise InputError(f"unknown status {self.status!r}: use {', '.join(STATUSES)}")
         if self.lang is not None and self.lang not in LANGS:
-            raise ExportError(f"unknown language {self.lang!r}: use {', '.join(LANGS)}")
+            raise InputError(f"unknown language {self.lang!r}: use {', '.join(LANGS)}")
 
     def to_filter(self, engine) -> queries.SampleFilter:
         """The selection as the review API's filter; every value checked before anything is written."""
@@ -51,7 +47,7 @@ class Selection:
         if self.run is not None:
             found = storage.get_run(engine, self.run)
             if found is None:
-                raise ExportError(f"no run named {self.run!r}")
+                raise InputError(f"no run named {self.run!r}")
             run_id = found.id
         return queries.SampleFilter(run_id=run_id, lang=self.lang, status=list(STATUSES[self.status]))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from datagen.errors import InputError
+from datagen.storage.models import unstorable
 
 KINDS = ("generate", "export", "dedup")
 # The worker supplies these: the queue's database (from its environment, so no password lands in
@@ -13,8 +14,6 @@ WORKER_OWNED = {"--db": "jobs run on the queue's database", "--progress": "jobs 
                 "--no-progress": "jobs never draw a live display", "--lease-wait": "the worker sets it"}
 
 
-class JobError(InputError):
-    """A job refused at submit."""
 
 
 def command(kind: str) -> Any:
@@ -24,26 +23,29 @@ def command(kind: str) -> Any:
     from datagen.cli import app
 
     if kind not in KINDS:
-        raise JobError(f"unknown job kind {kind!r}: use one of {', '.join(KINDS)}")
+        raise InputError(f"unknown job kind {kind!r}: use one of {', '.join(KINDS)}")
     return typer.main.get_command(app).commands[kind]  # type: ignore[attr-defined]
 
 
 def validate(kind: str, args: list[str]) -> dict:
-    """Parse `args` exactly as `datagen KIND` would; the parsed options, or JobError with one line."""
+    """Parse `args` exactly as `datagen KIND` would; the parsed options, or InputError with one line."""
     cmd = command(kind)
+    for a in args:  # the worker passes them to exec(), which refuses NUL; Postgres would refuse the row
+        if unstorable(a):
+            raise InputError(f"{kind} job: an argument holds a NUL character or an unpaired surrogate: {a[:60]!r}")
     if "--help" in args:
-        raise JobError(f"{kind} job: --help is not a job")
+        raise InputError(f"{kind} job: --help is not a job")
     for a in args:
         flag = a.split("=", 1)[0]
         if flag in WORKER_OWNED:
-            raise JobError(f"{kind} job: {flag} is not allowed ({WORKER_OWNED[flag]})")
+            raise InputError(f"{kind} job: {flag} is not allowed ({WORKER_OWNED[flag]})")
     try:
         ctx = cmd.make_context(f"datagen {kind}", list(args), resilient_parsing=False)
     except Exception as exc:  # typer's (vendored) click: UsageError and friends, or Exit for --help
         if hasattr(exc, "format_message"):
-            raise JobError(f"{kind} job: {exc.format_message().splitlines()[0]}") from None
+            raise InputError(f"{kind} job: {exc.format_message().splitlines()[0]}") from None
         if type(exc).__name__ == "Exit":
-            raise JobError(f"{kind} job: --help is not a job") from None
+            raise InputError(f"{kind} job: --help is not a job") from None
         raise
     params = dict(ctx.params)
     if kind == "generate":  # values too, by the same declarations the command checks them with
@@ -55,5 +57,5 @@ def validate(kind: str, args: list[str]) -> dict:
             opts = generate_options(params)
             check_combination(opts, opts.api)
         except InputError as exc:
-            raise JobError(f"generate job: {exc}") from None
+            raise InputError(f"generate job: {exc}") from None
     return params

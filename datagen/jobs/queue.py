@@ -17,13 +17,13 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from datagen import storage
-from datagen.errors import Conflict, NotFound
-from datagen.jobs.kinds import KINDS, JobError, validate
+from datagen.errors import Conflict, InputError, NotFound
+from datagen.jobs.kinds import KINDS, validate
 from datagen.lease import LEASE_TTL
 from datagen.storage import jobs as store
-from datagen.storage.models import Job, JobAttempt
+from datagen.storage.models import Job, JobAttempt, unstorable
 
-__all__ = ["KINDS", "JobError", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
+__all__ = ["KINDS", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
 
 
 def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default", unique_key: str | None = None,
@@ -33,6 +33,8 @@ def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default"
     `skip_reason` stores the job as `skipped` with that message (a scheduler's skipped or missed slot).
     """
     params = validate(kind, args)
+    if not queue or unstorable(queue):
+        raise InputError(f"bad queue name {queue!r}")
     job = Job(kind=kind, args=json.dumps(list(args)), queue=queue, unique_key=unique_key, schedule_id=schedule_id,
               scheduled_for=scheduled_for, run_name=params.get("run") if kind == "generate" else None)
     if skip_reason is not None:
@@ -93,5 +95,5 @@ def progress(engine: Engine, job: Job) -> dict | None:
 def list_jobs(engine: Engine, *, state: str | None = None, queue: str | None = None, schedule_id: int | None = None,
               limit: int = 100) -> list[Job]:
     if state is not None and state not in store.STATES:
-        raise JobError(f"unknown job state {state!r}: use one of {', '.join(store.STATES)}")
+        raise InputError(f"unknown job state {state!r}: use one of {', '.join(store.STATES)}")
     return store.list_jobs(engine, state=state, queue=queue, schedule_id=schedule_id, limit=limit)

@@ -14,6 +14,7 @@ passed is dropped rather than fired twice.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 
 from datagen.errors import InputError
+from datagen.storage.models import unstorable
 
 MISFIRE = ("skip", "run_once", "catch_up")
 OVERLAP = ("skip", "queue", "replace")
@@ -33,23 +35,25 @@ DEFAULT_TICK = 10.0  # seconds between the scheduler's looks at the schedule tab
 # catch_up:N is capped so a long outage cannot flood the queue; slots looked at per tick, too.
 MAX_CATCH_UP = 100
 MAX_SLOTS_PER_TICK = 1000
+# The rules as patterns (the API's schema states them; the checks below apply them): a name needs a
+# character that is not an ASCII digit or a space (all-digit refs are ids) and has no '/' or NUL.
+NAME_PATTERN = r"^[^/\x00]*[^/\x00\s0-9][^/\x00]*$"
+MISFIRE_PATTERN = r"^(skip|run_once|catch_up:([1-9][0-9]?|100))$"  # N in 1..MAX_CATCH_UP (tests hold the two together)
 
 
-class ScheduleError(InputError):
-    """A bad cron expression, zone or policy: refused when the schedule is created."""
 
 
 def parse_cron(expr: str) -> str:
     expr = " ".join(expr.split())
     # Five fields only: croniter also takes a seconds field, which a cron line never has.
     if len(expr.split(" ")) != 5:
-        raise ScheduleError(f"bad cron expression {expr!r}: want 5 fields, e.g. '0 2 * * *' (minute hour day month weekday)")
+        raise InputError(f"bad cron expression {expr!r}: want 5 fields, e.g. '0 2 * * *' (minute hour day month weekday)")
     if not croniter.is_valid(expr):
-        raise ScheduleError(f"bad cron expression {expr!r}: a field is out of range or malformed")
+        raise InputError(f"bad cron expression {expr!r}: a field is out of range or malformed")
     try:  # valid fields can still name no date at all (the 31st of February)
         croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterBadDateError:
-        raise ScheduleError(f"bad cron expression {expr!r}: it never fires") from None
+        raise InputError(f"bad cron expression {expr!r}: it never fires") from None
     return expr
 
 
@@ -57,7 +61,7 @@ def parse_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai or UTC") from None
+        raise InputError(f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai or UTC") from None
 
 
 @dataclass(frozen=True)
@@ -70,19 +74,22 @@ class Misfire:
 
 
 def parse_misfire(text: str) -> Misfire:
-    name, _, n = text.strip().partition(":")
-    if name not in MISFIRE or (name == "catch_up") != bool(n):
-        raise ScheduleError(f"bad --misfire {text!r}: use skip, run_once or catch_up:N")
+    if not re.fullmatch(MISFIRE_PATTERN, text):
+        name, _, n = text.partition(":")
+        if name == "catch_up" and n.isascii() and n.isdigit():
+            raise InputError(f"bad --misfire {text!r}: N must be 1-{MAX_CATCH_UP}")
+        raise InputError(f"bad --misfire {text!r}: use skip, run_once or catch_up:N")
+    name, _, n = text.partition(":")
     if not n:
         return Misfire(name)
-    if not n.isdigit() or not 1 <= int(n) <= MAX_CATCH_UP:
-        raise ScheduleError(f"bad --misfire {text!r}: N must be 1-{MAX_CATCH_UP}")
+    if not 1 <= int(n) <= MAX_CATCH_UP:
+        raise InputError(f"bad --misfire {text!r}: N must be 1-{MAX_CATCH_UP}")
     return Misfire(name, int(n))
 
 
 def parse_overlap(text: str) -> str:
     if text not in OVERLAP:
-        raise ScheduleError(f"bad --overlap {text!r}: use skip, queue or replace")
+        raise InputError(f"bad --overlap {text!r}: use skip, queue or replace")
     return text
 
 
@@ -158,14 +165,16 @@ def create(engine, name: str, *, cron: str, tz: str = "UTC", job: list[str], mis
     from datagen.jobs import queue as jobs_queue
     from datagen.storage import schedules as store
 
-    if not name.strip() or name.isdigit() or len(name) > 100 or "/" in name:
-        raise ScheduleError(f"bad schedule name {name!r}: 1-100 characters, no '/', not only digits (ids are)")
+    if len(name) > 100 or not re.fullmatch(NAME_PATTERN, name) or unstorable(name):
+        raise InputError(f"bad schedule name {name!r}: 1-100 characters, no '/' or NUL, not only digits (ids are)")
+    if not queue or unstorable(queue):
+        raise InputError(f"bad queue name {queue!r}")
     cron = parse_cron(cron)
     parse_zone(tz)
     misfire = str(parse_misfire(misfire))
     overlap = parse_overlap(overlap)
     if not job:
-        raise ScheduleError("no job given: add it after --, e.g. -- generate --api chat -n 100 --run nightly")
+        raise InputError("no job given: add it after --, e.g. -- generate --api chat -n 100 --run nightly")
     kind, args = job[0], list(job[1:])
     jobs_queue.validate(kind, args)
     first = next_after(cron, tz, now or datetime.now(timezone.utc))

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from datagen.config import AGAIN_AFTER, DRAINED
-from datagen.errors import one_line
+from datagen.errors import StorageError, one_line
 from datagen.jobs import queue
 from datagen.lease import HOST, LEASE_TTL, pid_alive
-from datagen.storage import StorageError
 from datagen.storage import jobs as store
 from datagen.storage.models import Job, JobAttempt
 
@@ -78,8 +77,15 @@ class Worker:
             args += ["--no-progress", "--lease-wait", str(2 * self.ttl)]
         env = {**os.environ, "DATAGEN_DATABASE_URL": self.db_url, "DATAGEN_LEASE_TTL": str(self.ttl)}
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-        proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", job.kind, *args], env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", job.kind, *args], env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True, preexec_fn=_die_with_parent)
+        except (OSError, ValueError) as exc:  # an argument exec refuses (a NUL stored before submit checked): the job fails, not the worker
+            out.close()
+            err.close()
+            queue.finish(self.engine, job, attempt, attempt_state="failed", job_state="failed", message=f"cannot start: {one_line(exc)}")
+            self.log(f"job {job.id} failed: cannot start: {one_line(exc)}")
+            return
         self.slots[job.id] = Slot(job, attempt, proc, out, err)
         self.log(f"job {job.id} ({job.kind}) attempt {attempt.n} started, pid {proc.pid}")
 

@@ -1,6 +1,7 @@
 """Storage: the only package that knows SQL. Everything else calls these functions."""
 
-from datagen.storage.db import DEFAULT_URL, StorageError, connect, dispose_all, resolve_url
+from datagen.errors import StorageError  # what storage raises for a database it cannot use
+from datagen.storage.db import DEFAULT_URL, connect, dispose_all, ping, resolve_url
 from datagen.storage.batches import batch_costs, batches_with_runs, list_batches
 from datagen.storage.models import Audit, Batch, InstanceRow, Request, Run, Sample
 from datagen.storage.runs import (

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import create_engine
 
 from datagen.config import env
-from datagen.errors import Unavailable
+from datagen.errors import InputError, StorageError
 from datagen.storage import models  # noqa: F401  (registers the tables)
 
 DEFAULT_URL = "sqlite:///datagen.db"
 
 
-class StorageError(Unavailable):
-    """A database problem worth one clear line to the user."""
 
 
 def resolve_url(url: str | None) -> str:
+    """None means the environment's URL or the default; an empty or blank one is a mistake, never the default."""
+    if url is not None and not url.strip():
+        raise InputError("empty database URL (--db ''): give a SQLite path or a SQLAlchemy URL")
     url = url or env("database_url") or DEFAULT_URL
     if "://" not in url:  # a bare path means a SQLite file
         url = f"sqlite:///{url}"
@@ -91,6 +92,19 @@ def connect(url: str | None = None, create: bool = True) -> Engine:
         raise StorageError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {msg}") from None
     _engines[url] = engine
     return engine
+
+
+def ping(engine: Engine) -> None:
+    """A cheap round trip (SELECT 1); StorageError with one line when the database cannot answer."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except StorageError:
+        raise
+    except SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None) or exc
+        shown = engine.url.render_as_string(hide_password=True)
+        raise StorageError(f"database {shown}: {(str(orig).strip().splitlines() or [type(orig).__name__])[0]}") from None
 
 
 def dispose_all() -> None:

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 
-from datagen.storage.db import StorageError
+from datagen.errors import StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK = 0x64617467  # "datg": the advisory lock key every datagen migrator takes
@@ -38,9 +38,18 @@ def head() -> str:
 
 
 def current(engine: Engine) -> str | None:
-    """The revision the database is at; None for an empty or pre-migration database."""
+    """The revision the database is at; None for an empty or pre-migration database.
+
+    A revision this datagen does not know (a newer datagen migrated the database) is a StorageError.
+    """
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return _known(MigrationContext.configure(conn).get_current_revision())
+
+
+def _known(rev: str | None) -> str | None:
+    if rev is not None and rev not in {r.revision for r in ScriptDirectory.from_config(_config()).walk_revisions()}:
+        raise StorageError(f"database is at revision {rev}, newer than this datagen (head {head()}): upgrade datagen")
+    return rev
 
 
 @contextmanager
@@ -73,7 +82,7 @@ def _locked(engine: Engine):
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade in one transaction; return (revision before, revision after)."""
     with _locked(engine) as conn:
-        before = MigrationContext.configure(conn).get_current_revision()
+        before = _known(MigrationContext.configure(conn).get_current_revision())
         command.upgrade(_config(conn), revision)
         after = MigrationContext.configure(conn).get_current_revision()
     return before, after
@@ -81,10 +90,5 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
 
 def ensure_current(engine: Engine) -> None:
     """Upgrade to head unless already there (a read, no lock, in the common case)."""
-    rev, newest = current(engine), head()
-    if rev == newest:
-        return
-    known = {r.revision for r in ScriptDirectory.from_config(_config()).walk_revisions()}
-    if rev is not None and rev not in known:
-        raise StorageError(f"database schema is at revision {rev}, newer than this datagen knows ({newest}): upgrade datagen")
-    upgrade(engine)
+    if current(engine) != head():
+        upgrade(engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint, text
@@ -12,6 +13,18 @@ from datagen.records import LIVE
 
 # The partial unique index's WHERE; queries spell it the same way so SQLite can use the index.
 LIVE_WHERE = text("status IN (" + ",".join(f"'{s}'" for s in LIVE) + ")")
+
+
+# What every column can hold, on every database we support; the API's limits and the library's
+# checks read these. Ids are Postgres INTEGER (32-bit): 2,147,483,647 rows is far beyond any
+# datagen database, so the limit is stated rather than every table and key migrated to BIGINT.
+MAX_ROW_ID = 2**31 - 1
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(value: str) -> bool:
+    """Postgres refuses NUL in text and no database stores a lone surrogate."""
+    return bool(_UNSTORABLE.search(value))
 
 
 def utcnow() -> datetime:

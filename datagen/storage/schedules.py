@@ -11,15 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from datagen.errors import Conflict, NotFound
-from datagen.storage.models import Schedule, utcnow
+from datagen.storage.models import MAX_ROW_ID, Schedule, unstorable, utcnow
 
 
-class ScheduleNotFound(NotFound):
-    pass
 
 
-class ScheduleExists(Conflict):
-    pass
 
 
 def args_of(row: Schedule) -> list[str]:
@@ -39,7 +35,7 @@ def add_schedule(
         try:
             s.commit()
         except IntegrityError:
-            raise ScheduleExists(f"a schedule named {name!r} exists already") from None
+            raise Conflict(f"a schedule named {name!r} exists already") from None
         return row
 
 
@@ -50,11 +46,14 @@ def list_schedules(engine: Engine) -> list[Schedule]:
 
 def get_schedule(engine: Engine, name: str) -> Schedule:
     """By name, or by id when `name` is all digits (the API and dashboard use ids)."""
-    with Session(engine) as s:
-        col = Schedule.id if name.isdigit() else Schedule.name
-        row = s.exec(select(Schedule).where(col == (int(name) if name.isdigit() else name))).scalars().first()
+    by_id = name.isascii() and name.isdigit()
+    row = None
+    if not unstorable(name) and (not by_id or int(name) <= MAX_ROW_ID):  # no row can have any other name or id
+        with Session(engine) as s:
+            col = Schedule.id if by_id else Schedule.name
+            row = s.exec(select(Schedule).where(col == (int(name) if by_id else name))).scalars().first()
     if row is None:
-        raise ScheduleNotFound(f"no schedule {name!r}")
+        raise NotFound(f"no schedule {name!r}")
     return row
 
 
@@ -72,7 +71,7 @@ def remove_schedule(engine: Engine, schedule_id: int) -> None:
     with Session(engine) as s:
         row = s.get(Schedule, schedule_id)
         if row is None:
-            raise ScheduleNotFound(f"no schedule {schedule_id}")
+            raise NotFound(f"no schedule {schedule_id}")
         s.delete(row)
         s.commit()
 
