@@ -16,7 +16,7 @@ from starlette.routing import Match
 
 from api.config import Settings
 from api.deps import read_access
-from api.routes import export, jobs, runs, samples, schedules, stats
+from api.routes import export, jobs, report, runs, samples, schedules, stats
 from api.security import BodyLimit, HostCheck, SecurityHeaders, document_open_reads, install_log_scrubbing
 from datagen import storage
 from datagen.errors import DatagenError
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reviewer = Reviewer(engine)
 
     api_deps = [Depends(read_access)]
-    for module in (runs, samples, stats, export, schedules, jobs):
+    for module in (runs, samples, stats, export, schedules, jobs, report):
         app.include_router(module.router, prefix="/api", dependencies=api_deps)
 
     @app.get("/api/health", tags=["meta"])
@@ -69,6 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def dashboard():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/report", include_in_schema=False)
+    def report_page():
+        return FileResponse(STATIC / "report.html", media_type="text/html")
 
     @app.get("/jobs", include_in_schema=False)
     def jobs_page():
