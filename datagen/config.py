@@ -122,7 +122,7 @@ class GenerateOptions(BaseModel):
 REPORT_ROUGE_FLOOR = 0.5
 REPORT_NEAR_DUPLICATE = THRESHOLD  # a kept sample whose nearest other kept sample is above this is a near-duplicate
 REPORT_EMBED_NEAR = 0.9  # embedding cosine above which two samples count as neighbours
-REPORT_VERB_SAMPLE = 20_000  # instructions parsed for the verb-object figure (evenly spaced beyond this)
+REPORT_VERB_SAMPLE = 5_000  # instructions parsed for the verb-object figure (evenly spaced beyond this; the parse is the slow part)
 REPORT_TOP_VERBS, REPORT_TOP_OBJECTS = 20, 4
 REPORT_CLOSEST_PAIRS = 10
 REPORT_MOVED = 5  # figures named at the top of a comparison

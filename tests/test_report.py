@@ -75,6 +75,34 @@ def add_embeddings(engine, run_name: str, vectors: np.ndarray) -> None:
         conn.execute(t.insert(), [{"sample_id": i, "model": "toy", "dim": vectors.shape[1], "vector": v.astype("<f4").tobytes()} for i, v in zip(ids, vectors)])
 
 
+def add_scores(engine, run_name: str) -> None:
+    """Scores and a selection as the quality work stores them (tables score, selection, selection_member)."""
+    from sqlalchemy import Column, Float, Integer, MetaData, String, Table, inspect
+
+    from datagen import storage
+    from datagen.storage.report import kept_samples
+
+    run = storage.get_run(engine, run_name)
+    ids = [s.id for s in kept_samples(engine, run.id)]
+    md = MetaData()
+    score = Table("score", md, Column("id", Integer, primary_key=True), Column("sample_id", Integer), Column("scorer", String),
+                  Column("rubric", String), Column("model", String), Column("value", Float))
+    sel = Table("selection", md, Column("id", Integer, primary_key=True), Column("name", String), Column("run_id", Integer), Column("size", Integer))
+    member = Table("selection_member", md, Column("selection_id", Integer, primary_key=True), Column("rank", Integer, primary_key=True), Column("sample_id", Integer))
+    if not inspect(engine).has_table("score"):
+        md.create_all(engine)
+    elif hasattr(storage.models, "Score"):  # the real tables once the quality work is merged: their columns, NOT NULLs included
+        score, sel, member = storage.models.Score.__table__, storage.models.Selection.__table__, storage.models.SelectionMember.__table__
+    from datagen.storage.models import utcnow
+
+    extra = {"created_at": utcnow()} if "created_at" in score.c else {}
+    with engine.begin() as conn:
+        conn.execute(score.insert(), [{"sample_id": i, "scorer": "ifd", "rubric": "", "model": "m", "value": k / len(ids), **extra} for k, i in enumerate(ids)]
+                     + [{"sample_id": i, "scorer": "judge", "rubric": "helpful", "model": "m", "value": 1 + k % 5, **extra} for k, i in enumerate(ids)])
+        sid = conn.execute(sel.insert().values(name="top-half", run_id=run.id, size=len(ids) // 2, **({"rule": "{}", **extra} if "rule" in sel.c else {}))).inserted_primary_key[0]
+        conn.execute(member.insert(), [{"selection_id": sid, "rank": r, "sample_id": i} for r, i in enumerate(ids[: len(ids) // 2])])
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     """Runs: `clean` (100 seed tasks), `dup` (80 of them + 20 % paraphrased copies), `verb` (one
@@ -90,6 +118,7 @@ def engine(tmp_path_factory):
     vec = rng.normal(size=(100, 32))
     add_embeddings(eng, "clean", vec)
     add_embeddings(eng, "dup", np.concatenate([vec[:80], vec[:20] + rng.normal(scale=0.05, size=(20, 32))]))
+    add_scores(eng, "clean")
     topics = ["the sea", "a cat", "winter mornings", "my first bicycle", "the city at night", "an old friend", "rain", "autumn leaves"]
     make_run(eng, "verb", [(f"Write a poem about {t}.", [("", "A poem.")], False) for t in topics])
     make_run(eng, "zh-verb", [(f"写一首关于{t}的诗。", [("", "诗。")], False) for t in ["大海", "秋天", "月亮", "故乡", "春雨"]], lang="zh")
@@ -130,6 +159,11 @@ def test_near_duplicates_move_duplicate_and_diversity_figures(engine):
     assert (f["requests"], f["tokens_per_kept"], f["cost_per_kept"]) == (30, 42.0, 0.0006)
     assert clean["lengths"]["classification"] + clean["lengths"]["generation"] == 100
     assert clean["similarity"]["to_seed"]["median"] == 1.0  # the run is the seeds themselves
+    # Scores and selections, where stored (the clean run only).
+    sc = clean["scores"]
+    assert sorted(sc["histograms"]) == ["ifd", "judge/helpful"] and sc["selections"] == [{"name": "top-half", "size": 50}]
+    assert sum(sc["histograms"]["judge/helpful"]["histogram"]["counts"]) == 100 and sc["histograms"]["judge/helpful"]["mean"] == 3.0
+    assert dup["scores"] == {"histograms": {}, "selections": []}
 
 
 def test_one_repeated_verb_shows_one_verb(engine):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -209,8 +210,17 @@ def _seed_tokens(run, lang: str) -> tuple[str, list[list[str]]]:
 # --- one run -------------------------------------------------------------------------------------
 
 
-def run_figures(engine, name: str) -> dict:
-    """Every figure of one run. An unknown run is NotFound; a run with no kept sample an InputError."""
+def run_figures(engine, name: str, timings: dict | None = None) -> dict:
+    """Every figure of one run. An unknown run is NotFound; a run with no kept sample an InputError.
+    `timings`, when given, receives the seconds each phase took (the benchmark reads them)."""
+    clock = [time.perf_counter()]
+
+    def lap(phase: str) -> None:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[phase] = timings.get(phase, 0.0) + now - clock[0]
+        clock[0] = now
+
     run = get_run(engine, name)
     if run is None:
         raise NotFound(f"no run named {name!r}")
@@ -226,16 +236,20 @@ def run_figures(engine, name: str) -> dict:
     outputs = [out for s in samples for _, out in s.instances]
     out_tok = [tokenize(t, lang) for t in outputs]
     in_len = [len(tokenize(t, lang)) for t in inputs if t]
+    lap("read and tokenize")
 
     # Verb-object structure, parsed over at most REPORT_VERB_SAMPLE evenly spaced instructions.
     step = max(1, -(-len(texts) // config.REPORT_VERB_SAMPLE))
     parsed = texts[::step]
     vtable = verbs.verb_table(verbs.verb_objects(parsed, lang), config.REPORT_TOP_VERBS, config.REPORT_TOP_OBJECTS)
+    lap("verb-object parse")
 
     seed_source, seed_tok = _seed_tokens(run, lang)
     to_seed = nearest_seed(inst_tok, seed_tok)
+    lap("ROUGE-L to seeds")
     floor = config.REPORT_ROUGE_FLOOR
     to_kept, pairs = nearest_kept(texts, lang, floor)
+    lap("ROUGE-L between kept samples")
     above = [s for s in to_kept if s is not None]
     near = config.REPORT_NEAR_DUPLICATE
     kept_hist = histogram(above, floor, 1.0, 10)
@@ -245,15 +259,18 @@ def run_figures(engine, name: str) -> dict:
     cls = sum(1 for s in samples if s.is_classification is True)
     gen = sum(1 for s in samples if s.is_classification is False)
     score_values = store.scores(engine, run.id)
+    emb = embedding_figures(engine, run.id, len(samples))
+    div_inst, div_out = distinct(inst_tok), distinct(out_tok)
+    lap("embeddings, scores, the rest")
     return {
         "schema": SCHEMA,
         "run": {"name": run.name, "lang": lang, "api": run.api, "model": run.model, "target": run.target, "state": run.state},
         "funnel": fun,
         "diversity": {
-            "instructions": distinct(inst_tok),
-            "outputs": distinct(out_tok),
+            "instructions": div_inst,
+            "outputs": div_out,
             "verbs": {"parser": verbs.parser_name(lang), "parsed": len(parsed), "of": len(texts), **vtable},
-            "embedding": embedding_figures(engine, run.id, len(samples)),
+            "embedding": emb,
         },
         "similarity": {
             "to_seed": {"seeds": seed_source, "seed_count": len(seed_tok), **_summary(to_seed), "histogram": histogram(to_seed, 0.0, 1.0, 20)},
