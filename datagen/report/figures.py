@@ -347,7 +347,7 @@ def compare(a: dict, b: dict) -> dict:
     rows = []
     for path, label in COMPARED:
         x, y = _get(a, path), _get(b, path)
-        delta = None if x is None or y is None else _f(x - y)
+        delta = None if x is None or y is None else x - y if isinstance(x, int) and isinstance(y, int) else _f(x - y)
         scale = max(abs(x or 0), abs(y or 0))
         rel = _f(abs(delta) / scale) if delta is not None and scale else (0.0 if delta is not None else None)
         rows.append({"figure": path, "label": label, "run": x, "vs": y, "delta": delta, "relative": rel})
