@@ -122,6 +122,7 @@ class GenerateOptions(BaseModel):
 REPORT_ROUGE_FLOOR = 0.5
 REPORT_NEAR_DUPLICATE = THRESHOLD  # a kept sample whose nearest other kept sample is above this is a near-duplicate
 REPORT_EMBED_NEAR = 0.9  # embedding cosine above which two samples count as neighbours
+REPORT_PARALLEL_MIN = 20_000  # from this many kept samples the two nearest-kept ROUGE-L passes run in two processes
 REPORT_VERB_SAMPLE = 5_000  # instructions parsed for the verb-object figure (evenly spaced beyond this; the parse is the slow part)
 REPORT_TOP_VERBS, REPORT_TOP_OBJECTS = 20, 4
 REPORT_CLOSEST_PAIRS = 10

@@ -331,3 +331,14 @@ def test_dashboard_report_page(engine, tmp_path):
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def test_nearest_kept_in_two_processes_is_the_same(monkeypatch):
+    from datagen import config
+    from datagen.report.figures import nearest_kept
+
+    texts = [t for t, _, _ in seeds(60)] + [paraphrase(t) for t, _, _ in seeds(15)]
+    one = nearest_kept(texts, "en", 0.5)
+    monkeypatch.setattr(config, "REPORT_PARALLEL_MIN", 10)
+    two = nearest_kept(texts, "en", 0.5)
+    assert one == two and len(one[1]) >= 15 and sum(s is not None for s in one[0]) >= 30

@@ -8,6 +8,7 @@ broken by name or id, and floats are rounded, so the same database gives byte-id
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -133,6 +134,22 @@ def nearest_seed(inst_tokens: list[list[str]], seed_tokens: list[list[str]]) -> 
     return out
 
 
+def _kept_pass(texts: list[str], lang: str, floor: float, backwards: bool) -> list[tuple[float, int, int]]:
+    """One streaming pass: each text checked against the texts before it (after it, backwards);
+    (score, i, j) for every text whose best partner so far is above the floor."""
+    n = len(texts)
+    idx = SimilarityIndex(lang, threshold=floor)
+    pos: list[int] = []
+    found = []
+    for i in range(n - 1, -1, -1) if backwards else range(n):
+        v = idx.check(texts[i])
+        if v.reason == "similar":
+            found.append((v.score, i, pos[v.nearest_id]))
+        idx.add(texts[i])
+        pos.append(i)
+    return found
+
+
 def nearest_kept(texts: list[str], lang: str, floor: float) -> tuple[list[float | None], list[tuple[float, int, int]]]:
     """ROUGE-L of each text to its nearest other text, exact where above `floor` (None below it),
     and the nearest-neighbour pairs above the floor as (score, i, j), i < j.
@@ -140,26 +157,27 @@ def nearest_kept(texts: list[str], lang: str, floor: float) -> tuple[list[float 
     Two streaming passes over the similarity index built at threshold `floor`: forwards each text
     is checked against the texts before it, backwards against the texts after it. A check that
     finds a partner above the threshold returns the exact best score (the prefix filter proves the
-    rest lower), so the maximum of the two passes is the exact nearest score.
+    rest lower), so the maximum of the two passes is the exact nearest score. From
+    REPORT_PARALLEL_MIN texts on, the two passes run in two processes (same result).
     """
     n = len(texts)
+    if n >= config.REPORT_PARALLEL_MIN and (os.cpu_count() or 1) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the API server calls this from a thread of a threaded process.
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
+            runs = [ex.submit(_kept_pass, texts, lang, floor, back) for back in (False, True)]
+            found = [r.result() for r in runs]
+    else:
+        found = [_kept_pass(texts, lang, floor, back) for back in (False, True)]
     best: list[float | None] = [None] * n
     pairs: set[tuple[float, int, int]] = set()
-    for order in (range(n), range(n - 1, -1, -1)):
-        idx = SimilarityIndex(lang, threshold=floor)
-        pos: list[int] = []
-        for i in order:
-            v = idx.check(texts[i])
-            if v.reason == "similar":
-                j = pos[v.nearest_id]
-                s = v.score
-                if best[i] is None or s > best[i]:
-                    best[i] = s
-                if best[j] is None or s > best[j]:
-                    best[j] = s
-                pairs.add((s, min(i, j), max(i, j)))
-            idx.add(texts[i])
-            pos.append(i)
+    for s, i, j in found[0] + found[1]:
+        for k in (i, j):
+            if best[k] is None or s > best[k]:
+                best[k] = s
+        pairs.add((s, min(i, j), max(i, j)))
     return best, sorted(pairs, key=lambda p: (-p[0], p[1], p[2]))
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import column, func, inspect, select, table
 from sqlalchemy.engine import Engine
 
-from datagen.records import KEPT, Status
+from datagen.records import KEPT
 from datagen.storage.models import InstanceRow, Request, Sample
 
 _score = table("score", column("sample_id"), column("scorer"), column("rubric"), column("value"))
