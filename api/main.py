@@ -17,7 +17,7 @@ from starlette.routing import Match
 from api.config import Settings
 from api.deps import read_access
 from api.schemas import Error
-from api.routes import export, jobs, runs, samples, schedules, stats
+from api.routes import export, jobs, report, runs, samples, schedules, stats
 from api.security import BodyLimit, HostCheck, SecurityHeaders, document_open_reads, install_log_scrubbing
 from datagen import storage
 from datagen.errors import DatagenError
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reviewer = Reviewer(engine)
 
     api_deps = [Depends(read_access)]
-    for module in (runs, samples, stats, export, schedules, jobs):
+    for module in (runs, samples, stats, export, schedules, jobs, report):
         app.include_router(module.router, prefix="/api", dependencies=api_deps)
 
     @app.get("/api/health", tags=["meta"], summary="Up, and the database answers (503 with one line when it does not)",
@@ -72,6 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def dashboard():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/report", include_in_schema=False)
+    def report_page():
+        return FileResponse(STATIC / "report.html", media_type="text/html")
 
     @app.get("/jobs", include_in_schema=False)
     def jobs_page():

@@ -8,6 +8,8 @@ import re
 from urllib.parse import unquote_plus
 
 from api.config import is_loopback
+from datagen.report.render import CSP as REPORT_HTML_CSP
+from datagen.report.render import STYLE_HASH
 
 # Things that look like credentials, wherever they appear in text we send or log.
 _SECRET_PATTERNS = [
@@ -116,6 +118,9 @@ DOCS_CSP = (
     "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'"
 )
 DOCS_PATHS = ("/docs", "/redoc")
+# The Report page shows the report (datagen/report/render.py) in a sandboxed srcdoc frame, which
+# inherits this policy: the report's one stylesheet is allowed by its hash, nothing else is added.
+REPORT_CSP = CSP.replace("style-src 'self'", f"style-src 'self' '{STYLE_HASH}'")
 
 
 class SecurityHeaders:
@@ -127,7 +132,8 @@ class SecurityHeaders:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        csp = DOCS_CSP if scope["path"].startswith(DOCS_PATHS) else CSP
+        path = scope["path"]
+        csp = DOCS_CSP if path.startswith(DOCS_PATHS) else REPORT_CSP if path == "/report" else REPORT_HTML_CSP if path == "/api/report.html" else CSP
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":

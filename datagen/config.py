@@ -114,3 +114,17 @@ class GenerateOptions(BaseModel):
     batch_max_lines: int = Field(BATCH_MAX_LINES, ge=1, le=BATCH_MAX_LINES, description="Batch mode: lines per input file.")
     budget: float | None = Field(None, gt=0, description="USD this run may spend; batch mode counts batches in flight at their estimate and stops submitting before it.")
     pipeline: PipelineConfig = PipelineConfig()
+
+
+# --- report (datagen/report/) --------------------------------------------------------------------
+
+# ROUGE-L to the nearest other kept sample is exact above this floor (the similarity index's prefix
+# filter proves everything else is below it); lower scores are counted together as "below".
+REPORT_ROUGE_FLOOR = 0.5
+REPORT_NEAR_DUPLICATE = THRESHOLD  # a kept sample whose nearest other kept sample is above this is a near-duplicate
+REPORT_EMBED_NEAR = 0.9  # embedding cosine above which two samples count as neighbours
+REPORT_PARALLEL_MIN = 20_000  # from this many kept samples the two nearest-kept ROUGE-L passes run in two processes
+REPORT_VERB_SAMPLE = 5_000  # instructions parsed for the verb-object figure (evenly spaced beyond this; the parse is the slow part)
+REPORT_TOP_VERBS, REPORT_TOP_OBJECTS = 20, 4
+REPORT_CLOSEST_PAIRS = 10
+REPORT_MOVED = 5  # figures named at the top of a comparison
