@@ -113,3 +113,16 @@ class GenerateOptions(BaseModel):
     batch_max_lines: int = Field(BATCH_MAX_LINES, ge=1, le=BATCH_MAX_LINES, description="Batch mode: lines per input file.")
     budget: float | None = Field(None, gt=0, description="USD this run may spend; batch mode counts batches in flight at their estimate and stops submitting before it.")
     pipeline: PipelineConfig = PipelineConfig()
+
+# --- curation by quality (datagen/scores/, issue 20) ---------------------------------------------
+
+# Which way each scorer's value is better, declared once: `datagen select` sorts best-first by it
+# (a scorer marked "lower" enters a product as 1/value) and the dashboard can colour it the same way.
+# IFD = PPL(output | instruction) / PPL(output): higher means the instruction helps the model less,
+# a harder sample, which is what Cherry LLM and Superfiltering keep. At IFD_CEILING or above the
+# instruction does not help at all (the pair is likely misaligned), so selection drops the sample.
+SCORE_DIRECTION: dict[str, Literal["higher", "lower"]] = {"ifd": "higher", "judge": "higher"}
+IFD_CEILING = 1.0
+SCORE_MODEL = "smollm2"  # IFD and embeddings: the embedded model unless --model names a HF directory
+SCORE_BATCH_SIZE = 32  # samples per forward pass
+DIVERSITY = 0.9  # Deita's tau: keep a sample only if its cosine similarity to every kept one is <= this
