@@ -232,12 +232,16 @@ def dedup(
 from datagen.dbcli import db_app  # noqa: E402
 from datagen.jobs.cli import jobs_app, worker  # noqa: E402
 from datagen.jobs.schedule_cli import schedule_app, scheduler_command  # noqa: E402
+from datagen.scores import cli as scores_cli  # noqa: E402
 
 app.add_typer(db_app, name="db")
 app.add_typer(jobs_app, name="jobs")
 app.command("worker")(worker)
 app.add_typer(schedule_app, name="schedule")
 app.command("scheduler")(scheduler_command)
+app.command("score")(scores_cli.score)
+app.command("select")(scores_cli.select)
+app.command("selections")(scores_cli.selections)
 
 
 def main() -> None:
