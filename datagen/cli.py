@@ -152,13 +152,15 @@ def export(
     run: Optional[str] = typer.Option(None, "--run", help="Only this run."),
     status: str = typer.Option("accepted", "--status", help="accepted (accepted + approved) | approved"),
     lang: Optional[str] = typer.Option(None, "--lang", help="en | zh"),
+    chosen: Optional[str] = typer.Option(None, "--selection", help="Only members of this selection (datagen select)."),
+    min_score: list[str] = typer.Option([], "--min-score", help="KEY=VALUE: only samples scoring at least VALUE, e.g. judge:accuracy=4.5 (repeatable)."),
     db: Optional[str] = DB,
 ) -> None:
     """Write kept samples as training data (one record per instance), atomically."""
     from datagen import storage
     from datagen.export import export as do_export
 
-    n = do_export(storage.connect(db, create=False), out, fmt=fmt, run=run, status=status, lang=lang)
+    n = do_export(storage.connect(db, create=False), out, fmt=fmt, run=run, status=status, lang=lang, chosen=chosen, min_scores=min_score)
     print(f"wrote {n} records to {out}")
 
 

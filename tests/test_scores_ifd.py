@@ -6,6 +6,7 @@ exactly the missing ones; the embedded SmolLM2 gives the same values whatever th
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO, core_cli, core_env
@@ -21,6 +23,7 @@ from train_helpers import make_llama
 from datagen import storage
 from datagen.records import Candidate, Instance, Status
 from datagen.scores import ifd
+from datagen.scores import models as M
 from datagen.storage import scores as S
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -193,3 +196,40 @@ def test_embedded_smollm2_is_deterministic_and_plausible():
     assert [x.value for x in a] == pytest.approx([x.value for x in other], rel=1e-4, abs=0)
     # A relevant instruction helps a trained model predict the answer: IFD below 1 for the poem.
     assert 0 < a[0].value < 1
+
+
+def test_select_and_export_cli_embed_with_a_model_once(tiny, tmp_path):
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    engine, run_id = make_run(url, 12)
+    ifd.score_run(engine, "r", model=str(tiny), batch_size=8)
+    storage.dispose_all()
+    p = core_cli("select", "--run", "r", "--by", "ifd", "--diversity", "0.99", "--max", "5", "--name", "best",
+                 "--embed-model", str(tiny), "--db", url)
+    assert p.returncode == 0 and "selection=best " in p.stdout, p.stdout + p.stderr
+    engine = storage.connect(url)
+    name = str(tiny.resolve())
+    ids = list(range(1, 13))
+    sel = S.get_selection(engine, "best")
+    n_cand = sel["rule"]["candidates"]  # IFD < 1 under the random model
+    assert n_cand >= 2 and sel["size"] == min(5, n_cand) and f"kept={sel['size']} " in p.stdout
+    cached = S.get_embeddings(engine, ids, name)
+    assert len(cached) == n_cand and {v.shape for v in cached.values()} == {(32,)}  # only the candidates were embedded
+    # Cached: a later call computes only the missing ones and returns the stored vectors for the rest.
+    from datagen.scores import embed
+
+    _, again = embed.ensure(engine, ids, model=str(tiny))
+    assert len(again) == 12 and all(np.array_equal(again[i], cached[i]) for i in cached)
+    cached = again
+    # The embedding is the masked mean of the last hidden state, whatever the batch's padding.
+    texts = S.sample_texts(engine, ids)
+    loaded = M.load(str(tiny), causal=False)
+    one = embed.embed_texts(loaded.model, loaded.tokenizer, [embed.sample_text(*texts[1])], device="cpu", batch_size=1)[0]
+    np.testing.assert_allclose(one, cached[1], rtol=1e-5, atol=1e-6)
+    kept = S.selection_members(engine, S.get_selection(engine, "best")["id"])
+    storage.dispose_all()
+    out = tmp_path / "best.json"
+    p = core_cli("export", "--selection", "best", "--out", str(out), "--db", url)
+    assert p.returncode == 0 and f"wrote {sel['size']} records" in p.stdout, p.stdout + p.stderr
+    assert {r["instruction"] for r in json.loads(out.read_text())} == {texts[i][0] for i in kept}
+    p = core_cli("export", "--min-score", "ifd=0", "--min-score", "judge:accuracy=4", "--out", str(out), "--db", url)
+    assert p.returncode == 0 and "wrote 0 records" in p.stdout, p.stdout + p.stderr
