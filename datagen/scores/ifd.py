@@ -98,7 +98,8 @@ def token_nll(model, seqs: Sequence[tuple[list[int], int]], device: str, pad_id:
             lp = torch.log_softmax(logits, dim=-1)
             nll[a : a + head_chunk] = -lp.gather(1, tgt[a : a + head_chunk, None])[:, 0].double()
         sums = torch.zeros(len(seqs), dtype=torch.float64, device=device).index_add_(0, torch.tensor(owner, device=device), nll)
-    return [(float(sums[i]), len(seqs[i][0]) - seqs[i][1]) for i in range(len(seqs))]
+    sums = sums.cpu().tolist()  # one device sync per batch
+    return [(sums[i], len(seqs[i][0]) - seqs[i][1]) for i in range(len(seqs))]
 
 
 def check_model(model) -> None:
