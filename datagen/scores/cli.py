@@ -39,7 +39,7 @@ def score(
             done = res.scored + res.failed + res.skipped
             print(f"\r{done}/{total} scored, {done / max(res.seconds, 1e-9):.1f}/s", end="", file=sys.stderr, flush=True)
 
-    res = score_run(storage.connect(db), run, model=model, batch_size=batch_size, max_length=max_length, limit=limit, on_progress=show)
+    res = score_run(storage.connect(db, create=False), run, model=model, batch_size=batch_size, max_length=max_length, limit=limit, on_progress=show)
     if progress and sys.stderr.isatty():
         print(file=sys.stderr)
     rate = (res.scored + res.failed) / res.seconds if res.seconds else 0.0
@@ -62,7 +62,7 @@ def select(
     from datagen import storage
     from datagen.scores.select import select as do_select
 
-    res = do_select(storage.connect(db), run, by=by, name=name, mins=min_, diversity=diversity, max_keep=max_,
+    res = do_select(storage.connect(db, create=False), run, by=by, name=name, mins=min_, diversity=diversity, max_keep=max_,
                     embed_model=embed_model, batch_size=batch_size)
     print(f"selection={res.name} kept={len(res.kept)} candidates={res.candidates} below_min={res.below_min} "
           f"unscored={res.unscored} seconds={res.seconds:.1f}")
