@@ -185,6 +185,8 @@ def export(
     run: Optional[str] = typer.Option(None, "--run", help="Only this run."),
     status: Optional[str] = typer.Option(None, "--status", help="accepted (accepted + approved) | approved | discarded | any [default: accepted; kto: any]"),
     lang: Optional[str] = typer.Option(None, "--lang", help="en | zh"),
+    chosen: Optional[str] = typer.Option(None, "--selection", help="Only members of this selection (datagen select)."),
+    min_score: list[str] = typer.Option([], "--min-score", help="KEY=VALUE: only samples scoring at least VALUE, e.g. judge:accuracy=4.5 (repeatable)."),
     db: Optional[str] = DB,
 ) -> None:
     """Write kept samples as training data (one record per instance), or reviewers' decisions as preference data, atomically."""
@@ -195,7 +197,7 @@ def export(
         hub.check_repo_id(push_to_hub)
         if fmt != "hf":
             raise InputError("--push-to-hub needs --format hf")
-    sel = Selection(run=run, status=status or DEFAULT_STATUS.get(kind, "accepted"), lang=lang)
+    sel = Selection(run=run, status=status or DEFAULT_STATUS.get(kind, "accepted"), lang=lang, chosen=chosen, min_scores=tuple(min_score))
     res = write(storage.connect(db, create=False), out, sel, fmt=fmt, kind=kind, layout=layout, name=name)
     print(f"wrote {res.rows} records to {out}")
     if res.train_line:
@@ -275,6 +277,7 @@ from datagen.dbcli import db_app  # noqa: E402
 from datagen.jobs.cli import jobs_app, worker  # noqa: E402
 from datagen.jobs.schedule_cli import schedule_app, scheduler_command  # noqa: E402
 from datagen.report.cli import report as report_command  # noqa: E402
+from datagen.scores import cli as scores_cli  # noqa: E402
 
 app.add_typer(db_app, name="db")
 app.add_typer(jobs_app, name="jobs")
@@ -282,6 +285,9 @@ app.command("worker")(worker)
 app.add_typer(schedule_app, name="schedule")
 app.command("scheduler")(scheduler_command)
 app.command("report")(report_command)
+app.command("score")(scores_cli.score)
+app.command("select")(scores_cli.select)
+app.command("selections")(scores_cli.selections)
 
 
 def main() -> None:

@@ -111,7 +111,8 @@ def write(engine, out: str | Path, sel: Selection | None = None, *, fmt: str = "
     return result
 
 
-def export(engine, out: str | Path, *, fmt: str = "alpaca", run=None, status=None, lang=None, kind: str = "sft", layout=None, name=None) -> int:
+def export(engine, out: str | Path, *, fmt: str = "alpaca", run=None, status=None, lang=None, kind: str = "sft", layout=None, name=None,
+           chosen=None, min_scores=()) -> int:
     """write() with the selection as keywords; returns the number of rows."""
-    sel = Selection(run=run, status=status or DEFAULT_STATUS.get(kind, "accepted"), lang=lang)
+    sel = Selection(run=run, status=status or DEFAULT_STATUS.get(kind, "accepted"), lang=lang, chosen=chosen, min_scores=tuple(min_scores))
     return write(engine, out, sel, fmt=fmt, kind=kind, layout=layout, name=name).rows

@@ -33,6 +33,8 @@ class Selection:
     run: str | None = None
     status: str = "accepted"
     lang: str | None = None
+    chosen: str | None = None  # --selection NAME (datagen select)
+    min_scores: tuple[str, ...] = ()  # --min-score KEY=VALUE, e.g. judge:accuracy=4.5
 
     def check(self) -> None:
         if self.status not in STATUSES:
@@ -49,11 +51,21 @@ class Selection:
             if found is None:
                 raise InputError(f"no run named {self.run!r}")
             run_id = found.id
-        return queries.SampleFilter(run_id=run_id, lang=self.lang, status=list(STATUSES[self.status]))
+        f = queries.SampleFilter(run_id=run_id, lang=self.lang, status=list(STATUSES[self.status]))
+        if self.chosen is not None or self.min_scores:
+            from datagen.scores.keys import score_filter
+
+            score_filter(engine, f, self.chosen, self.min_scores)
+        return f
 
     def describe(self) -> dict:
         """What the dataset card says was selected."""
-        return {"run": self.run or "all", "status": self.status, "lang": self.lang or "all"}
+        d = {"run": self.run or "all", "status": self.status, "lang": self.lang or "all"}
+        if self.chosen is not None:
+            d["selection"] = self.chosen
+        if self.min_scores:
+            d["min_score"] = ", ".join(self.min_scores)
+        return d
 
 
 def selection(engine, *, run: str | None = None, status: str = "accepted", lang: str | None = None) -> queries.SampleFilter:
