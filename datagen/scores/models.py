@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from datagen.backends.base import FatalBackendError
+from datagen.errors import FatalBackendError
 from datagen.config import SCORE_MODEL, env
 from datagen.errors import InputError
 
