@@ -232,12 +232,14 @@ def dedup(
 from datagen.dbcli import db_app  # noqa: E402
 from datagen.jobs.cli import jobs_app, worker  # noqa: E402
 from datagen.jobs.schedule_cli import schedule_app, scheduler_command  # noqa: E402
+from datagen.scores.cli_judge import score  # noqa: E402
 
 app.add_typer(db_app, name="db")
 app.add_typer(jobs_app, name="jobs")
 app.command("worker")(worker)
 app.add_typer(schedule_app, name="schedule")
 app.command("scheduler")(scheduler_command)
+app.command("score")(score)
 
 
 def main() -> None:
