@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 StatusName = Literal["pending", "accepted", "rejected", "approved", "discarded"]
 LangName = Literal["en", "zh"]
-SortName = Literal["id", "-id", "score", "-score", "length", "-length", "updated", "-updated"]
+SortName = Literal["id", "-id", "score", "-score", "length", "-length", "updated", "-updated", "scored", "-scored"]
 
 MAX_INSTRUCTION = 8_000
 MAX_FIELD = 20_000
@@ -47,9 +47,16 @@ class Filter(BaseModel):
     len_min: int | None = Field(None, ge=0, le=1_000_000, description="instruction length in characters")
     len_max: int | None = Field(None, ge=0, le=1_000_000)
     q: Text | None = Field(None, max_length=200, description="search instructions, inputs and outputs: every word must occur")
+    by: Text | None = Field(None, max_length=200, description="a score key, scorer[:rubric][@model] (judge:accuracy, ifd): by_min/by_max filter by it, sort=scored/-scored sorts by it")
+    by_min: float | None = Field(None, ge=-1e9, le=1e9, description="the `by` score at least")
+    by_max: float | None = Field(None, ge=-1e9, le=1e9, description="the `by` score at most")
 
     @model_validator(mode="after")
     def _ranges(self):
+        if self.by_min is not None and self.by_max is not None and self.by_min > self.by_max:
+            raise ValueError("by_min is above by_max")
+        if (self.by_min is not None or self.by_max is not None) and not self.by:
+            raise ValueError("by_min and by_max need a score key in `by`")
         if self.score_min is not None and self.score_max is not None and self.score_min > self.score_max:
             raise ValueError("score_min is above score_max")
         if self.len_min is not None and self.len_max is not None and self.len_min > self.len_max:
@@ -77,6 +84,7 @@ class SampleSummary(BaseModel):
     review_note: str | None
     updated_at: datetime
     length: int
+    scores: dict[str, float] = Field(default_factory=dict, description="each score key (scorer[:rubric]@model) and the sample's value")
 
 
 class SamplePage(BaseModel):
@@ -216,6 +224,8 @@ class SampleDetail(SampleSummary):
     request: dict[str, Any] | None
     nearest_highlight: dict[str, Any] | None = None
     audit: list[dict[str, Any]] | None = None
+    scores: list[dict[str, Any]] = Field(  # type: ignore[assignment]  # a list here, a column map in listings
+        default_factory=list, description="every score of the sample: key, value, a judge's reason, threshold and suggested verdict; failures with their error")
 
 
 class EditOut(BaseModel):
