@@ -88,6 +88,10 @@ def test_stats_have_a_histogram_per_key_and_reviewers_agreement_with_the_judge(c
     assert (a["run"], a["key"], a["threshold"], a["reviewed"], a["agreed"]) == ("demo-en", KEY, 4.5, 5, 3)
     assert (a["approved_at_or_above"], a["approved_below"], a["rejected_at_or_above"], a["rejected_below"]) == (1, 1, 1, 2)
     assert a["rate"] == pytest.approx(0.6)
+    # The same numbers for a filter by the score itself (its conditions and ours join the score table apart).
+    narrow = client.get("/api/stats", params={"run": "demo-en", "by": KEY, "by_min": 4}).json()
+    assert {x["key"]: x["total"] for x in narrow["score_histograms"]} == {KEY: 4, "ifd@smollm2": 2}
+    assert [(a["reviewed"], a["agreed"]) for a in narrow["judge_agreement"]] == [(2, 1)]
     keys = client.get("/api/scores/keys", params={"run": "demo-en"}).json()
     assert {k["key"]: k["count"] for k in keys} == {KEY: 7, "ifd@smollm2": 2}
     assert client.get("/api/scores/keys", params={"run": "nope"}).status_code == 404

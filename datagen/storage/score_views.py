@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
 
 from datagen.config import JUDGE_KEEP_AT, JUDGE_KEEP_DEFAULT
 from datagen.storage.models import Run, Sample, Score
@@ -59,9 +60,10 @@ def detail(engine: Engine, sample_id: int) -> list[dict]:
 def histograms(engine: Engine, conds: list, bins: int = 20) -> list[dict]:
     """Per score key over the matching samples: counts in bins. Values on a half-point grid (a judge's)
     get a bin per value step; others `bins` equal bins between their min and max."""
-    q = (select(Score.scorer, Score.rubric, Score.model, Score.value, func.count())
-         .join(Sample, Sample.id == Score.sample_id).where(*conds, Score.value.is_not(None))
-         .group_by(Score.scorer, Score.rubric, Score.model, Score.value))
+    sc = aliased(Score)  # the filter's own score conditions correlate to `score`: keep ours apart
+    q = (select(sc.scorer, sc.rubric, sc.model, sc.value, func.count())
+         .join(Sample, Sample.id == sc.sample_id).where(*conds, sc.value.is_not(None))
+         .group_by(sc.scorer, sc.rubric, sc.model, sc.value))
     by: dict[tuple, list[tuple[float, int]]] = defaultdict(list)
     with engine.connect() as conn:
         for scorer, rubric, model, value, n in conn.execute(q):
@@ -84,10 +86,11 @@ def histograms(engine: Engine, conds: list, bins: int = 20) -> list[dict]:
 def agreement(engine: Engine, conds: list, threshold: float | None = None) -> list[dict]:
     """Per run and judge key, over reviewed samples (approved or discarded) that the judge scored: how often
     the reviewer did what the judge's score suggests (approved at or above the threshold, rejected below)."""
-    q = (select(Run.name, Score.rubric, Score.model, Sample.status, Score.value, func.count())
-         .join(Sample, Sample.id == Score.sample_id).join(Run, Run.id == Sample.run_id)
-         .where(*conds, Score.scorer == JUDGE, Score.value.is_not(None), Sample.status.in_(("approved", "discarded")))
-         .group_by(Run.name, Score.rubric, Score.model, Sample.status, Score.value))
+    sc = aliased(Score)
+    q = (select(Run.name, sc.rubric, sc.model, Sample.status, sc.value, func.count())
+         .join(Sample, Sample.id == sc.sample_id).join(Run, Run.id == Sample.run_id)
+         .where(*conds, sc.scorer == JUDGE, sc.value.is_not(None), Sample.status.in_(("approved", "discarded")))
+         .group_by(Run.name, sc.rubric, sc.model, Sample.status, sc.value))
     acc: dict[tuple, dict] = {}
     with engine.connect() as conn:
         for run, rubric, model, status, value, n in conn.execute(q):
