@@ -8,6 +8,7 @@ The answer must carry one score on the scale and a one-line reason; anything els
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ def load_rubric(spec: str) -> Rubric:
     return rubric
 
 
+@functools.lru_cache(maxsize=None)
 def _format(lang: str) -> dict:
     return tomllib.loads(resources.files("datagen").joinpath("prompts", "judge", "format.toml").read_text("utf-8"))[lang]
 
