@@ -208,9 +208,20 @@ def test_unusable_answers_are_retried_then_left_failed_and_more_tries_ask_again(
     more = core_cli(*score_args(judge, url, "--max-tries", "3"))
     assert "scored=4 failed=0 gave_up=0" in more.stdout, more.stderr
     check_scored(url, ids)
-    # The retry was sampled, not greedy: a deterministic judge would repeat its unusable answer.
-    bodies = q(url, "select attempt, prompt from request where stage = :s order by id", s=STAGE)
-    assert len(bodies) == 12
+    assert q(url, "select count(*) from request where stage = :s", s=STAGE)[0][0] == 12
+
+
+def test_a_retry_is_sampled_not_greedy():
+    """A deterministic judge would write the same unusable answer again: retries ask with some randomness."""
+    from types import SimpleNamespace
+
+    from datagen.config import JudgeOptions
+    from datagen.scores.judge import Judge, JudgeReport, Todo
+
+    j = Judge(None, SimpleNamespace(lang="zh", id=1), load_rubric("quality"), "m", JudgeOptions(run="r"), JudgeReport("r", "quality", "m", "online"))
+    first, again = j.prompt(Todo(1, 0, "写一首诗。", [("", "春眠不觉晓")])), j.prompt(Todo(1, 1, "写一首诗。", [("", "春眠不觉晓")]))
+    assert (first.temperature, again.temperature) == (0.0, 0.7) and first.text == again.text
+    assert "春眠不觉晓" in first.text and "分数：<1 到 6 之间的数字>" in first.text and first.max_tokens == 96
 
 
 def test_budget_stops_scoring_and_counts_every_session(stub_server, tmp_path):
@@ -253,8 +264,8 @@ def test_an_answer_stored_but_not_read_before_a_crash_is_read_not_bought_again(s
     assert server.stats()["served"] == 2
 
 
-def test_kill9_mid_scoring_then_resume_scores_each_sample_once(stub_server, tmp_path):
-    url = f"sqlite:///{tmp_path / 'k.db'}"
+def test_kill9_mid_scoring_then_resume_scores_each_sample_once(stub_server, any_db):
+    url = any_db
     server = stub_server("--judge-answers", "--judge-bad-every", "5", "--latency", "0.15")
     ids = make_run(url, 60)
     args = score_args(server, url, "--concurrency", "4")
