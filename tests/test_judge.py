@@ -376,3 +376,24 @@ def test_score_is_a_job_kind(tmp_path):
                      (["--run", "n", "--db", "x"], "--db is not allowed"), (["--run", "n", "--mode", "fast"], "--mode")):
         with pytest.raises(JobError, match=msg):
             queue.submit(engine, "score", bad)
+
+
+def test_one_process_scores_a_run_with_a_rubric_at_a_time(stub_server, tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    server = stub_server("--judge-answers", "--latency", "1")
+    make_run(url, 20)
+    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *score_args(server, url, "--concurrency", "1")], cwd=REPO,
+                            env=core_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not q(url, "select count(*) from request where stage = :s", s=STAGE)[0][0]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+            time.sleep(0.1)
+        second = core_cli(*score_args(server, url))
+        assert "is being scored with judge:accuracy by host" in core_one_line_error(second)
+        # Another rubric is another scoring: it may run beside the first.
+        other = core_cli(*score_args(server, url, "--rubric", "complexity", "--limit", "2", "--concurrency", "2"))
+        assert other.returncode == 0 and "scored=2" in other.stdout, other.stderr
+    finally:
+        proc.kill()
+        proc.communicate()

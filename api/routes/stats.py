@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from api import services
 from api.deps import EngineDep, to_filter
-from api.schemas import READ_ERRORS, Filter
+from api.schemas import READ_ERRORS, Filter, Text
 from datagen import storage
 from datagen.storage import queries, score_views
 from datagen.storage import scores as storage_scores
@@ -29,7 +29,7 @@ def stats(engine: EngineDep, params: Annotated[Filter, Query()]):
 
 
 @router.get("/scores/keys", summary="Score keys (scorer, rubric, model) with their count, min and max, optionally for one run")
-def score_keys(engine: EngineDep, run: Annotated[str | None, Query(max_length=200)] = None):
+def score_keys(engine: EngineDep, run: Annotated[Text | None, Query(max_length=200)] = None):
     run_id = None
     if run:
         r = storage.get_run(engine, run)

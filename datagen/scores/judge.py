@@ -33,12 +33,13 @@ from datagen.batch.run import BatchRun
 from datagen.client import LLMClient, Price
 from datagen.config import BATCH_DISCOUNT, JUDGE_MAX_GIVE_UPS, JudgeOptions
 from datagen.errors import InputError, NotFound, Unavailable
-from datagen.lease import RunLeaseHolder
+from datagen.lease import LeaseHeld, RunLeaseHolder
 from datagen.ratelimit import shared_limiters
 from datagen.records import Generation, Prompt, Stage
 from datagen.scores.rubric import Rubric, Verdict, load_rubric, parse_verdict, render
 from datagen.storage import batches as batch_store
 from datagen.storage import judge as jstore
+from datagen.storage import leases
 from datagen.storage import scores as S
 
 SCORER = "judge"
@@ -184,7 +185,12 @@ async def score_judge(opts: JudgeOptions, say: Callable[[str], None] = _say) -> 
     judge = Judge(engine, run, rubric, opts.model, opts, report)
     # One process per run and rubric: two would ask for the same samples and pay twice.
     lease = RunLeaseHolder(engine, f"{run.name} [{stage}]")
-    await asyncio.to_thread(lease.acquire, opts.lease_wait)
+    try:
+        await asyncio.to_thread(lease.acquire, opts.lease_wait)
+    except LeaseHeld:
+        held = leases.get_lease(engine, lease.run_name)
+        who = f"host {held.host} pid {held.pid}" if held else "another process"
+        raise LeaseHeld(f"run {run.name!r} is being scored with {stage} by {who}; wait for it, or pass --lease-wait SECONDS") from None
     t0 = time.monotonic()
     with lease:
         backend = make_backend(opts.api, opts.model, base_url=opts.base_url, timeout=opts.timeout, prompts_per_request=1,
