@@ -124,7 +124,8 @@ class GenerateOptions(BaseModel):
 SCORE_DIRECTION: dict[str, Literal["higher", "lower"]] = {"ifd": "higher", "judge": "higher"}
 IFD_CEILING = 1.0
 SCORE_MODEL = "smollm2"  # IFD and embeddings: the embedded model unless --model names a HF directory
-SCORE_BATCH_SIZE = 32  # samples per forward pass
+SCORE_BATCH_SIZE = 32  # sequences per forward pass (IFD runs two per instance; pages hold 4 batches of samples)
+SCORE_MAX_TOKENS = 1024  # IFD and embeddings: tokens per sequence (longer ones are cut, see datagen/scores/ifd.py)
 DIVERSITY = 0.9  # Deita's tau: keep a sample only if its cosine similarity to every kept one is <= this
 
 

@@ -372,10 +372,12 @@ def test_score_is_a_job_kind(tmp_path):
     engine = storage.connect(f"sqlite:///{tmp_path / 'jobs.db'}")
     job = queue.submit(engine, "score", ["--run", "nightly", "--scorer", "judge", "--mode", "batch", "--no-wait"])
     assert job.kind == "score" and job.run_name == "nightly"
-    for bad, msg in ((["--run", "n", "--max-tries", "0"], "--max-tries"), (["--scorer", "judge"], "--run"),
-                     (["--run", "n", "--db", "x"], "--db is not allowed"), (["--run", "n", "--mode", "fast"], "--mode")):
+    for bad, msg in ((["--max-tries", "0"], "--max-tries"), (["--mode", "fast"], "--mode"), (["--budget", "-1"], "--budget"),
+                     (["--db", "x"], "--db is not allowed")):
         with pytest.raises(JobError, match=msg):
-            queue.submit(engine, "score", bad)
+            queue.submit(engine, "score", ["--run", "n", "--scorer", "judge", *bad])
+    with pytest.raises(JobError, match="--run"):
+        queue.submit(engine, "score", ["--scorer", "judge"])
 
 
 def test_one_process_scores_a_run_with_a_rubric_at_a_time(stub_server, tmp_path):

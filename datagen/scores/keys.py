@@ -60,3 +60,17 @@ def parse_min(text: str) -> tuple[ScoreKey, float]:
     if v != v or v in (float("inf"), float("-inf")):
         raise ScoreKeyError(f"bad minimum {text!r}: not a finite number")
     return parse_key(key), v
+
+
+def score_filter(engine, f, selection: str | None = None, min_scores=()) -> None:
+    """Narrow a SampleFilter to a named selection and/or minimum scores (export's --selection, --min-score)."""
+    from datagen.storage import scores as S
+
+    if selection is not None:
+        sel = S.get_selection(engine, selection)
+        if sel is None:
+            raise ScoreKeyError(f"no selection named {selection!r}")
+        f.selection_id = sel["id"]
+    for text in min_scores:
+        key, v = parse_min(text)
+        f.score_ranges.append(S.ScoreRange(key.scorer, key.rubric, key.model, min=v))
