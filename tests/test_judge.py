@@ -399,3 +399,30 @@ def test_one_process_scores_a_run_with_a_rubric_at_a_time(stub_server, tmp_path)
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_worker_scores_after_generating(stub_server, tmp_path):
+    """What a schedule does: a generate job, then a score job on its run, each run by the worker as a child CLI."""
+    from datagen import storage
+    from datagen.jobs import queue
+
+    server = stub_server("--judge-answers", "--latency", "0.02")
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = storage.connect(url)
+    gen = queue.submit(engine, "generate", ["--api", "chat", "--model", "stub", "--base-url", server.base_url, "-n", "5",
+                                            "--run", "nightly", "--concurrency", "4"]).id
+    sc = queue.submit(engine, "score", ["--run", "nightly", "--scorer", "judge", "--model", "stub", "--base-url", server.base_url,
+                                        "--price-in", "1", "--price-out", "1"]).id
+    w = subprocess.Popen([sys.executable, "-m", "datagen.cli", "worker", "--db", url, "--poll", "0.1", "--max-idle", "1.5"],
+                         cwd=REPO, env=core_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = w.communicate(timeout=240)
+    assert w.returncode == 0, err
+    for jid in (gen, sc):
+        job, attempts = queue.get(engine, jid)
+        assert (job.state, [a.state for a in attempts]) == ("succeeded", ["succeeded"]), (jid, job.exit_message, err)
+    job, _ = queue.get(engine, sc)
+    kept = q(url, "select count(*) from sample where status = 'accepted'")[0][0]
+    assert job.exit_message.startswith("run=nightly scorer=judge rubric=accuracy") and f"scored={kept}" in job.exit_message
+    assert job.run_name == "nightly" and job.cost > 0  # the job's usage counts its judge requests
+    assert q(url, "select count(*) from score where value is not null")[0][0] == kept >= 5
+    storage.dispose_all()
