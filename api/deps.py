@@ -16,6 +16,7 @@ from datagen import storage
 from datagen.errors import NotFound
 from datagen.review import Reviewer
 from datagen.storage import queries
+from datagen.storage.scores import ScoreRange
 
 
 def get_engine(request: Request) -> Engine:
@@ -68,9 +69,27 @@ def to_filter(engine: Engine, f: Filter, ids: list[int] | None = None) -> querie
     if f.run and run is None:
         raise NotFound(f"no run named {f.run!r}")
     same = f.model_dump(include={"lang", "status", "reason", "score_min", "score_max", "len_min", "len_max"})
+    key = score_key(f)
+    ranges = [] if key is None or (f.by_min is None and f.by_max is None) else [
+        ScoreRange(key.scorer, key.rubric, key.model, f.by_min, f.by_max)]
     return queries.SampleFilter(
-        **same, run_id=run and run.id, is_classification=f.classification, q=(f.q or "").strip() or None, ids=list(ids) if ids else None
+        **same, run_id=run and run.id, is_classification=f.classification, q=(f.q or "").strip() or None, ids=list(ids) if ids else None,
+        score_ranges=ranges,
     )
+
+
+def score_key(f: Filter) -> ScoreRange | None:
+    """The filter's `by` key as a ScoreRange without bounds (what sort=scored sorts by)."""
+    if not f.by:
+        return None
+    from datagen.errors import InputError
+    from datagen.scores.keys import parse_key
+
+    try:
+        k = parse_key(f.by)
+    except InputError as exc:
+        raise invalid(("query", "by"), str(exc)) from None
+    return ScoreRange(k.scorer, k.rubric, k.model)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -11,7 +11,7 @@ from datagen.storage.models import MAX_ROW_ID, unstorable
 
 StatusName = Literal["pending", "accepted", "rejected", "approved", "discarded"]
 LangName = Literal["en", "zh"]
-SortName = Literal["id", "-id", "score", "-score", "length", "-length", "updated", "-updated"]
+SortName = Literal["id", "-id", "score", "-score", "length", "-length", "updated", "-updated", "scored", "-scored"]
 
 MAX_INSTRUCTION = 8_000
 MAX_FIELD = 20_000
@@ -60,6 +60,17 @@ class Filter(BaseModel):
     len_min: int | None = Field(None, ge=0, le=1_000_000, description="instruction length in characters")
     len_max: int | None = Field(None, ge=0, le=1_000_000)
     q: Text | None = Field(None, max_length=200, description="search instructions, inputs and outputs: every word must occur")
+    by: Text | None = Field(None, max_length=200, description="a score key, scorer[:rubric][@model] (judge:accuracy, ifd): by_min/by_max filter by it, sort=scored/-scored sorts by it")
+    by_min: float | None = Field(None, ge=-1e9, le=1e9, description="the `by` score at least")
+    by_max: float | None = Field(None, ge=-1e9, le=1e9, description="the `by` score at most")
+
+    @model_validator(mode="after")
+    def _score_key(self):
+        # A reversed range is valid and matches nothing (OpenAPI cannot say min <= max); a bound on a
+        # score needs the score it bounds.
+        if (self.by_min is not None or self.by_max is not None) and not self.by:
+            raise ValueError("by_min and by_max need a score key in `by`")
+        return self
 
 
 class ListParams(Filter):
@@ -82,6 +93,7 @@ class SampleSummary(BaseModel):
     review_note: str | None
     updated_at: datetime
     length: int
+    scores: dict[str, float] = Field(default_factory=dict, description="each score key (scorer[:rubric]@model) and the sample's value")
 
 
 class SamplePage(BaseModel):
@@ -225,6 +237,8 @@ class SampleDetail(SampleSummary):
     request: dict[str, Any] | None
     nearest_highlight: dict[str, Any] | None = None
     audit: list[dict[str, Any]] | None = None
+    scores: list[dict[str, Any]] = Field(  # type: ignore[assignment]  # a list here, a column map in listings
+        default_factory=list, description="every score of the sample: key, value, a judge's reason, threshold and suggested verdict; failures with their error")
 
 
 class EditOut(BaseModel):

@@ -27,7 +27,7 @@ from datagen.records import Generation, Prompt, Stage
 # Lower goes first. A candidate whose classify call is answered is one instances call from being
 # accepted, and its classify call is already paid for: finishing it beats starting new ones. Without
 # this a run against a 2 s server made 56 classify calls and no instances call in its first 20 s.
-PRIORITY = {Stage.instances: 0, Stage.classify: 1, Stage.bootstrap: 2}
+PRIORITY = {Stage.instances: 0, Stage.classify: 1, Stage.bootstrap: 2, Stage.judge: 3}
 
 # An answer that took this share of --timeout (or a timeout) says the server queues our requests:
 # the timeout is meant for the model's work, so the client halves the requests it keeps in flight,

@@ -142,3 +142,46 @@ SCORE_MODEL = "smollm2"  # IFD and embeddings: the embedded model unless --model
 SCORE_BATCH_SIZE = 32  # sequences per forward pass (IFD runs two per instance; pages hold 4 batches of samples)
 SCORE_MAX_TOKENS = 1024  # IFD and embeddings: tokens per sequence (longer ones are cut, see datagen/scores/ifd.py)
 DIVERSITY = 0.9  # Deita's tau: keep a sample only if its cosine similarity to every kept one is <= this
+
+
+# --- scoring by a judge model (datagen/scores/judge.py) ------------------------------------------
+
+JUDGE_MODEL = "gpt-4o-mini"
+# Big enough for an instruction and five long examples (fields are cut at the rubric's max_field_chars).
+JUDGE_CONTEXT = 16_384
+# Online: this many samples in a row that got no answer (the client gave up on each) stop the session.
+JUDGE_MAX_GIVE_UPS = 20
+
+
+class JudgeOptions(BaseModel):
+    """`datagen score --scorer judge`: a chat or completion model rates each kept sample of a run by a rubric."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(..., min_length=1, max_length=200, description="Run whose kept samples are scored.")
+    api: Literal["chat", "completion"] = Field("chat", description="chat | completion")
+    model: str = Field(JUDGE_MODEL, min_length=1, description="The judge model.")
+    base_url: str | None = Field(None, description="OpenAI-compatible server [env: OPENAI_BASE_URL]")
+    rubric: str = Field("accuracy", min_length=1, description="accuracy | complexity | quality | a rubric TOML file")
+    db: str | None = None
+    mode: Literal["online", "batch"] = Field("online", description="online: request by request | batch: the Batch API at half price (resumable)")
+    concurrency: int = Field(16, ge=1, description="Requests in flight.")
+    rpm: float | None = Field(None, gt=0, description="Requests per minute limit.")
+    tpm: float | None = Field(None, gt=0, description="Tokens per minute limit (estimated prompt + max answer).")
+    max_tries: int = Field(3, ge=1, description="Answers asked per sample: an unusable one is stored as a failure and asked again; also HTTP attempts per request.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per request.")
+    context_window: int = Field(JUDGE_CONTEXT, ge=256, description="The judge's context size, to fit the answer budget to the prompt.")
+    price_in: float | None = Field(None, ge=0, description="USD per 1M input tokens (overrides prices.toml).")
+    price_out: float | None = Field(None, ge=0, description="USD per 1M output tokens.")
+    budget: float | None = Field(None, gt=0, description="USD this scoring (run + rubric + model) may spend, over all its sessions.")
+    limit: int | None = Field(None, ge=1, description="Score at most this many samples in this session.")
+    wait: bool = Field(True, description="Batch mode: wait until every sample is scored; --no-wait submits and ingests what is ready, then exits (75 while unfinished).")
+    poll_interval: float = Field(30.0, gt=0, description="Batch mode: seconds between status checks.")
+    max_enqueued_tokens: int | None = Field(None, ge=1, description="Batch mode: input tokens this model may have in unfinished batches.")
+    batch_max_lines: int = Field(BATCH_MAX_LINES, ge=1, le=BATCH_MAX_LINES, description="Batch mode: lines per input file.")
+    lease_wait: float = Field(0.0, ge=0, description="Seconds to wait while another process scores the same run and rubric.")
+# A judge's score at or above this says "keep": the suggestion shown beside the reviewer's buttons and the
+# line reviewers' agreement is counted against. Accuracy: AlpaGasus kept >= 4.5 of 5. Deita ranks by
+# complexity x quality rather than cutting either; 4 of 6 ("demanding" / "good") is our cut for a suggestion.
+JUDGE_KEEP_AT: dict[str, float] = {"accuracy": 4.5, "complexity": 4.0, "quality": 4.0}
+JUDGE_KEEP_DEFAULT = 4.0  # a user's rubric (--rubric FILE) unless the API is given another threshold

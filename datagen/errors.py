@@ -15,6 +15,7 @@ them. A class exists only where a caller tells it apart from its parent; raise t
     ├── BackendError             one failed model call; `retryable` ones are tried again
     │   └── BatchRefused         the server takes one prompt per request: send them one by one
     ├── BudgetSpent              --budget leaves no room for the next request: the run stops, resumable
+    ├── LeaseHeld                another live process holds the run (or the run's scoring): the judge names it
     ├── Crashed             500  a bug inside a command: one line for the user, the traceback kept in a file
     └── TrainError               `datagen-train` refused or failed (its CLI's one handler)
 """
@@ -99,6 +100,10 @@ class BudgetSpent(DatagenError):
 
 class TrainError(DatagenError):
     """A training run refused or failed."""
+
+
+class LeaseHeld(DatagenError):
+    """Another live process holds the lease this command needs."""
 
 
 class Crashed(DatagenError):

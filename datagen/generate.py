@@ -61,7 +61,7 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         opts = resumed
         api, seeds, prompts = _checked(opts)
     model = opts.model or DEFAULT_MODELS.get(api, "")
-    if existing and opts.mode != "batch" and storage.list_batches(engine, existing.id, open_only=True):
+    if existing and opts.mode != "batch" and storage.list_batches(engine, existing.id, open_only=True, stages=BatchRun.stages):
         # Online requests for candidates whose batch lines are in flight would pay for them twice.
         raise InputError(f"run {name!r} has batches in flight: resume it in batch mode (leave out --mode), or wait for them")
     if existing and existing.lang != opts.lang:

@@ -17,7 +17,7 @@ from datetime import timedelta, timezone
 
 from sqlalchemy.engine import Engine
 
-from datagen.errors import DatagenError
+from datagen.errors import DatagenError, LeaseHeld
 from datagen.storage import leases
 from datagen.storage.models import RunLease, utcnow
 
@@ -88,7 +88,7 @@ class RunLeaseHolder:
             if held is None:
                 return
             if time.monotonic() >= deadline:
-                raise DatagenError(describe(held))
+                raise LeaseHeld(describe(held))
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     def heartbeat(self) -> bool:

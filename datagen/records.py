@@ -35,6 +35,7 @@ class Stage(str, Enum):
     bootstrap = "bootstrap"
     classify = "classify"
     instances = "instances"
+    judge = "judge"  # a judge model scoring a stored sample (datagen/scores/judge.py); the ledger says which rubric
 
 
 class Prompt(BaseModel):

@@ -10,6 +10,7 @@ real model in a feature; it exists to prove retries, accounting and throughput.
     python scripts/devserver.py --faults timeout --fault-rate 1 --fault-after 40 --hang 3600   # goes silent
     python scripts/devserver.py --batch-delay 5 --line-error-every 10 --expire-batches 1 --expire-after 3  # batches
     python scripts/devserver.py --faults 500,timeout --fault-rate 1 --route-faults --fault-after 1  # flaky batch routes
+    python scripts/devserver.py --judge-answers --judge-bad-every 5   # a score line for judge prompts, every 5th unusable
 
 It also serves OpenAI's Files and Batch API (/v1/files, /v1/batches) in memory: a batch moves through
 validating, in_progress and finalizing over --batch-delay seconds and answers each line as the synchronous
@@ -24,6 +25,7 @@ import collections
 import itertools
 import json
 import random
+import hashlib
 import re
 import secrets
 import time
@@ -86,6 +88,35 @@ def reply_for(prompt: str, rng: random.Random, max_tokens: int) -> tuple[str, st
     if max_tokens < len(text) // 4:  # what a server does when the budget runs out mid-list
         return text[: max_tokens * 4], "length"
     return text, "stop"
+
+
+# The last lines of datagen's judge rubrics (datagen/prompts/judge/): the scale the answer must be on.
+_JUDGE_ASK = re.compile(r"Score: <a number from (?P<lo>\d+(?:\.\d+)?) to (?P<hi>\d+(?:\.\d+)?)>"
+                        r"|分数：<(?P<zlo>\d+(?:\.\d+)?) 到 (?P<zhi>\d+(?:\.\d+)?) 之间的数字>")
+
+
+def judge_value(prompt: str, lo: float, hi: float) -> float:
+    """The stub's verdict on a prompt: a fixed function of its text, on the scale in half steps."""
+    h = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big")
+    return lo + (h % (int(2 * (hi - lo)) + 1)) / 2
+
+
+def judge_reply(prompt: str) -> str | None:
+    """A judge's answer to a rubric prompt in one of the shapes models write (None: not a judge prompt)."""
+    m = _JUDGE_ASK.search(prompt[-400:])
+    if not m:
+        return None
+    zh = m.group("zlo") is not None
+    lo, hi = float(m.group("zlo") if zh else m.group("lo")), float(m.group("zhi") if zh else m.group("hi"))
+    v = judge_value(prompt, lo, hi)
+    if zh:
+        return f"分数：{v:g}分\n理由：回答切题，内容基本正确（存根的判断）。"
+    style = int(hashlib.sha256(prompt.encode("utf-8")).hexdigest()[-2:], 16) % 3
+    if style == 0:
+        return f"Score: {v:g}\nReason: The response addresses the task (stub verdict)."
+    if style == 1:
+        return f"**Rating:** {v:g}/{hi:g}\n**Reason:** Mostly correct and on topic (stub verdict)."
+    return f"Sure, here is my assessment.\n\nScore: {v:g}\nReason: It answers the instruction (stub verdict).\n\nLet me know if you need more."
 
 
 def _error(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
@@ -391,7 +422,7 @@ class Stub:
     def __init__(self, latency: float = 0.0, rpm: int | None = None, faults: list[str] | None = None,
                  fault_rate: float = 0.0, api_key: str | None = None, seed: int = 0, hang: float = 30.0,
                  fault_after: int = 0, slots: int | None = None, single_prompt: bool = False,
-                 route_faults: bool = False, **batch: float):
+                 route_faults: bool = False, judge: bool = False, judge_bad_every: int = 0, **batch: float):
         self.latency = latency
         self.rpm = rpm
         self.faults = faults or []
@@ -411,6 +442,9 @@ class Stub:
         self.route_faults = route_faults  # --faults also hit the files/batches routes (own request count)
         self.route_requests = 0
         self.batches = Batches(self, **batch)  # the Files and Batch API; none of the above applies to its lines
+        self.judge = judge  # answer datagen's judge rubric prompts with a score line (opt-in: tests of the judge)
+        self.judge_bad_every = judge_bad_every  # ... except every K-th judge answer, which has no score
+        self.judge_answers = 0
 
     def _limited(self) -> float | None:
         """Seconds until a slot frees in the sliding minute, or None if this request may pass."""
@@ -508,7 +542,14 @@ class Stub:
         max_tokens = int(body.get("max_tokens") or 256)
         choices, tin, tout = [], 0, 0
         for i, p in enumerate(prompts):
-            text, finish = reply_for(p, self.rng, max_tokens)
+            verdict = judge_reply(p) if self.judge else None
+            if verdict is not None:
+                self.judge_answers += 1
+                if self.judge_bad_every and self.judge_answers % self.judge_bad_every == 0:
+                    verdict = "I would rather not give this one a number."
+                text, finish = verdict, "stop"
+            else:
+                text, finish = reply_for(p, self.rng, max_tokens)
             if truncated:
                 text, finish = text[: max(1, len(text) // 2)], "length"
             tin += len(p) // 4
@@ -525,7 +566,7 @@ class Stub:
 
     def stats(self, _request: Request) -> Response:
         return JSONResponse({"served": self.served, "received": self.received, "rate_limited": self.rejected,
-                             "injected": dict(self.injected), **self.batches.stats()})
+                             "injected": dict(self.injected), "judge_answers": self.judge_answers, **self.batches.stats()})
 
     def app(self) -> Starlette:
         routes = [Route(p, self.handle, methods=["GET", "POST"]) for p in ("/v1/models", "/v1/chat/completions", "/v1/completions")]
@@ -563,11 +604,14 @@ def main() -> None:
     ap.add_argument("--expire-batches", type=int, default=0, help="the first N batches created expire ...")
     ap.add_argument("--expire-after", type=int, default=0, help="... after this many of their lines are done")
     ap.add_argument("--fail-batches", type=int, default=0, help="the first N batches created fail validation")
+    ap.add_argument("--judge-answers", action="store_true",
+                    help="answer datagen's judge rubric prompts with a score and a reason (in varied shapes)")
+    ap.add_argument("--judge-bad-every", type=int, default=0, help="with --judge-answers: every K-th judge answer has no score")
     ap.add_argument("--route-faults", action="store_true",
                     help="--faults also hit the /v1/files and /v1/batches routes (a timeout acts, then hangs)")
     a = ap.parse_args()
     stub = Stub(a.latency, a.rpm, [f for f in a.faults.split(",") if f], a.fault_rate, a.api_key, a.seed, a.hang,
-                a.fault_after, a.slots, a.single_prompt, a.route_faults, delay=a.batch_delay,
+                a.fault_after, a.slots, a.single_prompt, a.route_faults, a.judge_answers, a.judge_bad_every, delay=a.batch_delay,
                 line_error_every=a.line_error_every, expire_batches=a.expire_batches, expire_after=a.expire_after,
                 fail_batches=a.fail_batches)
     uvicorn.run(stub.app(), host=a.host, port=a.port, log_level="warning", backlog=4096, limit_concurrency=None)

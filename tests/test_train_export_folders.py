@@ -12,7 +12,7 @@ from test_export import core_export_db  # noqa: F401  (fixture)
 from tests.train_helpers import make_llama
 from test_train_cli import train_cli
 from train import data as D
-from train.errors import TrainError
+from datagen.errors import TrainError
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from api import services
-from api.deps import ActorDep, EngineDep, ReviewerDep, invalid, require_token, to_filter
+from api.deps import ActorDep, EngineDep, ReviewerDep, invalid, require_token, score_key, to_filter
 from api.schemas import (
     MAX_ID,
     READ_ERRORS,
@@ -26,7 +26,7 @@ from api.schemas import (
 from api.security import scrub_text
 from datagen.errors import NotFound
 from datagen.records import Instance
-from datagen.storage import queries
+from datagen.storage import queries, score_views
 
 router = APIRouter(tags=["samples"], responses=READ_ERRORS)
 SampleId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -36,8 +36,9 @@ COUNT_CAP = 1_000_000  # exact progress ("312 of 10,417 reviewed") for any revie
 @router.get("/samples", response_model=SamplePage, summary="Filter, search, sort and page through samples")
 def list_samples(engine: EngineDep, params: Annotated[ListParams, Query()]):
     f = to_filter(engine, params)
-    page = queries.list_samples(engine, f, sort=params.sort, limit=params.limit, cursor=params.cursor)
-    return SamplePage(items=page.items, next_cursor=page.next_cursor)
+    page = queries.list_samples(engine, f, sort=params.sort, limit=params.limit, cursor=params.cursor, by=score_key(params))
+    cols = score_views.columns(engine, [it["id"] for it in page.items])
+    return SamplePage(items=[{**it, "scores": cols.get(it["id"], {})} for it in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/samples/count", response_model=Count, summary="How many samples match and how many are reviewed (counted up to 1,000,000)")
@@ -62,6 +63,7 @@ def get_sample(engine: EngineDep, sample_id: SampleId):
     if row["nearest"]:
         row["nearest_highlight"] = services.highlight(row["instruction"], row["nearest"], row["lang"])
     row["audit"] = queries.audit_log(engine, sample_id)
+    row["scores"] = score_views.detail(engine, sample_id)  # the judge's reason and suggested verdict are text to escape
     return row
 
 

@@ -65,7 +65,7 @@ function hiddenChars(d) {
 // --- filters and the URL -------------------------------------------------------------------
 // The filter and the current sample live in the address (?status=rejected&sample=42), so a
 // reload keeps the place and a link shows a colleague the same sample.
-const FILTER_KEYS = ["run", "lang", "status", "classification", "reason", "score_min", "score_max", "len_min", "len_max", "sort", "q"];
+const FILTER_KEYS = ["run", "lang", "status", "classification", "reason", "score_min", "score_max", "by", "by_min", "by_max", "len_min", "len_max", "sort", "q"];
 
 function readFilter() {
   const f = {};
@@ -103,7 +103,9 @@ function readUrl() {
 
 async function loadOptions() {
   try {
-    const [runs, reasons] = await Promise.all([api("/api/runs"), api("/api/reasons")]);
+    const [runs, reasons, keys] = await Promise.all([api("/api/runs"), api("/api/reasons"), api("/api/scores/keys")]);
+    const bySel = $("#filters [name=by]");
+    for (const k of keys) bySel.append(el("option", { value: k.key }, `${k.key} (${k.count})`));
     const runSel = $("#filters [name=run]");
     for (const r of runs) runSel.append(el("option", { value: r.name }, `${r.name} (${r.lang}, ${r.kept} kept)`));
     const reasonSel = $("#filters [name=reason]");
@@ -172,7 +174,27 @@ function listItem(it, i) {
     badge(it.status),
     el("span", { class: "id" }, "#" + it.id),
     it.nearest_score !== null ? el("span", { class: "score", title: "nearest ROUGE-L" }, it.nearest_score.toFixed(2)) : null,
-    el("span", { class: "text" }, visible(it.instruction)));
+    el("span", { class: "text" }, visible(it.instruction)),
+    // One column per score key: the chosen one (Score filter) first, the others after it.
+    Object.entries(it.scores || {}).sort(([a], [b]) => (b === state.filter.by) - (a === state.filter.by) || a.localeCompare(b))
+      .map(([k, v]) => el("span", { class: "qscore" + (k === state.filter.by ? " by" : ""), title: k, "data-key": k }, shortKey(k) + " " + fmtScore(v))));
+}
+
+function shortKey(k) { return k.split("@")[0]; }
+function fmtScore(v) { return Number.isInteger(v) ? String(v) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/0$/, ""); }
+
+// The judge's verdict beside the buttons: a suggestion, never an action; its reason is model text (escaped).
+function judgeSuggestion(d) {
+  const j = (d.scores || []).filter((s) => s.scorer === "judge" && s.value !== null);
+  if (!j.length) return null;
+  return el("span", { class: "suggest", id: "judge-suggest" }, j.map((s) => el("span", { class: "verdict " + s.suggest, title: s.key },
+    `judge ${s.rubric} ${fmtScore(s.value)} → ${s.suggest}`, s.reason ? el("span", { class: "why" }, " — ", visible(s.reason)) : null)));
+}
+
+function scoreRows(d) {
+  return (d.scores || []).map((s) => [el("dt", {}, shortKey(s.key)), el("dd", { class: "score-row", title: s.key },
+    s.value === null ? el("span", { class: "warn" }, "failed: " + (s.error || "")) : fmtScore(s.value),
+    s.value !== null && s.reason ? el("span", { class: "muted" }, " — ", visible(s.reason)) : s.value === null && s.reason ? el("span", { class: "muted" }, " — answer: ", visible(s.reason)) : null)]);
 }
 
 function refreshListItem(i) {
@@ -268,6 +290,7 @@ function renderDetail(d, similar) {
     el("dt", {}, "classification"), el("dd", {}, d.is_classification === null ? "unknown" : d.is_classification ? "yes" : "no"),
     el("dt", {}, "length"), el("dd", {}, `${d.length} chars`),
     d.nearest_score !== null ? [el("dt", {}, "nearest ROUGE-L"), el("dd", {}, d.nearest_score.toFixed(3))] : null,
+    scoreRows(d),
     d.reviewed_by ? [el("dt", {}, "reviewed by"), el("dd", {}, visible(d.reviewed_by + (d.review_note ? ` — “${d.review_note}”` : "")))] : null);
 
   const instances = el("ol", { class: "instances" }, d.instances.map((x) =>
@@ -293,7 +316,8 @@ function renderDetail(d, similar) {
       el("button", { type: "button", class: "approve", on: { click: () => enqueue(() => review("approve")) } }, "Approve (a)"),
       el("button", { type: "button", class: "reject", on: { click: () => enqueue(() => review("reject")) } }, "Reject (r)"),
       el("button", { type: "button", on: { click: startEdit } }, "Edit (e)"),
-      el("input", { id: "note", placeholder: "note (n)", maxlength: 2000 })),
+      el("input", { id: "note", placeholder: "note (n)", maxlength: 2000 }),
+      judgeSuggestion(d)),
     el("p", { class: "instruction", id: "instruction" }, visible(d.instruction)),
     ...[meta, el("h3", {}, `Instances (${d.instances.length})`), instances, ...blocks, req, audit].filter(Boolean));
 }
@@ -389,7 +413,7 @@ async function bulk(action) {
   const picked = [...state.picked];
   const f = filterOnly(readFilter());
   const filter = {};
-  for (const [k, v] of Object.entries(f)) filter[k] = k === "status" ? [v] : ["score_min", "score_max"].includes(k) ? Number(v) : ["len_min", "len_max"].includes(k) ? parseInt(v, 10) : k === "classification" ? v === "true" : v;
+  for (const [k, v] of Object.entries(f)) filter[k] = k === "status" ? [v] : ["score_min", "score_max", "by_min", "by_max"].includes(k) ? Number(v) : ["len_min", "len_max"].includes(k) ? parseInt(v, 10) : k === "classification" ? v === "true" : v;
   const what = picked.length ? `the ${picked.length} selected samples` : `every sample matching this filter (${state.progress ? state.progress.count + (state.progress.capped ? "+" : "") : "all"})`;
   if (!confirm(`${action} ${what}?`)) return;
   const json = picked.length ? { action, ids: picked } : { action, filter, all: Object.keys(filter).length === 0 };
@@ -461,9 +485,22 @@ async function loadStats() {
       barChart("Filter rejections by reason", rs.map((x) => x[0]), rs.map((x) => x[1]), { rotate: true }),
       barChart("Nearest ROUGE-L", bins, s.score_histogram.counts),
       barChart("Instruction length (characters)", lbins, s.length_histogram.counts),
+      ...(s.score_histograms || []).map((h) => barChart(`Score ${h.key} (${h.total})`,
+        h.counts.map((_, i) => fmtScore(h.start + i * h.bin_width)), h.counts)),
+      ...[agreementTable(s.judge_agreement || [])].filter(Boolean),
       verbChart(s.verbs),
       el("p", { class: "muted" }, `Verbs counted over the newest ${s.verbs_sampled} matching samples.`));
   } catch (e) { toast(e.message, true); }
+}
+
+function agreementTable(rows) {
+  if (!rows.length) return null;
+  const pct = (r) => r.rate === null ? "—" : (100 * r.rate).toFixed(0) + " %";
+  return el("figure", { class: "wide", id: "agreement" }, el("figcaption", {}, "Reviewers and the judge: approved at or above the threshold, rejected below"),
+    el("table", { class: "agreement" },
+      el("tr", {}, ["run", "judge", "threshold", "reviewed", "agreed", "approved ≥", "approved <", "rejected ≥", "rejected <"].map((h) => el("th", {}, h))),
+      rows.map((r) => el("tr", {}, [r.run, r.key, r.threshold, r.reviewed, `${r.agreed} (${pct(r)})`, r.approved_at_or_above, r.approved_below,
+        r.rejected_at_or_above, r.rejected_below].map((c) => el("td", {}, String(c)))))));
 }
 
 // --- keyboard --------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ ORDER = (Stage.instances, Stage.classify, Stage.bootstrap)  # the most advanced 
 
 
 class BatchRun:
+    """The generate pipeline's rounds. Another stage (a judge scoring samples) reuses the provider's side by
+    subclassing: it names its ledger `stages` and overrides _take_answers, _plan and _finished."""
+
+    stages: tuple[str, ...] = tuple(s.value for s in ORDER)  # ledger stages this loop owns, in submit order
+
     def __init__(self, opts: GenerateOptions, engine, run_id: int, name: str, pipe: Pipeline,
                  backend: OpenAIBackend, price: Price, say: Callable[[str], None]):
         self.opts, self.engine, self.run_id, self.name = opts, engine, run_id, name
@@ -55,24 +60,27 @@ class BatchRun:
     def progress(self) -> Progress:
         return self.pipe.progress
 
-    async def run(self) -> Progress:
+    def _finished(self) -> bool:
         p = self.progress
+        return p.accepted >= p.target
+
+    async def run(self) -> Progress:
         await self._reconcile()
         while not self.stopping:
             await self._refresh()
             self._take_answers()
-            if p.accepted >= p.target:
+            if self._finished():
                 await self._cancel_open()  # their requests are no longer needed; finished lines are still kept
             else:
                 self._plan()
                 await self._submit()
-            open_ = store.list_batches(self.engine, self.run_id, open_only=True)
+            open_ = store.list_batches(self.engine, self.run_id, open_only=True, stages=self.stages)
             if not open_:
-                if p.accepted >= p.target:
+                if self._finished():
                     break
                 if self._budget_blocked:
                     raise BudgetSpent(self._budget_line())
-                if not store.queued_requests(self.engine, self.run_id):
+                if not store.queued_requests(self.engine, self.run_id, stages=self.stages):
                     raise DatagenError("batch mode has nothing to submit and nothing in flight")
             if not self.opts.wait:
                 break
@@ -81,13 +89,13 @@ class BatchRun:
             except asyncio.TimeoutError:
                 pass
             storage.touch_run(self.engine, self.run_id)
-        return p
+        return self.progress
 
     # ------------------------------------------------------------ the provider's side
 
     async def _reconcile(self) -> None:
         """A batch written as `submitting` may or may not exist at the provider: look it up by its key."""
-        for b in store.list_batches(self.engine, self.run_id, open_only=True):
+        for b in store.list_batches(self.engine, self.run_id, open_only=True, stages=self.stages):
             if b.provider_id:
                 continue
             found = await self.provider.find(b.key, b.created_at)
@@ -130,7 +138,7 @@ class BatchRun:
             setattr(b, k, v)
 
     async def _refresh(self) -> None:
-        for b in store.list_batches(self.engine, self.run_id, open_only=True):
+        for b in store.list_batches(self.engine, self.run_id, open_only=True, stages=self.stages):
             if not b.provider_id:
                 continue
             before = (b.status, b.completed, b.failed)
@@ -169,7 +177,8 @@ class BatchRun:
         resp, err = line.get("response"), line.get("error")
         if resp and resp.get("status_code") == 200:
             try:
-                gen = self.backend.generations(resp.get("body") or {}, [Prompt(stage=Stage(row.stage), text=row.prompt)])[0]
+                # A stage may carry a qualifier after a colon ("judge:accuracy")
+                gen = self.backend.generations(resp.get("body") or {}, [Prompt(stage=Stage(row.stage.split(":")[0]), text=row.prompt)])[0]
             except Exception as exc:  # a body the SDK cannot read: an error for this line, retried
                 return Generation(error=f"bad response: {type(exc).__name__}: {str(exc)[:200]}"), 0.0
             gen.request_id = row.id
@@ -182,7 +191,7 @@ class BatchRun:
         return Generation(error=f"{err.get('code') or 'error'}: {err.get('message') or 'no message'}"), 0.0
 
     async def _cancel_open(self) -> None:
-        for b in store.list_batches(self.engine, self.run_id, open_only=True):
+        for b in store.list_batches(self.engine, self.run_id, open_only=True, stages=self.stages):
             if b.provider_id and b.status not in store.ENDED and b.status != "cancelling":
                 self._record(b, await self.provider.cancel(b.provider_id))
                 self.say(f"batch {b.id}: cancelled, the target is reached")
@@ -192,7 +201,7 @@ class BatchRun:
     def _take_answers(self) -> None:
         """Let the pipeline take every stored answer, oldest first; each row is settled once taken."""
         p, pipe = self.progress, self.pipe
-        rows = store.answered_requests(self.engine, self.run_id)
+        rows = store.answered_requests(self.engine, self.run_id, stages=self.stages)
         if not rows:
             return
         pending = {c.sample_id: c for c in storage.pending_samples(self.engine, self.run_id)}
@@ -287,7 +296,7 @@ class BatchRun:
         """Queued rows into batches: one per stage (split at the provider's limits), within the
         enqueued-token limit and the budget; what does not fit waits for a later round."""
         self._budget_blocked = False
-        queued = store.queued_requests(self.engine, self.run_id)
+        queued = store.queued_requests(self.engine, self.run_id, stages=self.stages)
         if not queued:
             return
         tokens_room = (self.opts.max_enqueued_tokens - store.enqueued_tokens(self.engine, self.backend.model)
@@ -296,11 +305,11 @@ class BatchRun:
         if self.opts.budget is not None:
             spent, committed = self._spent()
             money_room = self.opts.budget - spent - committed
-        for stage in ORDER:
+        for stage in self.stages:
             part: list = []
             size = tokens = 0
             cost = 0.0
-            for row in (r for r in queued if r.stage == stage.value):
+            for row in (r for r in queued if r.stage == stage):
                 tin, est = self._estimate(row)
                 if tin > tokens_room or est > money_room:
                     self._budget_blocked |= est > money_room
@@ -316,9 +325,9 @@ class BatchRun:
             if part:
                 await self._open(stage, part, tokens, cost)
 
-    async def _open(self, stage: Stage, rows: list, tokens: int, cost: float) -> None:
+    async def _open(self, stage: str, rows: list, tokens: int, cost: float) -> None:
         b = store.add_batch(self.engine, Batch(run_id=self.run_id, key=uuid.uuid4().hex, endpoint=self.backend.endpoint,
-                                               model=self.backend.model, stage=stage.value, tokens_est=tokens, cost_est=cost),
+                                               model=self.backend.model, stage=stage, tokens_est=tokens, cost_est=cost),
                             [r.id for r in rows])
         await self._create(b)
 

@@ -27,7 +27,7 @@ def _when(t) -> str:
 @jobs_app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def submit(
     ctx: typer.Context,
-    kind: str = typer.Argument(..., help="generate | export | dedup"),
+    kind: str = typer.Argument(..., help="generate | export | dedup | score"),
     queue_name: str = typer.Option("default", "--queue", help="Queue the job waits in."),
     db: Optional[str] = DB,
 ) -> None:

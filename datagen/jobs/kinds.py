@@ -7,7 +7,7 @@ from typing import Any
 from datagen.errors import InputError
 from datagen.storage.models import unstorable
 
-KINDS = ("generate", "export", "dedup")
+KINDS = ("generate", "export", "dedup", "score")
 # The worker supplies these: the queue's database (from its environment, so no password lands in
 # a job row or a process list) and a non-interactive display.
 WORKER_OWNED = {"--db": "jobs run on the queue's database", "--progress": "jobs never draw a live display",
@@ -58,4 +58,11 @@ def validate(kind: str, args: list[str]) -> dict:
             check_combination(opts, opts.api)
         except InputError as exc:
             raise InputError(f"generate job: {exc}") from None
+    if kind == "score" and params.get("scorer") == "judge":
+        from datagen.scores.cli_judge import judge_options
+
+        try:
+            judge_options(params)
+        except InputError as exc:
+            raise InputError(f"score job: {exc}") from None
     return params

@@ -36,7 +36,7 @@ def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default"
     if not queue or unstorable(queue):
         raise InputError(f"bad queue name {queue!r}")
     job = Job(kind=kind, args=json.dumps(list(args)), queue=queue, unique_key=unique_key, schedule_id=schedule_id,
-              scheduled_for=scheduled_for, run_name=params.get("run") if kind == "generate" else None)
+              scheduled_for=scheduled_for, run_name=params.get("run") if kind in ("generate", "score") else None)
     if skip_reason is not None:
         job.state, job.exit_message = "skipped", skip_reason
     return store.insert_job(engine, job)

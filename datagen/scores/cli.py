@@ -9,25 +9,54 @@ import typer
 
 from datagen.config import DIVERSITY, SCORE_BATCH_SIZE, SCORE_DIRECTION, SCORE_MAX_TOKENS, SCORE_MODEL
 from datagen.errors import InputError
+from datagen.config import JUDGE_MODEL, JudgeOptions
+from datagen.scores.cli_judge import opt as jopt
 
 DB = typer.Option(None, "--db", help="SQLAlchemy URL or SQLite path [env: DATAGEN_DATABASE_URL; default: sqlite:///datagen.db]")
 
 
 def score(
     run: str = typer.Option(..., "--run", help="The run whose kept samples to score."),
-    scorer: str = typer.Option("ifd", "--scorer", help="ifd (a local model's instruction-following difficulty)"),
-    model: Optional[str] = typer.Option(None, "--model", help=f"A HF causal LM directory or .gguf file [default: {SCORE_MODEL}, the embedded model]"),
+    scorer: str = typer.Option("ifd", "--scorer", help="ifd (a local model's instruction-following difficulty) | judge (a chat or completion model rates by a rubric)"),
+    model: Optional[str] = typer.Option(None, "--model", help=f"ifd: a HF causal LM directory or .gguf file [default: {SCORE_MODEL}, the embedded model]; judge: the judge model [default: {JUDGE_MODEL}]"),
     batch_size: int = typer.Option(SCORE_BATCH_SIZE, "--batch-size", help="Sequences per forward pass."),
     max_length: int = typer.Option(SCORE_MAX_TOKENS, "--max-length", help="Tokens per sequence (prompt + output); longer ones are cut."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score at most this many samples in this call."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     db: Optional[str] = DB,
+    # --scorer judge (datagen/scores/judge.py; declared once in config.JudgeOptions)
+    api: str = jopt("api", "--api"),
+    base_url: Optional[str] = jopt("base_url", "--base-url"),
+    rubric: str = jopt("rubric", "--rubric"),
+    mode: str = jopt("mode", "--mode"),
+    concurrency: int = jopt("concurrency", "--concurrency"),
+    rpm: Optional[float] = jopt("rpm", "--rpm"),
+    tpm: Optional[float] = jopt("tpm", "--tpm"),
+    max_tries: int = jopt("max_tries", "--max-tries"),
+    timeout: float = jopt("timeout", "--timeout"),
+    context_window: int = jopt("context_window", "--context-window"),
+    price_in: Optional[float] = jopt("price_in", "--price-in"),
+    price_out: Optional[float] = jopt("price_out", "--price-out"),
+    budget: Optional[float] = jopt("budget", "--budget"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help=JudgeOptions.model_fields["wait"].description),
+    poll_interval: float = jopt("poll_interval", "--poll-interval"),
+    max_enqueued_tokens: Optional[int] = jopt("max_enqueued_tokens", "--max-enqueued-tokens"),
+    batch_max_lines: int = jopt("batch_max_lines", "--batch-max-lines"),
+    lease_wait: float = jopt("lease_wait", "--lease-wait"),
 ) -> None:
-    """Score a run's kept samples; resumable: a re-run scores only what has no score yet."""
+    """Score a run's kept samples; resumable: a re-run scores only what has no score yet.
+
+    --scorer judge: a chat or completion model rates each sample by a rubric (accuracy 0-5, complexity or
+    quality 1-6, or a TOML FILE), online or --mode batch at half price; the judge's flags are listed last.
+    """
     from datagen import storage
 
+    if scorer == "judge":
+        from datagen.scores.cli_judge import judge_options, run_judge
+
+        return run_judge(judge_options(dict(locals())))
     if scorer not in SCORE_DIRECTION or scorer != "ifd":
-        raise InputError(f"unknown scorer {scorer!r}: use ifd")
+        raise InputError(f"unknown scorer {scorer!r}: use ifd or judge")
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: at least 1")
     if limit is not None and limit < 1:

@@ -47,9 +47,15 @@ def queue_requests(engine: Engine, run_id: int, model: str, lines: list[Line]) -
         return [r.id for r in rows]
 
 
-def queued_requests(engine: Engine, run_id: int) -> list[Request]:
+def _of_stages(col, stages):
+    """No condition for None; else only these ledger stages (a run's generate and judge loops keep apart)."""
+    return [] if stages is None else [col.in_(list(stages))]
+
+
+def queued_requests(engine: Engine, run_id: int, *, stages=None) -> list[Request]:
     with Session(engine, expire_on_commit=False) as s:
-        return list(s.execute(select(Request).where(Request.run_id == run_id, Request.state == "queued").order_by(Request.id)).scalars())
+        q = select(Request).where(Request.run_id == run_id, Request.state == "queued", *_of_stages(Request.stage, stages))
+        return list(s.execute(q.order_by(Request.id)).scalars())
 
 
 def outstanding(engine: Engine, run_id: int) -> tuple[set[int], int]:
@@ -78,8 +84,8 @@ def set_batch(engine: Engine, batch_id: int, **values) -> None:
         s.commit()
 
 
-def list_batches(engine: Engine, run_id: int | None = None, *, open_only: bool = False) -> list[Batch]:
-    q = select(Batch).order_by(Batch.id)
+def list_batches(engine: Engine, run_id: int | None = None, *, open_only: bool = False, stages=None) -> list[Batch]:
+    q = select(Batch).where(*_of_stages(Batch.stage, stages)).order_by(Batch.id)
     if run_id is not None:
         q = q.where(Batch.run_id == run_id)
     if open_only:
@@ -120,10 +126,10 @@ def ingest(engine: Engine, batch_id: int, results: dict[int, tuple[Generation, f
     return answered
 
 
-def answered_requests(engine: Engine, run_id: int) -> list[Request]:
+def answered_requests(engine: Engine, run_id: int, *, stages=None) -> list[Request]:
     """Lines whose results are stored but not yet taken by the pipeline, in the order they were made."""
     with Session(engine, expire_on_commit=False) as s:
-        q = select(Request).where(Request.run_id == run_id, Request.state == "answered").order_by(Request.id)
+        q = select(Request).where(Request.run_id == run_id, Request.state == "answered", *_of_stages(Request.stage, stages)).order_by(Request.id)
         return list(s.execute(q).scalars())
 
 

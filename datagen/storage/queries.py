@@ -166,17 +166,28 @@ class Page:
     next_cursor: str | None
 
 
-def list_samples(engine: Engine, f: SampleFilter, *, sort: str = "id", limit: int = 50, cursor: str | None = None) -> Page:
+SCORED = ("scored", "-scored")  # by the value of one score key (judge:accuracy, ifd, ...): give `by`
+
+
+def list_samples(engine: Engine, f: SampleFilter, *, sort: str = "id", limit: int = 50, cursor: str | None = None,
+                 by: ScoreRange | None = None) -> Page:
     """One page of samples, keyset-paginated on (sort key, id): stable while rows change."""
-    if sort not in SORTS:
-        raise InputError(f"unknown sort {sort!r}: use {', '.join(SORTS)}")
-    key, desc = SORTS[sort]
+    if sort in SCORED:
+        if by is None:
+            raise InputError("sorting by score needs a score key (by=judge:accuracy, by=ifd, ...)")
+        from datagen.storage.score_views import value_expr
+
+        key, desc = value_expr(by), sort == "-scored"
+    elif sort not in SORTS:
+        raise InputError(f"unknown sort {sort!r}: use {', '.join((*SORTS, *SCORED))}")
+    else:
+        key, desc = SORTS[sort]
     # Searching in id order: walk the FTS5 index in rowid order and stop at a page, instead
     # of collecting every match first (0.5 ms instead of 250 ms for a word in every row).
     joined = key is Sample.id and _fts_joinable(engine, f)
     conds = where(engine, f, by_id=key is Sample.id, fts_joined=joined)
-    if key is Sample.nearest_score:
-        conds.append(Sample.nearest_score.is_not(None))
+    if key is Sample.nearest_score or sort in SCORED:  # only the samples that have the score
+        conds.append(key.is_not(None))
     q = select(*SUMMARY_COLUMNS, key.label("_key")).where(*conds)
     if joined:
         fts = search.fts_table()
@@ -184,7 +195,7 @@ def list_samples(engine: Engine, f: SampleFilter, *, sort: str = "id", limit: in
         key = fts.c.rowid
     if cursor:
         last_key, last_id = decode_cursor(cursor)
-        if sort.lstrip("-") in ("id", "score", "length") and (isinstance(last_key, str) or isinstance(last_key, bool)):
+        if sort.lstrip("-") in ("id", "score", "length", "scored") and (isinstance(last_key, str) or isinstance(last_key, bool)):
             raise InputError("bad cursor for this sort")
         if sort.lstrip("-") == "updated":
             from datetime import datetime
