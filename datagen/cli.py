@@ -152,13 +152,15 @@ def export(
     run: Optional[str] = typer.Option(None, "--run", help="Only this run."),
     status: str = typer.Option("accepted", "--status", help="accepted (accepted + approved) | approved"),
     lang: Optional[str] = typer.Option(None, "--lang", help="en | zh"),
+    chosen: Optional[str] = typer.Option(None, "--selection", help="Only members of this selection (datagen select)."),
+    min_score: list[str] = typer.Option([], "--min-score", help="KEY=VALUE: only samples scoring at least VALUE, e.g. judge:accuracy=4.5 (repeatable)."),
     db: Optional[str] = DB,
 ) -> None:
     """Write kept samples as training data (one record per instance), atomically."""
     from datagen import storage
     from datagen.export import export as do_export
 
-    n = do_export(storage.connect(db, create=False), out, fmt=fmt, run=run, status=status, lang=lang)
+    n = do_export(storage.connect(db, create=False), out, fmt=fmt, run=run, status=status, lang=lang, chosen=chosen, min_scores=min_score)
     print(f"wrote {n} records to {out}")
 
 
@@ -233,6 +235,7 @@ from datagen.dbcli import db_app  # noqa: E402
 from datagen.jobs.cli import jobs_app, worker  # noqa: E402
 from datagen.jobs.schedule_cli import schedule_app, scheduler_command  # noqa: E402
 from datagen.report.cli import report as report_command  # noqa: E402
+from datagen.scores import cli as scores_cli  # noqa: E402
 
 app.add_typer(db_app, name="db")
 app.add_typer(jobs_app, name="jobs")
@@ -240,6 +243,9 @@ app.command("worker")(worker)
 app.add_typer(schedule_app, name="schedule")
 app.command("scheduler")(scheduler_command)
 app.command("report")(report_command)
+app.command("score")(scores_cli.score)
+app.command("select")(scores_cli.select)
+app.command("selections")(scores_cli.selections)
 
 
 def main() -> None:

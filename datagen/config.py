@@ -127,3 +127,16 @@ REPORT_VERB_SAMPLE = 5_000  # instructions parsed for the verb-object figure (ev
 REPORT_TOP_VERBS, REPORT_TOP_OBJECTS = 20, 4
 REPORT_CLOSEST_PAIRS = 10
 REPORT_MOVED = 5  # figures named at the top of a comparison
+# --- curation by quality (datagen/scores/, issue 20) ---------------------------------------------
+
+# Which way each scorer's value is better, declared once: `datagen select` sorts best-first by it
+# (a scorer marked "lower" enters a product as 1/value) and the dashboard can colour it the same way.
+# IFD = PPL(output | instruction) / PPL(output): higher means the instruction helps the model less,
+# a harder sample, which is what Cherry LLM and Superfiltering keep. At IFD_CEILING or above the
+# instruction does not help at all (the pair is likely misaligned), so selection drops the sample.
+SCORE_DIRECTION: dict[str, Literal["higher", "lower"]] = {"ifd": "higher", "judge": "higher"}
+IFD_CEILING = 1.0
+SCORE_MODEL = "smollm2"  # IFD and embeddings: the embedded model unless --model names a HF directory
+SCORE_BATCH_SIZE = 32  # sequences per forward pass (IFD runs two per instance; pages hold 4 batches of samples)
+SCORE_MAX_TOKENS = 1024  # IFD and embeddings: tokens per sequence (longer ones are cut, see datagen/scores/ifd.py)
+DIVERSITY = 0.9  # Deita's tau: keep a sample only if its cosine similarity to every kept one is <= this

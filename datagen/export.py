@@ -69,7 +69,8 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def selection(engine, *, run: str | None = None, status: str = "accepted", lang: str | None = None) -> queries.SampleFilter:
+def selection(engine, *, run: str | None = None, status: str = "accepted", lang: str | None = None,
+              chosen: str | None = None, min_scores: tuple[str, ...] = ()) -> queries.SampleFilter:
     """The CLI's options as the filter the API uses; every value checked before anything is written."""
     if status not in STATUSES:
         raise ExportError(f"unknown status {status!r}: use {', '.join(STATUSES)}")
@@ -81,7 +82,12 @@ def selection(engine, *, run: str | None = None, status: str = "accepted", lang:
         if found is None:
             raise ExportError(f"no run named {run!r}")
         run_id = found.id
-    return queries.SampleFilter(run_id=run_id, lang=lang, status=list(STATUSES[status]))
+    f = queries.SampleFilter(run_id=run_id, lang=lang, status=list(STATUSES[status]))
+    if chosen is not None or min_scores:  # --selection NAME, --min-score KEY=VALUE (datagen/scores/)
+        from datagen.scores.keys import score_filter
+
+        score_filter(engine, f, chosen, min_scores)
+    return f
 
 
 def _sharegpt(rec: dict) -> dict:
@@ -113,11 +119,11 @@ def render(records: Iterator[str], fmt: str = "alpaca") -> Iterator[str]:
     yield "\n]\n"
 
 
-def export(engine, out: str | Path, *, fmt: str = "alpaca", run=None, status="accepted", lang=None) -> int:
+def export(engine, out: str | Path, *, fmt: str = "alpaca", run=None, status="accepted", lang=None, chosen=None, min_scores=()) -> int:
     """Write the selection to `out` atomically; returns the number of records."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
-    f = selection(engine, run=run, status=status, lang=lang)
+    f = selection(engine, run=run, status=status, lang=lang, chosen=chosen, min_scores=tuple(min_scores))
     count = 0
 
     def counted() -> Iterator[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from datagen.records import LIVE
@@ -254,3 +254,74 @@ class Schedule(SQLModel, table=True):
     next_fire_at: datetime | None = Field(default=None, index=True)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+# --- Curation by quality (issue 20; datagen/scores/) ----------------------------------------------
+
+# A success is a row with a value; failures (value NULL, error set) are kept, as many as there were
+# tries, and never block a later success. The partial unique index below makes scoring idempotent.
+SCORED_WHERE = text("value IS NOT NULL")
+
+
+class Score(SQLModel, table=True):
+    """One scorer's verdict on one sample: IFD, a judge's rubric score, ... (`rubric` is "" where a
+    scorer has none). `extra` is JSON the scorer keeps beside the value (IFD's two perplexities)."""
+
+    __table_args__ = (
+        Index(
+            "ux_score_done",
+            "sample_id",
+            "scorer",
+            "rubric",
+            "model",
+            unique=True,
+            sqlite_where=SCORED_WHERE,
+            postgresql_where=SCORED_WHERE,
+        ),
+        Index("ix_score_key", "scorer", "rubric", "model", "value"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    sample_id: int = Field(foreign_key="sample.id", index=True)
+    scorer: str
+    rubric: str = ""
+    model: str
+    value: float | None = None
+    reason: str | None = Field(default=None, sa_column=Column(Text))  # a judge's reason, or a failure's raw answer
+    extra: str | None = Field(default=None, sa_column=Column(Text))  # JSON
+    request_id: int | None = Field(default=None, foreign_key="request.id")  # the ledger row that paid for it
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Selection(SQLModel, table=True):
+    """A named subset of samples (`datagen select`), with the rule that chose it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    rule: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON: --by, --min, --diversity, --max, ...
+    size: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SelectionMember(SQLModel, table=True):
+    __tablename__ = "selection_member"
+    __table_args__ = (UniqueConstraint("selection_id", "sample_id"),)
+
+    selection_id: int = Field(foreign_key="selection.id", primary_key=True)
+    rank: int = Field(primary_key=True)  # 0 = chosen first (the best)
+    sample_id: int = Field(foreign_key="sample.id", index=True)
+
+
+class Embedding(SQLModel, table=True):
+    """A sample's embedding by one model, cached: float32 little-endian bytes of `dim` values."""
+
+    __table_args__ = (UniqueConstraint("sample_id", "model"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sample_id: int = Field(foreign_key="sample.id", index=True)
+    model: str
+    dim: int
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

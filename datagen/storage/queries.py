@@ -20,6 +20,7 @@ from sqlmodel import Session
 from datagen.errors import Conflict, InputError, NotFound
 from datagen.records import KEPT, LIVE, Instance, Status
 from datagen.storage import search
+from datagen.storage.scores import ScoreRange, filter_conditions
 from datagen.storage.models import LIVE_WHERE, Audit, InstanceRow, Request, Run, Sample, utcnow
 from datagen.storage.runs import instruction_hash
 
@@ -45,6 +46,8 @@ class SampleFilter:
     len_max: int | None = None
     q: str | None = None
     ids: list[int] | None = None  # only these samples (rows a reviewer picked)
+    selection_id: int | None = None  # only members of this named selection (datagen select)
+    score_ranges: list[ScoreRange] = field(default_factory=list)  # inside every range (datagen/storage/scores.py)
 
     def is_empty(self) -> bool:
         return not any(v not in (None, [], "") for v in asdict(self).values())
@@ -101,6 +104,7 @@ def where(engine: Engine, f: SampleFilter, *, by_id: bool = False, fts_joined: b
         elif expr:
             c.append(Sample.id.in_(search.fts_rowids(expr)))
         c.extend(search.like_clauses(likes, engine.dialect.name))
+    c.extend(filter_conditions(f.selection_id, f.score_ranges))
     return c
 
 
