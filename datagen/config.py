@@ -180,6 +180,8 @@ class JudgeOptions(BaseModel):
     max_enqueued_tokens: int | None = Field(None, ge=1, description="Batch mode: input tokens this model may have in unfinished batches.")
     batch_max_lines: int = Field(BATCH_MAX_LINES, ge=1, le=BATCH_MAX_LINES, description="Batch mode: lines per input file.")
     lease_wait: float = Field(0.0, ge=0, description="Seconds to wait while another process scores the same run and rubric.")
+
+
 # A judge's score at or above this says "keep": the suggestion shown beside the reviewer's buttons and the
 # line reviewers' agreement is counted against. Accuracy: AlpaGasus kept >= 4.5 of 5. Deita ranks by
 # complexity x quality rather than cutting either; 4 of 6 ("demanding" / "good") is our cut for a suggestion.

@@ -161,8 +161,8 @@ def test_near_duplicates_move_duplicate_and_diversity_figures(engine):
     assert clean["similarity"]["to_seed"]["median"] == 1.0  # the run is the seeds themselves
     # Scores and selections, where stored (the clean run only).
     sc = clean["scores"]
-    assert sorted(sc["histograms"]) == ["ifd", "judge/helpful"] and sc["selections"] == [{"name": "top-half", "size": 50}]
-    assert sum(sc["histograms"]["judge/helpful"]["histogram"]["counts"]) == 100 and sc["histograms"]["judge/helpful"]["mean"] == 3.0
+    assert sorted(sc["histograms"]) == ["ifd@m", "judge:helpful@m"] and sc["selections"] == [{"name": "top-half", "size": 50}]
+    assert sum(sc["histograms"]["judge:helpful@m"]["histogram"]["counts"]) == 100 and sc["histograms"]["judge:helpful@m"]["mean"] == 3.0
     assert dup["scores"] == {"histograms": {}, "selections": []}
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from datagen.records import KEPT
 from datagen.storage.models import InstanceRow, Request, Sample
 
-_score = table("score", column("sample_id"), column("scorer"), column("rubric"), column("value"))
+_score = table("score", column("sample_id"), column("scorer"), column("rubric"), column("model"), column("value"))
 _selection = table("selection", column("id"), column("name"), column("run_id"), column("size"))
 _member = table("selection_member", column("selection_id"), column("sample_id"))
 _embedding = table("embedding", column("id"), column("sample_id"), column("model"), column("dim"), column("vector"))
@@ -106,18 +106,19 @@ def has_table(engine: Engine, name: str) -> bool:
 
 
 def scores(engine: Engine, run_id: int) -> dict[str, list[float]]:
-    """Stored score values of the run's kept samples, by "scorer" or "scorer/rubric", values sorted."""
+    """Stored score values of the run's kept samples by key, `scorer[:rubric]@model` as the score
+    commands spell it, values sorted."""
     if not has_table(engine, "score"):
         return {}
     out: dict[str, list[float]] = {}
     q = (
-        select(_score.c.scorer, _score.c.rubric, _score.c.value)
+        select(_score.c.scorer, _score.c.rubric, _score.c.model, _score.c.value)
         .select_from(_score.join(Sample, Sample.id == _score.c.sample_id))
         .where(Sample.run_id == run_id, Sample.status.in_(KEPT), _score.c.value.is_not(None))
     )
     with engine.connect() as conn:
-        for scorer, rubric, value in conn.execute(q):
-            out.setdefault(f"{scorer}/{rubric}" if rubric else scorer, []).append(float(value))
+        for scorer, rubric, model, value in conn.execute(q):
+            out.setdefault(f"{scorer}{':' + rubric if rubric else ''}@{model}", []).append(float(value))
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
