@@ -33,10 +33,10 @@ FILLER = ("the river carries stone and light through a green valley where people
           "count stars and write letters about tides, bees, glaciers and the long history of tea").split()
 
 
-def records(n: int, tokens: int, seed: int = 0) -> list[tuple[str, list[tuple[str, str]]]]:
+def records(n: int, tokens: int, seed: int = 0, corpus: Path = CORPUS) -> list[tuple[str, list[tuple[str, str]]]]:
     """(instruction, [(input, output)]) with about `tokens` tokens in all (~0.75 words per token)."""
     rnd = random.Random(seed)
-    lines = [x.strip() for x in CORPUS.read_text().splitlines() if x.strip()] if CORPUS.exists() else ["Write about the river."]
+    lines = [x.strip() for x in corpus.read_text().splitlines() if x.strip()] if corpus.exists() else ["Write about the river."]
     words = int(tokens * 0.75)
     out = []
     for i in range(n):
@@ -57,7 +57,7 @@ def load(args):
         return loaded.model, loaded.tokenizer, loaded.device, str(loaded.dtype), args.model or "smollm2"
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(M.hf_dir(None))
+    tok = AutoTokenizer.from_pretrained(args.tokenizer or M.hf_dir(None))  # a bare GPU box carries the tokenizer files alone
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
     cfg = LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -74,7 +74,7 @@ def bench_ifd(args) -> dict:
     from datagen.scores import ifd
 
     lm, tok, device, dtype, name = load(args)
-    recs = records(args.n, args.tokens)
+    recs = records(args.n, args.tokens, corpus=args.corpus)
     lens = [len(ifd.encode(tok, r[0], *r[1][0]).cond) for r in recs[:200]]
     ifd.compute(lm, tok, recs[: args.batch_size], device=device, batch_size=args.batch_size)  # warm-up
     if device == "cuda":
@@ -123,6 +123,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="HF causal LM directory [default: the embedded SmolLM2]")
     ap.add_argument("--model-shape", choices=["1b"], default=None, help="A random-weight LLaMA of this shape instead of --model.")
+    ap.add_argument("--tokenizer", default=None, help="--model-shape: a tokenizer directory [default: the embedded SmolLM2's]")
+    ap.add_argument("--corpus", type=Path, default=CORPUS, help="instructions, one a line")
     ap.add_argument("--n", type=int, default=64, help="Records to score.")
     ap.add_argument("--tokens", type=int, default=300, help="About this many tokens per record.")
     ap.add_argument("--batch-size", type=int, default=32)
