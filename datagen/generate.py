@@ -15,8 +15,10 @@ from importlib import resources
 from datagen import storage
 from datagen.backends import make_backend
 from datagen.client import BudgetSpent, LLMClient, Price
+from datagen.batch.provider import provider_for
+from datagen.batch.manage import drop_unsent
 from datagen.batch.run import BatchRun
-from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
+from datagen.config import BATCH_DISCOUNT, PER_CALL_OPTIONS, GenerateOptions, env
 from datagen.errors import DatagenError, InputError
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
@@ -65,15 +67,24 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         opts = resumed
         api, seeds, prompts = _checked(opts)
     model = opts.model or DEFAULT_MODELS.get(api, "")
-    if existing and opts.mode != "batch" and storage.list_batches(engine, existing.id, open_only=True):
-        # Online requests for candidates whose batch lines are in flight would pay for them twice.
-        raise InputError(f"run {name!r} has batches in flight: resume it in batch mode (leave out --mode), or wait for them")
+    if existing and opts.mode != "batch" and any(b.provider_id for b in storage.list_batches(engine, existing.id, open_only=True)):
+        _refuse_in_flight(name)
     if existing and existing.lang != opts.lang:
         raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
     lease = RunLeaseHolder(engine, name)
     await asyncio.to_thread(lease.acquire, opts.lease_wait)
     with lease:
         return await _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start)
+
+
+def _refuse_in_flight(name: str):
+    # Online requests for candidates whose batch lines are in flight would pay for them twice.
+    raise InputError(f"run {name!r} has batches in flight: resume it in batch mode (leave out --mode), wait for them, "
+                     "or `datagen batches cancel ID`")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def check_combination(opts: GenerateOptions, api: str | None) -> None:
@@ -91,13 +102,10 @@ def _checked(opts: GenerateOptions):
     return api, load_seeds(opts.seeds or default_seed_path(opts.lang)), load_prompts(opts.lang, opts.prompts)
 
 
-# How this one call behaves, never taken from the stored run.
-PER_CALL = ("db", "run", "pipeline", "wait", "lease_wait")
-
-
 def _resumed(opts: GenerateOptions, run) -> GenerateOptions:
     """`generate --run NAME` without --mode continues a batch run as it was started: every option
-    left at its default takes the run's stored value, so a scheduled job needs only the name."""
+    left at its default takes the run's stored value, so a scheduled job needs only the name.
+    Options of this invocation (config.PER_CALL: --no-wait, --lease-wait, ...) are always this call's."""
     if opts.mode is not None or run is None:
         return opts
     stored = json.loads(run.config or "{}")
@@ -107,11 +115,11 @@ def _resumed(opts: GenerateOptions, run) -> GenerateOptions:
 
     def merge(given, default, saved: dict) -> dict:
         return {k: saved[k] if k in saved and getattr(given, k) == getattr(default, k) else getattr(given, k)
-                for k in type(given).model_fields if k not in PER_CALL}
+                for k in type(given).model_fields if k not in PER_CALL_OPTIONS and k != "pipeline"}
 
     values = merge(opts, defaults, stored)
     values["pipeline"] = merge(opts.pipeline, defaults.pipeline, stored.get("pipeline") or {})
-    return GenerateOptions(**values, db=opts.db, run=opts.run)
+    return GenerateOptions(**values, **{k: getattr(opts, k) for k in PER_CALL_OPTIONS})
 
 
 async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start) -> tuple[str, Progress]:
@@ -139,6 +147,11 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
         concurrency = opts.concurrency
     try:
         await backend.check()
+        if opts.mode != "batch" and (run := storage.get_run(engine, name)) and storage.list_batches(engine, run.id, open_only=True):
+            # Only batches the provider may never have seen are left (a run that failed before its first
+            # create): those it does not know are dropped, a known one keeps the run in batch mode.
+            if not await drop_unsent(engine, run.id, provider_for(backend, opts.max_tries), _say):
+                _refuse_in_flight(name)
     except BaseException:
         await backend.aclose()  # a half-started Ray pool must not outlive the error
         raise
@@ -207,7 +220,7 @@ async def _run_batch(opts, engine, name, lease, api, model, backend, seeds, prom
     list_price = price_for(model, opts.price_in, opts.price_out, api)
     price = Price(list_price.input * BATCH_DISCOUNT, list_price.output * BATCH_DISCOUNT)
     pipe = Pipeline(opts.pipeline, None, engine, run.id, opts.lang, seeds, prompts)
-    job = BatchRun(opts, engine, run.id, name, pipe, backend, price, say=lambda m: print(m, file=sys.stderr, flush=True))
+    job = BatchRun(opts, engine, run.id, name, pipe, backend, provider_for(backend, opts.max_tries), price, say=_say)
     try:
         progress = await _supervise(engine, run.id, name, lease, job.run(), job.stop)
     finally:

@@ -70,7 +70,7 @@ def check_run(db, server, target: int) -> dict:
 def test_batch_run_reaches_its_target_through_the_same_filters(stub_server, tmp_path, api):
     server = stub_server("--batch-delay", "0.3")
     db = tmp_path / "b.db"
-    done = core_cli(*gen_args(server, db, "nightly", "--api", api, "-n", "15"))
+    done = core_cli(*gen_args(server, db, "nightly", "--api", api, "-n", "15", "--keep-files"))  # files read below
     assert done.returncode == 0, done.stderr
     assert "accepted=15" in done.stdout
     check_run(db, server, 15)
