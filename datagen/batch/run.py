@@ -22,27 +22,30 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from datagen import storage
 from datagen.backends.base import BackendError
 from datagen.batch.provider import BatchProvider, RemoteBatch
 from datagen.client import BudgetSpent, Price, budget_line, fit
-from datagen.config import BATCH_MAX_FAILED_IN_A_ROW, GenerateOptions
+from datagen.config import BATCH_MAX_FAILED_IN_A_ROW
 from datagen.errors import InputError
 from datagen.pipeline import Pipeline, PipelineError, Progress
 from datagen.records import Candidate, Generation, Prompt, Stage, Status
 from datagen.storage import batches as store
 from datagen.storage.models import Batch
 
+if TYPE_CHECKING:
+    from datagen.generate import RunContext
+
 ORDER = (Stage.instances, Stage.classify, Stage.bootstrap)  # the most advanced work is submitted first
 
 
 class BatchRun:
-    def __init__(self, opts: GenerateOptions, engine, run_id: int, name: str, pipe: Pipeline,
-                 backend, provider: BatchProvider, price: Price, say: Callable[[str], None]):
-        """`backend` builds the request bodies (as online mode would send them); `provider` carries them."""
-        self.opts, self.engine, self.run_id, self.name = opts, engine, run_id, name
-        self.pipe, self.backend, self.provider, self.price, self.say = pipe, backend, provider, price, say
+    def __init__(self, ctx: RunContext, pipe: Pipeline, provider: BatchProvider, say: Callable[[str], None]):
+        """The run's backend builds the request bodies (as online mode would send them); `provider` carries them."""
+        self.opts, self.engine, self.run_id, self.name = ctx.opts, ctx.engine, ctx.run_id, ctx.name
+        self.pipe, self.backend, self.provider, self.price, self.say = pipe, ctx.backend, provider, ctx.price(), say
         self.stopping = False
         self._wake = asyncio.Event()
         self._budget_blocked = False
@@ -142,7 +145,8 @@ class BatchRun:
 
     async def _ingest(self, b: Batch) -> None:
         answered = await ingest(self.engine, b, self.provider, self.price, self.say, keep_files=self.opts.keep_files)
-        self._note_batch(answered > 0)
+        if b.status != "cancelled":  # we stopped it (target reached, or a user): not a failure of the provider
+            self._note_batch(answered > 0)
 
     def _note_batch(self, any_ok: bool) -> None:
         if any_ok:
@@ -155,6 +159,8 @@ class BatchRun:
     def _check_stall(self) -> None:
         """The stall rule of online mode, for batches: nothing but failures keeps a run going forever.
         Time counts between failed batches only: waiting for the provider is not a stall."""
+        if self.progress.accepted >= self.progress.target:
+            return
         n = self._failed_in_a_row
         stalled_for = self._failing[1] - self._failing[0] if self._failing else 0.0
         if n >= BATCH_MAX_FAILED_IN_A_ROW or stalled_for >= self.pipe.cfg.stall_timeout:
