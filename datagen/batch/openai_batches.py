@@ -91,7 +91,13 @@ class OpenAIBatches:
         return self._remote(await self._call("batches.cancel", lambda: self.client.batches.cancel(batch_id)))
 
     async def delete(self, file_id: str) -> None:
-        await self._call("files.delete", lambda: self.client.files.delete(file_id))
+        async def delete():
+            try:
+                await self.client.files.delete(file_id)
+            except openai.NotFoundError:
+                pass  # gone already: a retry after a delete whose answer was lost
+
+        await self._call("files.delete", delete)
 
     async def _content(self, file_id: str) -> str:
         async def read():

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from datagen import storage
-from datagen.backends.base import BackendError
+from datagen.backends.base import BackendError, FatalBackendError
 from datagen.batch.provider import BatchProvider, RemoteBatch
 from datagen.client import BudgetSpent, Price, budget_line, fit
 from datagen.config import BATCH_MAX_FAILED_IN_A_ROW
@@ -356,7 +356,7 @@ async def ingest(engine, b: Batch, provider: BatchProvider, price: Price, say: C
         for file_id in sorted({b.input_file_id, b.output_file_id, b.error_file_id} - {None}):
             try:
                 await provider.delete(file_id)
-            except BackendError as exc:  # a leftover file costs storage, not correctness
+            except (BackendError, FatalBackendError) as exc:  # a leftover file costs storage, not correctness
                 say(f"batch {b.id}: could not delete file {file_id} ({exc}); delete it by hand or leave it to expire")
     return answered
 
