@@ -142,6 +142,7 @@ def generate(
     max_enqueued_tokens: Optional[int] = opt(G["max_enqueued_tokens"], "--max-enqueued-tokens"),
     batch_max_lines: int = opt(G["batch_max_lines"], "--batch-max-lines"),
     budget: Optional[float] = opt(G["budget"], "--budget"),
+    keep_files: bool = opt(G["keep_files"], "--keep-files"),
 ) -> None:
     """Generate instructions, classify them, write instances, filter, store. Resumable by --run name.
 
@@ -227,27 +228,6 @@ def runs(db: Optional[str] = DB) -> None:
     Console(width=200).print(t)
 
 
-@app.command()
-def batches(
-    run: Optional[str] = typer.Option(None, "--run", help="Only this run."),
-    db: Optional[str] = DB,
-) -> None:
-    """List batch-mode batches: provider id, endpoint, status, request counts, estimated and actual cost."""
-    from datagen import storage
-
-    engine = storage.connect(db, create=False)
-    run_id = storage.run_id_of(engine, run)
-    t = Table("id", "run", "stage", "provider id", "endpoint", "status", "done/failed/total", "est $", "cost $", "created")
-    for b, name in storage.batches_with_runs(engine, run_id):
-        t.add_row(
-            str(b.id), name, b.stage, b.provider_id or "-", b.endpoint,
-            b.status + ("" if b.ingested or b.status != "completed" else " (not ingested)"),
-            f"{b.completed}/{b.failed}/{b.requests}", f"{b.cost_est:.4f}", f"{b.cost:.4f}" if b.ingested else "-",
-            b.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    Console(width=200).print(t)
-
-
 @seeds_app.command("validate")
 def seeds_validate(path: Path = typer.Argument(..., help="Seed file: JSON Lines or a JSON array.")) -> None:
     """Check a seed file and print its counts."""
@@ -279,6 +259,9 @@ from datagen.jobs.schedule_cli import schedule_app, scheduler_command  # noqa: E
 from datagen.report.cli import report as report_command  # noqa: E402
 from datagen.scores import cli as scores_cli  # noqa: E402
 
+from datagen.batch.cli import batches_app  # noqa: E402
+
+app.add_typer(batches_app, name="batches")
 app.add_typer(db_app, name="db")
 app.add_typer(jobs_app, name="jobs")
 app.command("worker")(worker)

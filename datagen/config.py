@@ -28,6 +28,9 @@ AGAIN_AFTER = 60.0
 BATCH_DISCOUNT = 0.5
 BATCH_MAX_LINES = 50_000
 BATCH_MAX_BYTES = 200 * 1024 * 1024
+# Batch mode's stall rule: this many ended batches in a row without one good answer (every line failed,
+# or the batch failed validation) stop the run, resumable; so does --stall-timeout of only such batches.
+BATCH_MAX_FAILED_IN_A_ROW = 4
 
 # --- the environment -----------------------------------------------------------------------------
 
@@ -80,17 +83,22 @@ class PipelineConfig(BaseModel):
     stall_timeout: float = Field(300.0, gt=0, description="Stop (resumable) when no model call has succeeded for this many seconds.")
 
 
+# Marks an option of one invocation (how this process behaves: where, how long it waits, how often it
+# looks), never taken from a stored run when `generate --run NAME` resumes it with the run's own options.
+PER_CALL = {"per_call": True}
+
+
 class GenerateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    run: str | None = Field(None, min_length=1, max_length=200, description="Run name; an existing run is resumed.")
+    run: str | None = Field(None, min_length=1, max_length=200, description="Run name; an existing run is resumed.", json_schema_extra=PER_CALL)
     api: Api | None = Field(None, description="chat | completion | local [default: local unless a key or base URL is set]")
     model: str | None = Field(None, description="Model name, or for --api local a HF directory / .gguf file.")
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 [env: OPENAI_BASE_URL]")
     lang: Lang = Field("en", description="en | zh")
     seeds: Path | None = Field(None, description="Seed task file (JSONL) [default: the built-in pool for --lang]")
     prompts: Path | None = Field(None, description="Prompt template TOML [default: built-in for --lang]")
-    db: str | None = None
+    db: str | None = Field(None, json_schema_extra=PER_CALL)
     concurrency: int = Field(16, ge=1, description="Requests in flight (API backends).")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass (--api local).")
     prompts_per_request: int = Field(1, ge=1, description="Prompts per Completion API request.")
@@ -101,20 +109,23 @@ class GenerateOptions(BaseModel):
     context_window: int | None = Field(None, ge=64, description="Model context size, to fit max_tokens to the prompt.")
     price_in: float | None = Field(None, ge=0, description="USD per 1M input tokens (overrides prices.toml).")
     price_out: float | None = Field(None, ge=0, description="USD per 1M output tokens.")
-    lease_wait: float = Field(0.0, ge=0, description="Seconds to wait while another live process generates this run [default: refuse at once].")
+    lease_wait: float = Field(0.0, ge=0, description="Seconds to wait while another live process generates this run [default: refuse at once].", json_schema_extra=PER_CALL)
     ray: str | None = Field(None, description="Run --api local on Ray replicas: auto (local Ray, or RAY_ADDRESS) or a cluster address (host:6379, ray://host:10001).")
     replicas: int = Field(1, ge=1, description="Model replicas in the Ray pool.")
     gpus_per_replica: float = Field(0.0, ge=0, description="GPUs each Ray replica reserves.")
     threads_per_replica: int = Field(1, ge=1, description="CPU cores (torch threads) each Ray replica reserves.")
     engine: Literal["auto", "transformers", "vllm"] = Field("auto", description="Engine in a Ray replica: auto (vllm if importable and the replica has a GPU) | transformers | vllm.")
     mode: Literal["online", "batch"] | None = Field(None, description="online: request by request | batch: OpenAI's Batch API at half price (resumable; see `datagen batches`) [default: online, or the run's own mode when resuming]")
-    wait: bool = Field(True, description="Batch mode: wait for the batches until the target is reached; --no-wait submits and ingests what is ready, then exits (75 while unfinished).")
-    poll_interval: float = Field(30.0, gt=0, description="Batch mode: seconds between status checks.")
+    wait: bool = Field(True, description="Batch mode: wait for the batches until the target is reached; --no-wait submits and ingests what is ready, then exits (75 while unfinished).", json_schema_extra=PER_CALL)
+    poll_interval: float = Field(30.0, gt=0, description="Batch mode: seconds between status checks.", json_schema_extra=PER_CALL)
     max_enqueued_tokens: int | None = Field(None, ge=1, description="Batch mode: input tokens this model may have in unfinished batches (the provider's queue limit).")
     batch_max_lines: int = Field(BATCH_MAX_LINES, ge=1, le=BATCH_MAX_LINES, description="Batch mode: lines per input file.")
     budget: float | None = Field(None, gt=0, description="USD this run may spend; batch mode counts batches in flight at their estimate and stops submitting before it.")
+    keep_files: bool = Field(False, description="Batch mode: keep each batch's input, output and error files at the provider [default: delete them once ingested].")
     pipeline: PipelineConfig = PipelineConfig()
 
+
+PER_CALL_OPTIONS = tuple(k for k, f in GenerateOptions.model_fields.items() if (f.json_schema_extra or {}) == PER_CALL)
 
 # --- report (datagen/report/) --------------------------------------------------------------------
 
@@ -180,6 +191,7 @@ class JudgeOptions(BaseModel):
     max_enqueued_tokens: int | None = Field(None, ge=1, description="Batch mode: input tokens this model may have in unfinished batches.")
     batch_max_lines: int = Field(BATCH_MAX_LINES, ge=1, le=BATCH_MAX_LINES, description="Batch mode: lines per input file.")
     lease_wait: float = Field(0.0, ge=0, description="Seconds to wait while another process scores the same run and rubric.")
+    keep_files: bool = Field(False, description="Batch mode: keep the input and output files at the provider after ingest.")
 
 
 # A judge's score at or above this says "keep": the suggestion shown beside the reviewer's buttons and the

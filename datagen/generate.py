@@ -8,15 +8,18 @@ import signal
 import sys
 import threading
 import tomllib
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-
+from typing import Any
 
 from datagen import storage
 from datagen.backends import make_backend
 from datagen.client import LLMClient, Price
+from datagen.batch.provider import provider_for
+from datagen.batch.manage import drop_unsent
 from datagen.batch.run import BatchRun
-from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
+from datagen.config import BATCH_DISCOUNT, PER_CALL_OPTIONS, GenerateOptions, env
 from datagen.errors import BudgetSpent, Crashed, DatagenError, InputError, one_line
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
@@ -60,16 +63,64 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     if resumed is not opts:
         opts = resumed
         api, seeds, prompts = _checked(opts)
-    model = opts.model or DEFAULT_MODELS.get(api, "")
-    if existing and opts.mode != "batch" and storage.list_batches(engine, existing.id, open_only=True, stages=BatchRun.stages):
-        # Online requests for candidates whose batch lines are in flight would pay for them twice.
-        raise InputError(f"run {name!r} has batches in flight: resume it in batch mode (leave out --mode), or wait for them")
+    if existing and opts.mode != "batch" and any(
+        b.provider_id for b in storage.list_batches(engine, existing.id, open_only=True, stages=BatchRun.stages)):
+        _refuse_in_flight(name)
     if existing and existing.lang != opts.lang:
         raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
-    lease = RunLeaseHolder(engine, name)
-    await asyncio.to_thread(lease.acquire, opts.lease_wait)
-    with lease:
-        return await _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start)
+    ctx = RunContext(opts=opts, api=api, model=opts.model or DEFAULT_MODELS.get(api, ""), seeds=seeds, prompts=prompts,
+                     engine=engine, name=name, lease=RunLeaseHolder(engine, name))
+    await asyncio.to_thread(ctx.lease.acquire, opts.lease_wait)
+    with ctx.lease:
+        return await _generate_held(ctx, on_start)
+
+
+@dataclass
+class RunContext:
+    """The run being generated, built once and read by online and batch mode alike: its options (the
+    stored ones on a batch resume), its model, where it is stored, its lease; then its backend and row."""
+
+    opts: GenerateOptions
+    api: str
+    model: str
+    seeds: list
+    prompts: Any
+    engine: Any
+    name: str
+    lease: RunLeaseHolder
+    backend: Any = None
+    concurrency: int = 1  # requests (or local batches) in flight
+    run: Any = None  # the stored run, once opened
+
+    @property
+    def run_id(self) -> int:
+        return self.run.id
+
+    def price(self) -> Price:
+        """The list price per 1M tokens; batch lines pay BATCH_DISCOUNT of it."""
+        listed = price_for(self.model, self.opts.price_in, self.opts.price_out, self.api)
+        if self.opts.mode == "batch":
+            return Price(listed.input * BATCH_DISCOUNT, listed.output * BATCH_DISCOUNT)
+        return listed
+
+    def open(self) -> None:
+        """Store the run (or update a resumed one) with the options it runs with."""
+        config = self.opts.model_dump(mode="json", exclude={"db"})
+        config.update(api=self.api, model=self.model)
+        if self.opts.ray:
+            config["ray_replicas"] = self.backend.describe()  # which engine and device each replica really got
+        self.run, _ = storage.open_run(self.engine, self.name, lang=self.opts.lang, api=self.api, model=self.model,
+                                       target=self.opts.pipeline.target, config=config)
+
+
+def _refuse_in_flight(name: str):
+    # Online requests for candidates whose batch lines are in flight would pay for them twice.
+    raise InputError(f"run {name!r} has batches in flight: resume it in batch mode (leave out --mode), wait for them, "
+                     "or `datagen batches cancel ID`")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def check_combination(opts: GenerateOptions, api: str | None) -> None:
@@ -87,13 +138,10 @@ def _checked(opts: GenerateOptions):
     return api, load_seeds(opts.seeds or default_seed_path(opts.lang)), load_prompts(opts.lang, opts.prompts)
 
 
-# How this one call behaves, never taken from the stored run.
-PER_CALL = ("db", "run", "pipeline", "wait", "lease_wait")
-
-
 def _resumed(opts: GenerateOptions, run) -> GenerateOptions:
     """`generate --run NAME` without --mode continues a batch run as it was started: every option
-    left at its default takes the run's stored value, so a scheduled job needs only the name."""
+    left at its default takes the run's stored value, so a scheduled job needs only the name.
+    Options of this invocation (config.PER_CALL: --no-wait, --lease-wait, ...) are always this call's."""
     if opts.mode is not None or run is None:
         return opts
     stored = json.loads(run.config or "{}")
@@ -103,14 +151,16 @@ def _resumed(opts: GenerateOptions, run) -> GenerateOptions:
 
     def merge(given, default, saved: dict) -> dict:
         return {k: saved[k] if k in saved and getattr(given, k) == getattr(default, k) else getattr(given, k)
-                for k in type(given).model_fields if k not in PER_CALL}
+                for k in type(given).model_fields if k not in PER_CALL_OPTIONS and k != "pipeline"}
 
     values = merge(opts, defaults, stored)
     values["pipeline"] = merge(opts.pipeline, defaults.pipeline, stored.get("pipeline") or {})
-    return GenerateOptions(**values, db=opts.db, run=opts.run)
+    return GenerateOptions(**values, **{k: getattr(opts, k) for k in PER_CALL_OPTIONS})
 
 
-async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start) -> tuple[str, Progress]:
+def _backend(ctx: RunContext):
+    """(backend, requests in flight) for the run's API."""
+    opts, api, model = ctx.opts, ctx.api, ctx.model
     if opts.ray:
         from datagen.backends.ray_pool import RayPool
 
@@ -119,33 +169,32 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
             threads_per_replica=opts.threads_per_replica, batch_size=opts.batch_size,
             context_window=opts.context_window, engine=opts.engine,
         )
-        concurrency = opts.replicas  # one batch per replica at a time
-    elif api == "local":
-        backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window)
-        concurrency = 1  # one batch at a time; the batch is the parallelism
-    else:
-        backend = make_backend(
-            api,
-            model,
-            base_url=opts.base_url,
-            timeout=opts.timeout,
-            prompts_per_request=opts.prompts_per_request,
-            context_window=opts.context_window or 4096,
-        )
-        concurrency = opts.concurrency
-    try:
-        await backend.check()
-    except BaseException:
-        await backend.aclose()  # a half-started Ray pool must not outlive the error
-        raise
+        return backend, opts.replicas  # one batch per replica at a time
+    if api == "local":
+        # one batch at a time; the batch is the parallelism
+        return make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window), 1
+    backend = make_backend(api, model, base_url=opts.base_url, timeout=opts.timeout, prompts_per_request=opts.prompts_per_request,
+                           context_window=opts.context_window or 4096)
+    return backend, opts.concurrency
 
-    config = opts.model_dump(mode="json", exclude={"db"})
-    config.update(api=api, model=model)
-    if opts.ray:
-        config["ray_replicas"] = backend.describe()  # which engine and device each replica really got
-    if opts.mode == "batch":
-        return await _run_batch(opts, engine, name, lease, api, model, backend, seeds, prompts, config)
-    return await _run(opts, engine, name, lease, api, model, backend, concurrency, seeds, prompts, config, on_start)
+
+async def _generate_held(ctx: RunContext, on_start) -> tuple[str, Progress]:
+    ctx.backend, ctx.concurrency = _backend(ctx)
+    try:
+        await ctx.backend.check()
+        if ctx.opts.mode != "batch" and (run := storage.get_run(ctx.engine, ctx.name)) and storage.list_batches(
+                ctx.engine, run.id, open_only=True, stages=BatchRun.stages):
+            # Only batches the provider may never have seen are left (a run that failed before its first
+            # create): those it does not know are dropped, a known one keeps the run in batch mode.
+            if not await drop_unsent(ctx.engine, run.id, provider_for(ctx.backend, ctx.opts.max_tries), _say, stages=BatchRun.stages):
+                _refuse_in_flight(ctx.name)
+        ctx.open()
+    except BaseException:
+        await ctx.backend.aclose()  # a half-started Ray pool must not outlive the error
+        raise
+    if ctx.opts.mode == "batch":
+        return await _run_batch(ctx)
+    return await _run(ctx, on_start)
 
 
 class _Ledger:
@@ -163,9 +212,10 @@ class _Ledger:
             storage.end_request(self.engine, row, gens, cost=cost, state=state)
 
 
-async def _supervise(engine, run_id: int, name: str, lease, work, stop, started=None) -> Progress:
+async def _supervise(ctx: RunContext, work, stop, started=None) -> Progress:
     """Run a run's main task: SIGTERM calls `stop` (the run ends resumable), a lost lease cancels
     it, and the run's state says how it ended."""
+    engine, run_id, name, lease = ctx.engine, ctx.run_id, ctx.name, ctx.lease
     task = asyncio.create_task(work)
     loop = asyncio.get_running_loop()
     lease.on_lost = lambda: loop.call_soon_threadsafe(task.cancel)
@@ -201,34 +251,31 @@ async def _supervise(engine, run_id: int, name: str, lease, work, stop, started=
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _run_batch(opts, engine, name, lease, api, model, backend, seeds, prompts, config) -> tuple[str, Progress]:
-    run, _ = storage.open_run(engine, name, lang=opts.lang, api=api, model=model, target=opts.pipeline.target, config=config)
-    list_price = price_for(model, opts.price_in, opts.price_out, api)
-    price = Price(list_price.input * BATCH_DISCOUNT, list_price.output * BATCH_DISCOUNT)
-    pipe = Pipeline(opts.pipeline, None, engine, run.id, opts.lang, seeds, prompts)
-    job = BatchRun(opts, engine, run.id, name, pipe, backend, price, say=lambda m: print(m, file=sys.stderr, flush=True))
+async def _run_batch(ctx: RunContext) -> tuple[str, Progress]:
+    pipe = Pipeline(ctx.opts.pipeline, None, ctx.engine, ctx.run_id, ctx.opts.lang, ctx.seeds, ctx.prompts)
+    job = BatchRun(ctx, pipe, provider_for(ctx.backend, ctx.opts.max_tries), say=_say)
     try:
-        progress = await _supervise(engine, run.id, name, lease, job.run(), job.stop)
+        progress = await _supervise(ctx, job.run(), job.stop)
     finally:
-        await backend.aclose()
-    return name, progress
+        await ctx.backend.aclose()
+    return ctx.name, progress
 
 
-async def _run(opts, engine, name, lease, api, model, backend, concurrency, seeds, prompts, config, on_start):
-    run, _ = storage.open_run(engine, name, lang=opts.lang, api=api, model=model, target=opts.pipeline.target, config=config)
+async def _run(ctx: RunContext, on_start) -> tuple[str, Progress]:
+    opts, api, engine = ctx.opts, ctx.api, ctx.engine
     client = LLMClient(
-        backend,
-        concurrency=concurrency,
+        ctx.backend,
+        concurrency=ctx.concurrency,
         rpm=opts.rpm,
         tpm=opts.tpm,
         max_tries=opts.max_tries,
-        price=price_for(model, opts.price_in, opts.price_out, api),
-        log=_Ledger(engine, run.id, model),
+        price=ctx.price(),
+        log=_Ledger(engine, ctx.run_id, ctx.model),
         timeout=None if api == "local" else opts.timeout,
         # One limit per API key and base URL across processes: two workers on a key share it.
         shared_limits=shared_limiters(engine, opts.base_url, opts.rpm, opts.tpm) if api != "local" else None,
         budget=opts.budget,
-        spent=storage.run_stats(engine, run.id).cost,
+        spent=storage.run_stats(engine, ctx.run_id).cost,
     )
     # Local batches fill from concurrent stages, so let enough prompts be in flight to fill them.
     cfg = opts.pipeline
@@ -241,16 +288,15 @@ async def _run(opts, engine, name, lease, api, model, backend, concurrency, seed
                 update[key] = 320
         cfg = cfg.model_copy(update=update)
         client.batch_wait = 0.2
-    pipe = Pipeline(cfg, client, engine, run.id, opts.lang, seeds, prompts)
+    pipe = Pipeline(cfg, client, engine, ctx.run_id, opts.lang, ctx.seeds, ctx.prompts)
 
     async def started(task):
         if on_start:
-            await on_start(name, pipe.progress, client, task)
+            await on_start(ctx.name, pipe.progress, client, task)
 
     try:
         # SIGTERM (docker stop, a worker draining) drains: no new request, answers in flight are stored.
-        progress = await _supervise(engine, run.id, name, lease, pipe.run(), pipe.drain, started)
+        progress = await _supervise(ctx, pipe.run(), pipe.drain, started)
     finally:
         await client.aclose()
-    return name, progress
-
+    return ctx.name, progress

@@ -462,7 +462,8 @@ class Stub:
         if not self.faults or (self.received if count is None else count) <= self.fault_after:
             return None
         if self._cycle is not None:
-            return next(self._cycle)
+            fault = next(self._cycle)
+            return None if fault == "none" else fault
         return self.rng.choice(self.faults) if self.rng.random() < self.fault_rate else None
 
     def _unauthorized(self, request: Request) -> Response | None:
@@ -589,7 +590,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--rpm", type=int, default=None)
-    ap.add_argument("--faults", default="", help="comma list of 429,500,timeout,malformed,truncated")
+    ap.add_argument("--faults", default="", help="comma list of 429,500,timeout,malformed,truncated; none = a clean answer (to space faults in a --fault-rate 1 cycle)")
     ap.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that get a fault; 1 cycles through the list")
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--hang", type=float, default=30.0, help="seconds a 'timeout' fault holds the request")

@@ -70,7 +70,7 @@ def check_run(db, server, target: int) -> dict:
 def test_batch_run_reaches_its_target_through_the_same_filters(stub_server, tmp_path, api):
     server = stub_server("--batch-delay", "0.3")
     db = tmp_path / "b.db"
-    done = core_cli(*gen_args(server, db, "nightly", "--api", api, "-n", "15"))
+    done = core_cli(*gen_args(server, db, "nightly", "--api", api, "-n", "15", "--keep-files"))  # files read below
     assert done.returncode == 0, done.stderr
     assert "accepted=15" in done.stdout
     check_run(db, server, 15)
@@ -140,6 +140,32 @@ def test_batch_line_body_is_what_online_mode_sends(mode):
         srv.shutdown()
 
 
+# Moments to kill in, as the database shows them: a batch row written (before or during its upload and
+# create), a provider id stored (waiting on the batch), an ingest stored (taking its answers, planning).
+MOMENTS = {
+    "batch written": "select count(*) from batch b join run r on r.id = b.run_id where r.name = ?",
+    "batch created": "select count(*) from batch b join run r on r.id = b.run_id where r.name = ? and b.provider_id is not null",
+    "batch ingested": "select count(*) from batch b join run r on r.id = b.run_id where r.name = ? and b.ingested",
+}
+
+
+def count(db, sql: str, name: str) -> int:
+    # Never connect before the file exists: sqlite3 would create an empty one under the starting process.
+    try:
+        return q(db, sql, name)[0][0] if db.exists() else 0
+    except sqlite3.OperationalError:  # no tables yet
+        return 0
+
+
+def reach(db, name: str, moment: str, before: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until `proc` has done one more of `moment` for the run than `before` (or has exited), however
+    long its start takes on a busy machine: the kill lands in the state it means to, never on a timer."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and count(db, MOMENTS[moment], name) <= before:
+        assert time.monotonic() < deadline, f"generate did not reach '{moment}' in {timeout} s"
+        time.sleep(0.01)
+
+
 def test_kill9_at_random_moments_pays_each_request_once(stub_server, tmp_path):
     """Five kill -9s wherever they land (upload, create, waiting, ingest), each followed by a resume by
     name alone. The stub's batches keep running while we are dead, so a run may finish between kills:
@@ -152,8 +178,11 @@ def test_kill9_at_random_moments_pays_each_request_once(stub_server, tmp_path):
         name = f"crashy{runs}"
         cmd = (gen_args(server, db, name, "--api", "chat", "-n", "40", "--batch-max-lines", "9") if fresh else
                ["generate", "--run", name, "--db", str(db), "--poll-interval", "0.1", "--no-progress"])
+        moment = rng.choice(list(MOMENTS))
+        before = count(db, MOMENTS[moment], name)
         proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *cmd], cwd=REPO, env=core_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.2, 3.0))  # imports take ~1 s; the rest lands anywhere in the rounds
+        reach(db, name, moment, before, proc)
+        time.sleep(rng.uniform(0.0, 0.3))  # and a little after: within the step that follows
         live = proc.poll() is None
         if live:
             proc.send_signal(signal.SIGKILL)
@@ -162,7 +191,7 @@ def test_kill9_at_random_moments_pays_each_request_once(stub_server, tmp_path):
         assert proc.returncode in (0, -9), err.decode()
         fresh = not live  # finished before the kill: the next kill goes to a new run
         runs += fresh
-        states.append(q(db, "select status, ingested, provider_id is null from batch where run_id = (select max(id) from run)"))
+        states.append((moment, q(db, "select status, ingested, provider_id is null from batch where run_id = (select max(id) from run)")))
     if q(db, "select count(*) from batch where not ingested")[0][0]:  # online mode would pay for those lines again
         online = core_cli("generate", "--run", f"crashy{runs}", "--mode", "online", "--db", str(db), "--no-progress")
         assert "has batches in flight" in core_one_line_error(online)

@@ -87,7 +87,7 @@ class OpenAIBackend:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
-    def _classify(self, exc: Exception) -> Exception:
+    def classify(self, exc: Exception) -> Exception:
         o = self._openai
         where = self.base_url or "the OpenAI API"
         if isinstance(exc, o.AuthenticationError):
@@ -121,7 +121,7 @@ class OpenAIBackend:
         except self._openai.NotFoundError:
             return  # some compatible servers have no /models; the first real call will tell
         except Exception as exc:
-            err = self._classify(exc)
+            err = self.classify(exc)
             if isinstance(err, FatalBackendError):
                 raise err from None
 
@@ -184,7 +184,7 @@ class OpenAIBackend:
         except (BackendError, FatalBackendError):
             raise
         except Exception as exc:
-            err = self._classify(exc)
+            err = self.classify(exc)
             # llama.cpp's server answers a list of prompts with HTTP 500; retrying it 150 times helped no one.
             # Until one multi-prompt request has worked, a refusal of one means the server takes one prompt.
             status = getattr(exc, "status_code", None)

@@ -1,74 +1,85 @@
-"""OpenAI's Files and Batch API through the official client, with our error classes and retries.
+"""The Batch API of a provider, as batch mode uses it: the whole contract between datagen/batch/run.py
+and a provider. OpenAI's (datagen/batch/openai_batches.py) is the one implementation; a second
+provider is one module implementing `BatchProvider` plus a branch in `provider_for`.
 
-Only `create` is not simply retried: a create whose answer was lost may have made the batch, so
-the batch is first looked up by the key in its metadata (the write-ahead rule in batch/run.py).
+The contract, in the order a batch meets it:
+  upload    the input file, from our lines (`line` formats one request in the provider's format);
+  create    one try, carrying our idempotency key; a failed create may still have made the batch,
+  find      so the caller looks the batch up by key before it creates again (the write-ahead rule);
+  poll      the batch as it stands (`RemoteBatch`, statuses in our words: see `ENDED`);
+  results   its answers and errors, one `Generation` per line it has, keyed by our request id;
+  cancel    ask it to stop (finished lines are kept and come back through `results`);
+  delete    a file we no longer need (input, output, error), once its results are stored.
+Errors: `BackendError` (retryable or not) and `FatalBackendError`, as the online backends raise.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
-from datagen.backends.openai_compat import OpenAIBackend
-from datagen.errors import BackendError, FatalBackendError
+from datagen.errors import InputError
 
-KEY = "datagen_key"  # metadata field carrying our batch row's key
+if TYPE_CHECKING:
+    from datagen.records import Generation, Prompt
+
+# Statuses a provider's batch may have (a provider maps its own onto these); after ENDED it changes no more.
+STATUSES = ("validating", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled", "failed")
+ENDED = ("completed", "expired", "cancelled", "failed")
 
 
-class Provider:
-    def __init__(self, backend: OpenAIBackend, tries: int = 5):
-        self.backend = backend
-        self.client = backend.client
-        self.tries = max(1, tries)
-        self.where = backend.base_url or "the OpenAI API"
+@dataclass
+class RemoteBatch:
+    """A provider's batch as last seen."""
 
-    async def _call(self, what: str, fn, tries: int | None = None):
-        tries = tries or self.tries
-        for attempt in range(1, tries + 1):
-            try:
-                return await fn()
-            except Exception as exc:
-                err = self.backend._classify(exc)
-                if isinstance(err, FatalBackendError):
-                    if isinstance(exc, self.backend._openai.NotFoundError) and what in ("files.create", "batches.create", "batches.list"):
-                        raise FatalBackendError(f"{self.where} does not serve the Batch API ({what}: 404); batch mode needs OpenAI or a server with /v1/files and /v1/batches") from None
-                    raise err from None
-                if not (isinstance(err, BackendError) and err.retryable) or attempt == tries:
-                    raise BackendError(f"{what} at {self.where}: {err}", retryable=isinstance(err, BackendError) and err.retryable) from None
-                await asyncio.sleep(max(err.retry_after or 0.0, random.uniform(0, min(30.0, 2.0**attempt))))
+    id: str
+    status: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    completed: int = 0
+    failed: int = 0
+    errors: list[dict] = field(default_factory=list)  # why a batch failed: [{code, message, line, param}]
 
-    async def upload(self, name: str, data: bytes) -> str:
-        f = await self._call("files.create", lambda: self.client.files.create(file=(name, data, "application/jsonl"), purpose="batch"))
-        return f.id
 
-    async def create(self, input_file_id: str, endpoint: str, key: str):
-        """One try: after a failure the caller looks the batch up by key before it creates again."""
-        return await self._call("batches.create", lambda: self.client.batches.create(
-            input_file_id=input_file_id, endpoint=endpoint, completion_window="24h", metadata={KEY: key}), tries=1)
+@dataclass
+class Results:
+    answers: dict[int, Generation]  # request id -> answer (text, or error for a failed line)
+    unreadable: int = 0  # lines we could not read (not ours, or garbled)
 
-    async def find(self, key: str, since: datetime):
-        """The provider's batch carrying this key, or None. Batches list newest first: stop at ones older than ours."""
-        floor = since.timestamp() - 3600  # clock skew between us and the provider
 
-        async def scan():
-            async for b in self.client.batches.list(limit=100):
-                if (b.metadata or {}).get(KEY) == key:
-                    return b
-                if b.created_at < floor:
-                    return None
-            return None
+class BatchProvider(Protocol):
+    endpoint: str  # what the lines ask for (stored with the batch)
+    max_lines: int  # per input file
+    max_bytes: int
 
-        return await self._call("batches.list", scan)
+    def line(self, request_id: int, body: str) -> bytes:
+        """One request of an input file; `body` is the JSON the online backend would send."""
 
-    async def retrieve(self, batch_id: str):
-        return await self._call("batches.retrieve", lambda: self.client.batches.retrieve(batch_id))
+    async def upload(self, name: str, data: bytes) -> str: ...
 
-    async def cancel(self, batch_id: str):
-        return await self._call("batches.cancel", lambda: self.client.batches.cancel(batch_id))
+    async def create(self, input_file_id: str, key: str) -> RemoteBatch:
+        """One try; on failure the caller looks the key up with `find` before creating again."""
 
-    async def content(self, file_id: str) -> str:
-        async def read():
-            return (await self.client.files.content(file_id)).text
+    async def find(self, key: str, since: datetime) -> RemoteBatch | None:
+        """The provider's batch created with this key (no earlier than about `since`), or None."""
 
-        return await self._call("files.content", read)
+    async def poll(self, batch_id: str) -> RemoteBatch: ...
+
+    async def results(self, batch: RemoteBatch, prompts: dict[int, Prompt]) -> Results:
+        """Every line the ended batch has an outcome for, among `prompts` (request id -> its prompt)."""
+
+    async def cancel(self, batch_id: str) -> RemoteBatch: ...
+
+    async def delete(self, file_id: str) -> None: ...
+
+
+def provider_for(backend, tries: int = 5) -> BatchProvider:
+    """The Batch API that goes with an online backend (same server, key and model)."""
+    from datagen.backends.openai_compat import OpenAIBackend
+
+    if isinstance(backend, OpenAIBackend):
+        from datagen.batch.openai_batches import OpenAIBatches
+
+        return OpenAIBatches(backend, tries=tries)
+    raise InputError(f"--mode batch has no Batch API for the {getattr(backend, 'name', backend)!r} backend: use --api chat or --api completion")

@@ -19,19 +19,25 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from datagen import storage
-from datagen.backends.openai_compat import OpenAIBackend
-from datagen.batch.provider import Provider
+from datagen.errors import BackendError, DatagenError, FatalBackendError
+from datagen.batch.provider import BatchProvider, RemoteBatch
 from datagen.client import Price, budget_line, fit
-from datagen.config import BATCH_MAX_BYTES, GenerateOptions
-from datagen.errors import BackendError, BudgetSpent, DatagenError
+from datagen.errors import BudgetSpent
+from datagen.config import BATCH_MAX_FAILED_IN_A_ROW, PipelineConfig
+from datagen.errors import InputError
 from datagen.pipeline import Pipeline, Progress
 from datagen.records import Candidate, Generation, Prompt, Stage, Status
 from datagen.storage import batches as store
 from datagen.storage.models import Batch
+
+if TYPE_CHECKING:
+    from datagen.generate import RunContext
 
 ORDER = (Stage.instances, Stage.classify, Stage.bootstrap)  # the most advanced work is submitted first
 
@@ -42,14 +48,18 @@ class BatchRun:
 
     stages: tuple[str, ...] = tuple(s.value for s in ORDER)  # ledger stages this loop owns, in submit order
 
-    def __init__(self, opts: GenerateOptions, engine, run_id: int, name: str, pipe: Pipeline,
-                 backend: OpenAIBackend, price: Price, say: Callable[[str], None]):
-        self.opts, self.engine, self.run_id, self.name = opts, engine, run_id, name
-        self.pipe, self.backend, self.price, self.say = pipe, backend, price, say
-        self.provider = Provider(backend, tries=opts.max_tries)
+    def __init__(self, ctx: RunContext, pipe: Pipeline | None, provider: BatchProvider, say: Callable[[str], None]):
+        """The run's backend builds the request bodies (as online mode would send them); `provider` carries them."""
+        self.opts, self.engine, self.run_id, self.name = ctx.opts, ctx.engine, ctx.run_id, ctx.name
+        self.pipe, self.backend, self.provider, self.price, self.say = pipe, ctx.backend, provider, ctx.price(), say
+        # The stall rule's clock: the pipeline's (generate), else the option's declared default (a judge).
+        self.stall_timeout = pipe.cfg.stall_timeout if pipe is not None else PipelineConfig.model_fields["stall_timeout"].default
         self.stopping = False
         self._wake = asyncio.Event()
         self._budget_blocked = False
+        self._tokens_waiting = False  # said once that the enqueued-token limit holds the run
+        self._failed_in_a_row = 0  # ended batches without a good answer, since the last one with
+        self._failing: tuple[float, float] | None = None  # (first, latest) of those batches' ends
 
     def stop(self) -> None:
         """Stop after the step in progress; batches in flight stay with the provider for the resume."""
@@ -69,6 +79,7 @@ class BatchRun:
         while not self.stopping:
             await self._refresh()
             self._take_answers()
+            self._check_stall()
             if self._finished():
                 await self._cancel_open()  # their requests are no longer needed; finished lines are still kept
             else:
@@ -101,48 +112,42 @@ class BatchRun:
             found = await self.provider.find(b.key, b.created_at)
             if found is not None:
                 self._record(b, found)
-                self.say(f"batch {b.id}: adopted {found.id} (created before the last stop)")
+                self.say(f"batch {b.id}: {b.stage} x{b.requests} adopted as {found.id} (created before the last stop)")
             else:
                 await self._create(b)
 
     async def _create(self, b: Batch) -> None:
         if not b.input_file_id:
             rows = store.batch_lines(self.engine, b.id)
-            data = "".join(self._line(r) for r in rows).encode("utf-8")
+            data = b"".join(self.provider.line(r.id, r.body) for r in rows)
             b.input_file_id = await self.provider.upload(f"datagen-{self.name}-{b.id}.jsonl", data)
             store.set_batch(self.engine, b.id, input_file_id=b.input_file_id)
+        how = "submitted"
         for attempt in range(1, self.opts.max_tries + 1):
             try:
-                created = await self.provider.create(b.input_file_id, b.endpoint, b.key)
+                created = await self.provider.create(b.input_file_id, b.key)
                 break
             except BackendError as exc:
                 # The answer may have been lost after the provider made it: never create it twice.
                 created = await self.provider.find(b.key, b.created_at)
                 if created is not None:
+                    how = "adopted"  # made by the create whose answer was lost
                     break
                 if not exc.retryable or attempt == self.opts.max_tries:
                     raise
                 await asyncio.sleep(min(30.0, 2.0**attempt))
         self._record(b, created)
-        self.say(f"batch {b.id}: {b.stage} x{b.requests} submitted as {created.id} (est ${b.cost_est:.4f})")
+        self.say(f"batch {b.id}: {b.stage} x{b.requests} {how} as {created.id} (est ${b.cost_est:.4f})")
 
-    def _record(self, b: Batch, pb) -> None:
-        counts = pb.request_counts
-        values = dict(provider_id=pb.id, status=pb.status, output_file_id=pb.output_file_id, error_file_id=pb.error_file_id,
-                      completed=counts.completed if counts else 0, failed=counts.failed if counts else 0)
-        errors = getattr(pb, "errors", None)
-        if errors and getattr(errors, "data", None):
-            values["errors"] = store.errors_json([e.model_dump() for e in errors.data])
-        store.set_batch(self.engine, b.id, **values)
-        for k, v in values.items():
-            setattr(b, k, v)
+    def _record(self, b: Batch, rb: RemoteBatch) -> None:
+        record(self.engine, b, rb)
 
     async def _refresh(self) -> None:
         for b in store.list_batches(self.engine, self.run_id, open_only=True, stages=self.stages):
             if not b.provider_id:
                 continue
             before = (b.status, b.completed, b.failed)
-            self._record(b, await self.provider.retrieve(b.provider_id))
+            self._record(b, await self.provider.poll(b.provider_id))
             if (b.status, b.completed, b.failed) != before:
                 self.say(f"batch {b.id} ({b.provider_id}): {b.status} {b.completed + b.failed}/{b.requests}"
                          + (f", {b.failed} failed" if b.failed else ""))
@@ -150,45 +155,31 @@ class BatchRun:
                 await self._ingest(b)
 
     async def _ingest(self, b: Batch) -> None:
-        rows = {r.id: r for r in store.batch_lines(self.engine, b.id)}
-        results: dict[int, tuple[Generation, float]] = {}
-        for file_id in (b.output_file_id, b.error_file_id):
-            if not file_id:
-                continue
-            for raw in (await self.provider.content(file_id)).splitlines():
-                if not raw.strip():
-                    continue
-                try:
-                    line = json.loads(raw)
-                    row = rows.get(int(line["custom_id"]))
-                except (ValueError, KeyError, TypeError):
-                    self.say(f"batch {b.id}: skipped an unreadable result line")
-                    continue
-                if row is not None and row.id not in results:
-                    results[row.id] = self._result(row, line)
-        missing = f"no result: batch {b.status}"
-        if b.errors:
-            missing += f" ({_first_error(b.errors)})"
-        answered = store.ingest(self.engine, b.id, results, missing)
-        cost = sum(c for _, c in results.values())
-        self.say(f"batch {b.id}: ingested {answered}/{b.requests} answers, ${cost:.4f} (est ${b.cost_est:.4f})")
+        answered = await ingest(self.engine, b, self.provider, self.price, self.say, keep_files=self.opts.keep_files)
+        if b.status != "cancelled":  # we stopped it (target reached, or a user): not a failure of the provider
+            self._note_batch(answered > 0)
 
-    def _result(self, row, line: dict) -> tuple[Generation, float]:
-        resp, err = line.get("response"), line.get("error")
-        if resp and resp.get("status_code") == 200:
-            try:
-                # A stage may carry a qualifier after a colon ("judge:accuracy")
-                gen = self.backend.generations(resp.get("body") or {}, [Prompt(stage=Stage(row.stage.split(":")[0]), text=row.prompt)])[0]
-            except Exception as exc:  # a body the SDK cannot read: an error for this line, retried
-                return Generation(error=f"bad response: {type(exc).__name__}: {str(exc)[:200]}"), 0.0
-            gen.request_id = row.id
-            return gen, self.price.cost(gen.tokens_in, gen.tokens_out)
-        if resp:
-            body = resp.get("body") or {}
-            msg = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-            return Generation(error=f"HTTP {resp.get('status_code')}: {msg or str(body)[:200]}"), 0.0
-        err = err or {}
-        return Generation(error=f"{err.get('code') or 'error'}: {err.get('message') or 'no message'}"), 0.0
+    def _note_batch(self, any_ok: bool) -> None:
+        if any_ok:
+            self._failed_in_a_row, self._failing = 0, None
+        else:
+            now = time.monotonic()
+            self._failed_in_a_row += 1
+            self._failing = (self._failing[0] if self._failing else now, now)
+
+    def _check_stall(self) -> None:
+        """The stall rule of online mode, for batches: nothing but failures keeps a run going forever.
+        Time counts between failed batches only: waiting for the provider is not a stall."""
+        if self._finished():
+            return
+        n = self._failed_in_a_row
+        stalled_for = self._failing[1] - self._failing[0] if self._failing else 0.0
+        if n >= BATCH_MAX_FAILED_IN_A_ROW or stalled_for >= self.stall_timeout:
+            last = store.last_error(self.engine, self.run_id) or "unknown"
+            raise DatagenError(
+                f"{n} batches in a row ended without one good answer over {stalled_for:.0f} s (last error: {last[:200]}); "
+                "the run is kept, run again with the same --run to resume"
+            )
 
     async def _cancel_open(self) -> None:
         for b in store.list_batches(self.engine, self.run_id, open_only=True, stages=self.stages):
@@ -225,6 +216,10 @@ class BatchRun:
                 gen = Generation(text=row.response, finish_reason=row.finish_reason, request_id=row.id)
                 if row.stage == Stage.classify.value:
                     pipe.take_classify(c, gen)
+                elif p.accepted >= p.target:
+                    # Never keep past the target (answers of cancelled batches, a target lowered on resume):
+                    # the answer stays stored, untaken, for a resume with a higher target.
+                    continue
                 else:
                     pipe.finish(pipe.take_instances(c, gen))
                     del pending[c.sample_id]
@@ -276,9 +271,6 @@ class BatchRun:
         return store.Line(stage=prompt.stage.value, prompt=prompt.text, sample_id=sample_id,
                           body=json.dumps(self.backend.body([prompt]), ensure_ascii=False))
 
-    def _line(self, row) -> str:
-        return f'{{"custom_id": "{row.id}", "method": "POST", "url": "{self.backend.endpoint}", "body": {row.body}}}\n'
-
     def _estimate(self, row) -> tuple[int, float]:
         """(input tokens, cost if every answer runs to max_tokens): an upper bound, so the budget holds."""
         tin = self.backend.count_tokens(row.prompt)
@@ -299,8 +291,8 @@ class BatchRun:
         queued = store.queued_requests(self.engine, self.run_id, stages=self.stages)
         if not queued:
             return
-        tokens_room = (self.opts.max_enqueued_tokens - store.enqueued_tokens(self.engine, self.backend.model)
-                       if self.opts.max_enqueued_tokens else math.inf)
+        limit = self.opts.max_enqueued_tokens
+        tokens_room = limit - store.enqueued_tokens(self.engine, self.backend.model) if limit else math.inf
         money_room = math.inf
         if self.opts.budget is not None:
             spent, committed = self._spent()
@@ -311,11 +303,17 @@ class BatchRun:
             cost = 0.0
             for row in (r for r in queued if r.stage == stage):
                 tin, est = self._estimate(row)
+                if limit and tin > limit:  # would wait for room forever
+                    raise InputError(f"a {stage} request has about {tin} input tokens, more than --max-enqueued-tokens {limit}: raise the limit")
                 if tin > tokens_room or est > money_room:
                     self._budget_blocked |= est > money_room
+                    if tin > tokens_room and not self._tokens_waiting:
+                        self._tokens_waiting = True
+                        self.say(f"waiting: {limit - tokens_room:,} input tokens of {self.backend.model} are in unfinished batches "
+                                 f"(--max-enqueued-tokens {limit:,}); the rest is submitted as they end")
                     break  # the rest of this stage waits for room
-                nbytes = len(self._line(row).encode("utf-8"))
-                if part and (len(part) >= self.opts.batch_max_lines or size + nbytes > BATCH_MAX_BYTES):
+                nbytes = len(self.provider.line(row.id, row.body))
+                if part and (len(part) >= min(self.opts.batch_max_lines, self.provider.max_lines) or size + nbytes > self.provider.max_bytes):
                     await self._open(stage, part, tokens, cost)
                     part, size, tokens, cost = [], 0, 0, 0.0
                 part.append(row)
@@ -326,13 +324,59 @@ class BatchRun:
                 await self._open(stage, part, tokens, cost)
 
     async def _open(self, stage: str, rows: list, tokens: int, cost: float) -> None:
-        b = store.add_batch(self.engine, Batch(run_id=self.run_id, key=uuid.uuid4().hex, endpoint=self.backend.endpoint,
+        self._tokens_waiting = False
+        b = store.add_batch(self.engine, Batch(run_id=self.run_id, key=uuid.uuid4().hex, endpoint=self.provider.endpoint,
                                                model=self.backend.model, stage=stage, tokens_est=tokens, cost_est=cost),
                             [r.id for r in rows])
         await self._create(b)
 
 
-def _first_error(errors: str) -> str:
+def record(engine, b: Batch, rb: RemoteBatch) -> None:
+    """Store the provider's view of a batch (and keep `b` in step)."""
+    values = dict(provider_id=rb.id, status=rb.status, output_file_id=rb.output_file_id, error_file_id=rb.error_file_id,
+                  completed=rb.completed, failed=rb.failed)
+    if rb.errors:
+        values["errors"] = store.errors_json(rb.errors)
+    store.set_batch(engine, b.id, **values)
+    for k, v in values.items():
+        setattr(b, k, v)
+
+
+async def ingest(engine, b: Batch, provider: BatchProvider, price: Price, say: Callable[[str], None], *, keep_files: bool = False) -> int:
+    """Store an ended batch's results in the ledger (a line without one gets the batch's reason as its
+    error), then delete its files at the provider unless kept. Returns the lines answered well."""
+    rows = store.batch_lines(engine, b.id)
+    remote = RemoteBatch(id=b.provider_id, status=b.status, output_file_id=b.output_file_id, error_file_id=b.error_file_id)
+    # A stage may carry a qualifier after a colon: "judge:accuracy" is a judge line.
+    got = await provider.results(remote, {r.id: Prompt(stage=Stage(r.stage.split(":")[0]), text=r.prompt) for r in rows})
+    if got.unreadable:
+        say(f"batch {b.id}: skipped {got.unreadable} unreadable result line(s)")
+    results: dict[int, tuple[Generation, float]] = {}
+    for rid, gen in got.answers.items():
+        gen.request_id = rid
+        results[rid] = (gen, 0.0 if gen.error else price.cost(gen.tokens_in, gen.tokens_out))
+    missing = f"no result: batch {b.status}"
+    if b.errors:
+        missing += f" ({first_error(b.errors)})"
+    ok = sum(1 for g, _ in results.values() if g.error is None)
+    # Lines without a good answer (failed, expired, cancelled, never run) all count as failed.
+    answered = store.ingest(engine, b.id, results, missing, completed=ok, failed=b.requests - ok)
+    cost = sum(c for _, c in results.values())
+    say(f"batch {b.id}: ingested {answered}/{b.requests} answers, ${cost:.4f} (est ${b.cost_est:.4f})")
+    if not keep_files:
+        # The provider keeps files until deleted (and counts them against storage): ours are stored now.
+        for file_id in sorted({b.input_file_id, b.output_file_id, b.error_file_id} - {None}):
+            try:
+                await provider.delete(file_id)
+            except (BackendError, FatalBackendError) as exc:  # a leftover file costs storage, not correctness
+                say(f"batch {b.id}: could not delete file {file_id} ({exc}); delete it by hand or leave it to expire")
+    return answered
+
+
+def first_error(errors: str | None) -> str:
+    """A failed batch's first reason, one line (stored errors are a JSON list, or text)."""
+    if not errors:
+        return ""
     try:
         e = json.loads(errors)[0]
         return f"{e.get('code')}: {e.get('message')}"[:200]

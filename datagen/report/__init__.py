@@ -15,13 +15,14 @@ __all__ = ["build", "to_html", "to_json", "write_report"]
 
 def write_report(engine, run: str, *, out: str | Path | None = None, json_out: str | Path | None = None, vs: str | None = None) -> dict:
     """Compute the figures once and write the HTML and/or the JSON, each through a temp file and a rename."""
-    from datagen.export import ExportError, atomic_write
+    from datagen.errors import InputError
+    from datagen.export import atomic_write
 
     for path in (out, json_out):  # checked before any work, as atomic_write would check after it
         if path is not None and not Path(path).parent.is_dir():
-            raise ExportError(f"output directory does not exist: {Path(path).parent}")
+            raise InputError(f"output directory does not exist: {Path(path).parent}")
         if path is not None and Path(path).is_dir():
-            raise ExportError(f"{path} is a directory: give a file name")
+            raise InputError(f"{path} is a directory: give a file name")
     report = build(engine, run, vs)
     if json_out is not None:
         text = to_json(report)

@@ -26,14 +26,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from datagen import storage
 from datagen.backends import make_backend
+from datagen.batch.provider import provider_for
 from datagen.batch.run import BatchRun
 from datagen.client import LLMClient, Price
 from datagen.config import BATCH_DISCOUNT, JUDGE_MAX_GIVE_UPS, JudgeOptions
-from datagen.errors import InputError, NotFound, Unavailable
-from datagen.errors import LeaseHeld
+from datagen.errors import InputError, LeaseHeld, NotFound, Unavailable
 from datagen.lease import RunLeaseHolder
 from datagen.ratelimit import shared_limiters
 from datagen.records import Generation, Prompt, Stage
@@ -308,7 +309,10 @@ class JudgeBatch(BatchRun):
     """The batch loop of generate, asking the judge's questions: a line per sample, read into score rows."""
 
     def __init__(self, judge: Judge, opts: JudgeOptions, backend, say):
-        super().__init__(opts, judge.engine, judge.run.id, judge.run.name, None, backend, price_of(opts), say)
+        # BatchRun reads the run it works for from a RunContext; the judge's is these few fields.
+        ctx = SimpleNamespace(opts=opts, engine=judge.engine, run_id=judge.run.id, name=judge.run.name, backend=backend,
+                              price=lambda: price_of(opts))
+        super().__init__(ctx, None, provider_for(backend, tries=opts.max_tries), say)
         self.judge = judge
         self.stages = (judge.stage,)
         self.planned: set[int] = set()  # samples this session asked about (--limit counts them)

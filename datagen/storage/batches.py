@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from datagen.batch.provider import ENDED  # the provider contract says when a batch ends
 from datagen.records import KEPT, Generation, Status
 from datagen.storage.models import Batch, Request, Run, Sample, utcnow
 from datagen.storage.runs import prompt_hash
 
-# Provider statuses after which a batch changes no more (its files can be read).
-ENDED = ("completed", "expired", "cancelled", "failed")
 OUTSTANDING = ("queued", "sent", "answered")
 
 
@@ -95,10 +94,23 @@ def list_batches(engine: Engine, run_id: int | None = None, *, open_only: bool =
 
 
 def enqueued_tokens(engine: Engine, model: str) -> int:
-    """Input tokens of this model's batches not yet ended, across runs: what the provider's queue limit counts."""
+    """Input tokens of this model's batches not yet ended, across runs: what the provider's queue limit counts.
+
+    Not counted: a batch the provider never saw (no provider id yet), and the batches of a failed run
+    (nobody polls them, so their status stays as last seen long after they ended).
+    """
     with Session(engine) as s:
-        q = select(func.coalesce(func.sum(Batch.tokens_est), 0)).where(Batch.model == model, Batch.status.not_in(ENDED))
+        q = (select(func.coalesce(func.sum(Batch.tokens_est), 0)).join(Run, Run.id == Batch.run_id)
+             .where(Batch.model == model, Batch.status.not_in(ENDED), Batch.provider_id.is_not(None),
+                    Batch.ingested.is_(False), Run.state != "failed"))
         return int(s.execute(q).scalar_one())
+
+
+def last_error(engine: Engine, run_id: int) -> str | None:
+    """The newest stored error of a run's lines."""
+    with Session(engine) as s:
+        q = select(Request.error).where(Request.run_id == run_id, Request.error.is_not(None)).order_by(Request.id.desc()).limit(1)
+        return s.execute(q).scalar()
 
 
 def batch_lines(engine: Engine, batch_id: int) -> list[Request]:
@@ -206,3 +218,22 @@ def batches_with_runs(engine: Engine, run_id: int | None = None) -> list[tuple[B
         q = q.where(Batch.run_id == run_id)
     with Session(engine, expire_on_commit=False) as s:
         return [(b, name) for b, name in s.execute(q).all()]
+
+
+def get_batch(engine: Engine, batch_id: int) -> Batch | None:
+    with Session(engine, expire_on_commit=False) as s:
+        return s.get(Batch, batch_id)
+
+
+def drop_batch(engine: Engine, batch_id: int) -> int:
+    """Forget a batch the provider never saw, with its lines (never sent, never paid), in one transaction."""
+    with Session(engine) as s:
+        n = s.execute(delete(Request).where(Request.batch_id == batch_id, Request.state == "sent")).rowcount
+        s.execute(delete(Batch).where(Batch.id == batch_id, Batch.provider_id.is_(None)))
+        s.commit()
+    return n
+
+
+def run_of(engine: Engine, batch: Batch) -> Run:
+    with Session(engine, expire_on_commit=False) as s:
+        return s.get(Run, batch.run_id)
