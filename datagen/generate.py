@@ -17,7 +17,7 @@ from datagen.backends import make_backend
 from datagen.client import BudgetSpent, LLMClient, Price
 from datagen.batch.run import BatchRun
 from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
-from datagen.errors import DatagenError, InputError
+from datagen.errors import DatagenError, InputError, Unavailable
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
 from datagen.ratelimit import shared_limiters
@@ -49,10 +49,12 @@ class LeaseLost(DatagenError):
     """Another process took the run over (this one stalled past its lease)."""
 
 
-async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]:
+async def generate(opts: GenerateOptions, on_start=None, resume_only: bool = False) -> tuple[str, Progress]:
     """Run (or resume) a named generation run until its target is reached, holding the run lease.
 
     `on_start(run_name, progress, client, task)` lets a caller watch the run (the CLI shows a live table).
+    `resume_only`: the command named a run and nothing else, so it means a resume; a name that is
+    no run is refused rather than started as a new run on default options (a typo).
     SIGTERM (main thread only) drains: no new work, candidates in progress finish, the run stays
     resumable and the returned progress is short of its target.
     """
@@ -60,6 +62,10 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     engine = storage.connect(opts.db)
     name = opts.run or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     existing = storage.get_run(engine, name)
+    if existing is None and opts.run:
+        if resume_only:
+            raise InputError(f"no run named {name!r}: to start a new run give its options too (e.g. -n 100 --api chat)")
+        print(f"new run {name!r} (no run by that name yet)", flush=True)
     resumed = _resumed(opts, existing)
     if resumed is not opts:
         opts = resumed
@@ -70,6 +76,12 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         raise InputError(f"run {name!r} has batches in flight: resume it in batch mode (leave out --mode), or wait for them")
     if existing and existing.lang != opts.lang:
         raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
+    if existing and opts.mode != "batch":
+        kept = storage.run_stats(engine, existing.id).kept
+        if kept >= opts.pipeline.target:  # say so, rather than a "succeeded" that added nothing
+            return name, Progress(target=opts.pipeline.target, accepted=kept, note=(
+                f"nothing to do: run {name!r} already has {kept} accepted of the {opts.pipeline.target} asked for; "
+                "raise -n to grow it, or name a new --run (a schedule: --run 'NAME-{slot:%Y%m%d}')"))
     lease = RunLeaseHolder(engine, name)
     await asyncio.to_thread(lease.acquire, opts.lease_wait)
     with lease:
@@ -189,6 +201,12 @@ async def _supervise(engine, run_id: int, name: str, lease, work, stop, started=
         raise
     except BudgetSpent:
         storage.set_run_state(engine, run_id, "interrupted")
+        raise
+    except Unavailable:  # the database (or a server) went away: resumable, not failed
+        try:
+            storage.set_run_state(engine, run_id, "interrupted")
+        except Unavailable:
+            pass
         raise
     except Exception:
         storage.set_run_state(engine, run_id, "failed")

@@ -59,7 +59,9 @@ class Request(SQLModel, table=True):
     error: str | None = None
     attempt: int = 1
     created_at: datetime = Field(default_factory=utcnow)
-    state: str = "done"  # sent (no answer yet, or the run died) | done | cancelled (the run stopped it)
+    # sent (no answer yet) | done | cancelled (the run stopped it) | lost (still `sent` when the run
+    # resumed: its process was killed, the answer never came back and its cost is unknown)
+    state: str = "done"
     prompts: int = 1  # prompts carried by this one request
     # Batch mode (datagen/batch/): a row is a line of a batch, its id the line's custom_id. States:
     # queued (not in a batch yet) | sent | answered (result or error stored, not yet applied) | done.
