@@ -137,6 +137,12 @@ def test_a_postgres_restart_under_a_running_job_is_waited_out_or_retried(stub_se
         assert (job.state, [a.state for a in attempts]) == ("succeeded", want), (job.exit_message, [a.exit_message for a in attempts], err)
         assert kept(engine, run) == 40 and storage.get_run(engine, run).state == "finished"
         assert "database unavailable" in err  # the worker said so, and carried on
+        from sqlmodel import Session, select
+
+        from datagen.storage.models import Request
+
+        with Session(engine) as s:  # requests the outage cut off were marked on resume, none left `sent`
+            assert s.execute(select(Request.id).where(Request.state == "sent")).first() is None
         if len(attempts) == 2:
             assert "waited" in attempts[0].exit_message and "again in" in attempts[0].exit_message, attempts[0].exit_message
     storage.dispose_all()

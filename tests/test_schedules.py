@@ -281,6 +281,20 @@ def test_overlap_skip_and_replace_are_stored_with_reasons(engine):
     assert f"job {s1.id}" in s2.exit_message and "overlap=skip" in s2.exit_message
     r1, r2 = jobs_of(engine, "r")
     assert (r1.state, r2.state) == ("cancelled", "queued")
+    assert r1.exit_message == "replaced by the schedule's next slot (overlap=replace)"
+
+
+def test_overlap_replace_says_why_it_stopped_a_running_job(engine):
+    from datagen.jobs import queue
+    from datagen.jobs.scheduler import tick
+
+    every_minute(engine, "r", overlap="replace")
+    tick(engine, utc(2025, 12, 2, 10, 1, 1))
+    job, attempt = queue.claim(engine, "w:1", ["default"])
+    tick(engine, utc(2025, 12, 2, 10, 2, 1))  # flags the running job; its worker stops it and records the stop
+    queue.finish(engine, job, attempt, attempt_state="cancelled", job_state="cancelled", message="cancelled")
+    first, _ = queue.get(engine, job.id)
+    assert first.state == "cancelled" and first.exit_message == "replaced by the schedule's next slot (overlap=replace)"
 
 
 def test_misfire_after_downtime(engine):
