@@ -17,7 +17,7 @@ from datagen.backends import make_backend
 from datagen.client import BudgetSpent, LLMClient, Price
 from datagen.batch.run import BatchRun
 from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
-from datagen.errors import DatagenError, InputError, Unavailable
+from datagen.errors import DatagenError, InputError
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
 from datagen.ratelimit import shared_limiters
@@ -202,10 +202,10 @@ async def _supervise(engine, run_id: int, name: str, lease, work, stop, started=
     except BudgetSpent:
         storage.set_run_state(engine, run_id, "interrupted")
         raise
-    except Unavailable:  # the database (or a server) went away: resumable, not failed
+    except storage.StorageError:  # the database went away: resumable, not failed
         try:
             storage.set_run_state(engine, run_id, "interrupted")
-        except Unavailable:
+        except storage.StorageError:
             pass
         raise
     except Exception:
