@@ -186,8 +186,8 @@ async def _pipeline(args, stub: Stub, db: str) -> dict:
         pass
     import sqlite3
 
-    with sqlite3.connect(db) as con:  # answered requests' latency as the client saw it (queueing in the SDK included)
-        lat = sorted(r[0] for r in con.execute("select latency_ms from request where error is null"))
+    with sqlite3.connect(db) as con:  # answered requests' latency as the client saw it (queueing in the SDK included); rows still `sent` have none
+        lat = sorted(r[0] for r in con.execute("select latency_ms from request where state = 'done' and error is null"))
     latency = {"p50": lat[len(lat) // 2], "p90": lat[int(len(lat) * 0.9)], "max": lat[-1]} if lat else {}
     return {"latency_ms": latency, "samples": samples, "progress": state.get("prog"), "counters": state.get("client").counters}
 

@@ -34,7 +34,7 @@ class App(typer.Typer):
             if bug is not None and not isinstance(bug, DatagenError):  # a bug: keep its traceback for the report
                 line += f" (traceback in {crash_report(bug)})"
             print(f"error: {line}", file=sys.stderr)
-            raise SystemExit(1) from None
+            raise SystemExit(getattr(exc, "exit_code", 1)) from None
 
 
 def crash_report(exc: BaseException) -> str:
@@ -100,6 +100,7 @@ def generate_options(params: dict) -> GenerateOptions:
 
 @app.command()
 def generate(
+    ctx: typer.Context,
     num_instructions: int = opt(P["target"], "--num-instructions", "-n"),
     run: Optional[str] = opt(G["run"], "--run"),
     api: Optional[str] = opt(G["api"], "--api"),
@@ -150,7 +151,12 @@ def generate(
     --mode batch goes through the Batch API at half price; `generate --run NAME` picks it up later.
     """
     # Every value is checked here, before the database or a model is touched.
-    opts = generate_options(locals())
+    params = dict(locals())
+    params.pop("ctx")
+    opts = generate_options(params)
+    # `generate --run NAME` and nothing else reads as a resume: a NAME that is no run is refused.
+    given = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "") not in ("DEFAULT", "DEFAULT_MAP")}
+    resume_only = run is not None and not given - {"run", "db", "progress", "lease_wait", "wait"}
     from datagen.generate import generate as run_generate
     from datagen import progress as live
 
@@ -160,7 +166,7 @@ def generate(
 
     t0 = time.monotonic()
     try:
-        name, prog = asyncio.run(run_generate(opts, on_start=watch))
+        name, prog = asyncio.run(run_generate(opts, on_start=watch, resume_only=resume_only))
     except KeyboardInterrupt:
         print(f"error: interrupted; resume with --run {run or '<name shown above>'}", file=sys.stderr)
         raise typer.Exit(130) from None
@@ -170,6 +176,8 @@ def generate(
         f"run={name} accepted={prog.accepted} rejected={rejected} seconds={secs:.1f} "
         f"per_minute={prog.accepted * 60 / max(secs, 1e-6):.1f}"
     )
+    if prog.note:
+        print(prog.note)
     if prog.accepted < prog.target:  # drained by SIGTERM: resumable, not finished
         print(f"stopped at {prog.accepted}/{prog.target}; resume with --run {name}", file=sys.stderr)
         raise typer.Exit(DRAINED)
@@ -221,7 +229,10 @@ def runs(db: Optional[str] = DB) -> None:
             r.name, r.lang, f"{r.api}/{r.model}", r.state, f"{st.kept}/{r.target}",
             str(st.by_status.get("rejected", 0)), f"{100 * st.acceptance:.1f}",
             ", ".join(f"{k}={v}" for k, v in st.by_reason.most_common(3)),
-            f"{st.requests} ({st.errors} err)", f"{st.tokens_in:,}/{st.tokens_out:,}", f"{st.cost:.4f}",
+            f"{st.requests} ({st.errors} err" + (f", {st.lost} lost" if st.lost else "") + ")",
+            f"{st.tokens_in:,}/{st.tokens_out:,}",
+            # a request cut off by kill -9 may have been served and billed: its cost is not known
+            f"{st.cost:.4f}" + (f" + unknown ({st.lost} lost)" if st.lost else ""),
             # estimated at submit (answers at max_tokens) and, of that, what is still in flight
             f"{est[r.id][0]:.4f} ({est[r.id][1]:.4f} open)" if r.id in est else "",
         )

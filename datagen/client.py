@@ -326,7 +326,7 @@ class LLMClient:
     async def _attempt(self, prompts: list[Prompt], attempt: int) -> list[Generation]:
         """One HTTP request: its ledger row is written first and completed with the answer."""
         row = self._begin(prompts, attempt)
-        t0 = time.perf_counter()
+        t0, sent_at = time.perf_counter(), time.monotonic()
         try:
             gens = await self.backend.complete(prompts)
         except asyncio.CancelledError:
@@ -338,7 +338,10 @@ class LLMClient:
                 self._end(row, prompts, [Generation(error="cancelled", latency_s=latency)], "cancelled")
                 raise asyncio.CancelledError from None
             self._end(row, prompts, [Generation(error=str(exc), latency_s=latency)], "done")
-            self._adapt(latency)
+            # A timeout says the server is queueing only if it answered others meanwhile; a silent
+            # server answers nobody, and the stall rule (--stall-timeout) speaks for it.
+            if str(exc) != "timeout" or self.counters.last_success > sent_at:
+                self._adapt(latency)
             raise
         except BaseException as exc:  # fatal (bad key, ...): the row says why
             self._end(row, prompts, [Generation(error=str(exc)[:300] or type(exc).__name__, latency_s=time.perf_counter() - t0)], "done")

@@ -19,6 +19,12 @@ THRESHOLD = 0.7
 # Exit status of a generate stopped by SIGTERM before its target (EX_TEMPFAIL: run it again);
 # the CLI exits with it and a job worker reads it as "drained, not failed".
 DRAINED = 75
+# Exit status of a command whose database went away for longer than DB_WAIT (EX_UNAVAILABLE): a
+# job worker hands the job back to the queue, as it does when a worker dies, within the same limit.
+DB_GONE = 69
+# Seconds a running generate waits for its database to come back (a restart, a failover) before it
+# gives up with DB_GONE; DATAGEN_DB_WAIT overrides.
+DB_WAIT = 120.0
 # A job whose child exits DRAINED on its own (a `generate --mode batch --no-wait` round with batches
 # still in flight) is queued again this many seconds later: it polls its batches at that pace
 # without holding a worker slot in between.
@@ -43,12 +49,17 @@ ENV = {
     "cache": "DATAGEN_CACHE",  # converted embedded models [default: ~/.cache/datagen]
     "threads": "DATAGEN_THREADS",  # torch threads for --api local [default: cores - 1]
     "debug": "DATAGEN_DEBUG",  # any value: a crash prints its traceback instead of one line and a file
+    "db_wait": "DATAGEN_DB_WAIT",  # seconds a run waits for its database to come back [default: DB_WAIT]
 }
 
 
 def env(key: str) -> str | None:
     """A setting from the environment (by its key in ENV), None when unset or empty."""
     return os.environ.get(ENV[key]) or None
+
+
+def db_wait() -> float:
+    return float(env("db_wait") or DB_WAIT)
 
 
 def cache_dir() -> Path:

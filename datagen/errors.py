@@ -11,6 +11,7 @@ them. A class exists only where a caller tells it apart from its parent; raise t
     │   └── RuleViolation   409  an edit or approval the run's filters reject (the body carries the findings)
     ├── Unavailable         503  a database or model server that cannot be reached or used
     │   ├── StorageError         the database: workers and schedulers wait and try again
+    │   │   └── DatabaseGone         the server went away (restart, failover): a run waits for it, then exits DB_GONE
     │   └── FatalBackendError    the model server: nothing will work (bad key, unknown model), the run stops
     ├── BackendError             one failed model call; `retryable` ones are tried again
     │   └── BatchRefused         the server takes one prompt per request: send them one by one
@@ -21,6 +22,8 @@ them. A class exists only where a caller tells it apart from its parent; raise t
 """
 
 from __future__ import annotations
+
+from datagen.config import DB_GONE
 
 
 class DatagenError(Exception):
@@ -72,6 +75,12 @@ class Unavailable(DatagenError):
 
 class StorageError(Unavailable):
     """The database is down, locked, read-only, full, or at a schema this datagen does not know."""
+
+
+class DatabaseGone(StorageError):
+    """The database server went away (a restart, a failover, the network): worth waiting for."""
+
+    exit_code = DB_GONE  # a job worker hands the job back to the queue
 
 
 class FatalBackendError(Unavailable):

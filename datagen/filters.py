@@ -52,6 +52,10 @@ DEFAULT_LIMITS = {"en": Limits(3, 150), "zh": Limits(5, 300)}
 # ROUGE-L F (numbers dropped) above which an instruction is the bootstrap prompt written back.
 # "Here are eight new tasks, numbered from 7:" scores 0.67 against "Write new tasks, numbered from."
 ECHO_THRESHOLD = 0.6
+_PLACEHOLDER = re.compile(r"\$\w+")
+_NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                 "fifteen", "twenty", "a", "few", "some", "more", "another", "several",
+                 "一", "二", "两", "三", "四", "五", "六", "七", "八", "九", "十", "几"}
 
 
 @dataclass
@@ -64,7 +68,11 @@ class InstructionFilter:
     def __post_init__(self) -> None:
         self.limits = self.limits or DEFAULT_LIMITS[self.lang]
         self.blacklist = self.blacklist or BLACKLIST[self.lang]
-        self._echo = [(line, t) for line in self.echo_lines if (t := self._words(line))]
+        self._echo = [(line, t) for line in self.echo_lines if (t := self._words(_PLACEHOLDER.sub(" ", line)))]
+        # The template's request sentence ("Write $count new tasks, numbered from $next.") around each
+        # placeholder, numbers and list markers normalised: found anywhere in a candidate, it is the
+        # request written back in other words ("Now write 8 new tasks for ...").
+        self._requests = [(line, w) for line in self.echo_lines for w in self._windows(line)]
         words = "|".join(re.escape(w) for w in self.blacklist)
         self._black = re.compile(rf"\b(?:{words})\b", re.I) if self.lang == "en" else re.compile(words)
 
@@ -76,11 +84,40 @@ class InstructionFilter:
     def _words(self, text: str) -> list[str]:
         return [w for w in tokenize(text, self.lang) if not w.isdigit()]  # "7", "9" are the prompt's numbers
 
+    def _loose(self, text: str) -> list[str]:
+        """Word tokens (characters for zh), every number or number word as '#', list markers and punctuation gone."""
+        text = _PLACEHOLDER.sub(" 7 ", text.lower())
+        toks = re.findall(r"[a-z]+|\d+", text) if self.lang == "en" else re.findall(r"[\u3400-\u9fff]|\d+", text)
+        out: list[str] = []
+        for t in toks:
+            t = "#" if t.isdigit() or t in _NUMBER_WORDS else t
+            if not (t == "#" and out and out[-1] == "#"):
+                out.append(t)
+        return out
+
+    def _windows(self, line: str) -> list[list[str]]:
+        if not _PLACEHOLDER.search(line):
+            return []
+        toks = self._loose(line)
+        before, after = (3, 2) if self.lang == "en" else (2, 4)
+        wins = []
+        for i, t in enumerate(toks):
+            if t == "#":
+                w = toks[max(0, i - before): i + after + 1]
+                if len(w) >= 4:  # enough of the sentence that a real task does not say it by chance
+                    wins.append(w)
+        return wins
+
     def echo(self, text: str) -> str | None:
         """The prompt line this instruction echoes, if any."""
         words = self._words(text)
         for line, t in self._echo:
             if rouge_l_tokens(t, words) > ECHO_THRESHOLD:
+                return line
+        loose = self._loose(text)
+        for line, w in self._requests:
+            n = len(w)
+            if any(loose[i:i + n] == w for i in range(len(loose) - n + 1)):
                 return line
         return None
 
@@ -100,6 +137,8 @@ class InstructionFilter:
         m = self._black.search(t)
         if m:
             return "blacklist", m.group(0)
+        if not re.search(r"[^\W\d_]", t):  # list scaffolding only ("- 2:\n1. ..."): the template's "$next." written back
+            return "prompt_echo", "list markers and numbers only"
         if unicodedata.category(t[0])[0] in "PS":
             return "leading_punctuation", t[0]
         if self.lang == "en":

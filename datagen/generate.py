@@ -48,10 +48,12 @@ def price_for(model: str, price_in: float | None, price_out: float | None, api: 
     return Price(price_in if price_in is not None else base.get("input", 0.0), price_out if price_out is not None else base.get("output", 0.0))
 
 
-async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]:
+async def generate(opts: GenerateOptions, on_start=None, resume_only: bool = False) -> tuple[str, Progress]:
     """Run (or resume) a named generation run until its target is reached, holding the run lease.
 
     `on_start(run_name, progress, client, task)` lets a caller watch the run (the CLI shows a live table).
+    `resume_only`: the command named a run and nothing else, so it means a resume; a name that is
+    no run is refused rather than started as a new run on default options (a typo).
     SIGTERM (main thread only) drains: no new work, candidates in progress finish, the run stays
     resumable and the returned progress is short of its target.
     """
@@ -59,6 +61,10 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     engine = storage.connect(opts.db)
     name = opts.run or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     existing = storage.get_run(engine, name)
+    if existing is None and opts.run:
+        if resume_only:
+            raise InputError(f"no run named {name!r}: to start a new run give its options too (e.g. -n 100 --api chat)")
+        print(f"new run {name!r} (no run by that name yet)", flush=True)
     resumed = _resumed(opts, existing)
     if resumed is not opts:
         opts = resumed
@@ -68,6 +74,12 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
         _refuse_in_flight(name)
     if existing and existing.lang != opts.lang:
         raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
+    if existing and opts.mode != "batch":
+        kept = storage.run_stats(engine, existing.id).kept
+        if kept >= opts.pipeline.target:  # say so, rather than a "succeeded" that added nothing
+            return name, Progress(target=opts.pipeline.target, accepted=kept, note=(
+                f"nothing to do: run {name!r} already has {kept} accepted of the {opts.pipeline.target} asked for; "
+                "raise -n to grow it, or name a new --run (a schedule: --run 'NAME-{slot:%Y%m%d}')"))
     ctx = RunContext(opts=opts, api=api, model=opts.model or DEFAULT_MODELS.get(api, ""), seeds=seeds, prompts=prompts,
                      engine=engine, name=name, lease=RunLeaseHolder(engine, name))
     await asyncio.to_thread(ctx.lease.acquire, opts.lease_wait)
@@ -235,6 +247,12 @@ async def _supervise(ctx: RunContext, work, stop, started=None) -> Progress:
         raise
     except BudgetSpent:
         storage.set_run_state(engine, run_id, "interrupted")
+        raise
+    except storage.StorageError:  # the database went away: resumable, not failed
+        try:
+            storage.set_run_state(engine, run_id, "interrupted")
+        except storage.StorageError:
+            pass
         raise
     except Exception as exc:
         storage.set_run_state(engine, run_id, "failed")

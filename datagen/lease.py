@@ -17,7 +17,7 @@ from datetime import timedelta, timezone
 
 from sqlalchemy.engine import Engine
 
-from datagen.errors import DatagenError, LeaseHeld
+from datagen.errors import DatagenError, LeaseHeld, Unavailable
 from datagen.storage import leases
 from datagen.storage.models import RunLease, utcnow
 
@@ -104,7 +104,10 @@ class RunLeaseHolder:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        leases.drop_lease(self.engine, self.run_name, self.token)
+        try:
+            leases.drop_lease(self.engine, self.run_name, self.token)
+        except Unavailable:  # the database is away: the lease runs out by itself, and a dead pid frees it at once
+            pass
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 3):

@@ -58,6 +58,7 @@ class Progress:
     candidates: int = 0
     in_progress: int = 0
     started: float = field(default_factory=time.monotonic)
+    note: str | None = None  # a line for the summary (e.g. why nothing was generated)
 
 
 class Pipeline:

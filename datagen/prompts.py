@@ -115,8 +115,9 @@ def instruction_lines(ps: PromptSet) -> list[str]:
     for line in ps.bootstrap.template.splitlines():
         if "$examples" in line:
             continue
-        text = re.sub(r"\$\w+", " ", line).strip(" -*\t")
-        if re.search(r"\w", text):
+        # Placeholders stay ($count, $next): the filter matches the request sentence around them loosely.
+        text = line.strip(" -*\t")
+        if re.search(r"\w", re.sub(r"\$\w+", " ", text)):
             out.append(re.sub(r"\s+", " ", text))
     return out
 

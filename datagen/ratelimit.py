@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 import time
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 
@@ -22,9 +23,29 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"  # what the openai client uses wi
 HORIZON = 1.0  # seconds ahead a caller may book: short, so waiting processes take turns
 
 
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "0:0:0:0:0:0:0:1"}
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def server_of(base_url: str | None) -> str:
+    """The server a base URL names, spelled one way: scheme and host in lower case, the loopback
+    names as 127.0.0.1, no default port, no trailing slash (two spellings are one server's limit)."""
+    u = urlsplit((base_url or DEFAULT_BASE_URL).strip())
+    scheme, host = u.scheme.lower(), (u.hostname or "").lower()
+    if host in LOOPBACK:
+        host = "127.0.0.1"
+    try:
+        port = u.port
+    except ValueError:  # not a URL a client could use; keep it as given
+        return (base_url or "").strip().rstrip("/")
+    port_part = f":{port}" if port and port != DEFAULT_PORTS.get(scheme) else ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}{port_part}{u.path.rstrip('/')}"
+
+
 def limit_key(kind: str, base_url: str | None, api_key: str | None) -> str:
-    """One limit per (base URL, API key); the key only ever enters a hash."""
-    ident = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}\0{api_key or ''}"
+    """One limit per (server, API key); the key only ever enters a hash."""
+    ident = f"{server_of(base_url)}\0{api_key or ''}"
     return f"{kind}:{hashlib.sha256(ident.encode('utf-8')).hexdigest()[:24]}"
 
 

@@ -223,17 +223,26 @@ def test_ctrl_c_and_sigterm_leave_the_run_interrupted_without_phantom_errors(stu
     assert listing.returncode == 0 and listing.stdout.count("interrupted") == 2, listing.stdout
 
 
-def test_a_running_run_without_heartbeat_is_shown_interrupted(tmp_path):
-    from datetime import timedelta, timezone
+def test_a_running_run_is_shown_running_only_while_its_lease_is_held(tmp_path):
+    """By the run lease, not by the heartbeat's age: a live holder is running however long since its
+    last write; a run whose holder is gone (kill -9, no lease row) is interrupted at once."""
+    from datetime import datetime, timedelta, timezone
 
     from datagen import storage
+    from datagen.lease import RunLeaseHolder
+    from datagen.storage.leases import get_lease
 
     engine = storage.connect(str(tmp_path / "s.db"))
-    run, _ = storage.open_run(engine, "r", lang="en", api="chat", model="m", target=1, config={})
-    fresh = storage.get_run(engine, "r")
-    assert storage.shown_state(fresh) == "running"
-    later = fresh.updated_at + storage.STALE_AFTER + timedelta(seconds=1)
-    assert storage.shown_state(fresh, now=later.replace(tzinfo=later.tzinfo or timezone.utc)) == "interrupted"
-    storage.touch_run(engine, run.id)
-    assert storage.shown_state(storage.get_run(engine, "r")) == "running"
+    storage.open_run(engine, "r", lang="en", api="chat", model="m", target=1, config={})
+    assert [r.state for r, _ in storage.list_runs(engine)] == ["interrupted"]  # `running`, but nobody holds it
+    holder = RunLeaseHolder(engine, "r")
+    holder.acquire()
+    run = storage.get_run(engine, "r")
+    lease = get_lease(engine, "r")
+    assert storage.shown_state(run, lease) == "running"
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert storage.shown_state(run, lease, now=later) == "interrupted"  # its lease ran out: the holder is gone
+    assert [r.state for r, _ in storage.list_runs(engine)] == ["running"]
+    holder.release()
+    assert [r.state for r, _ in storage.list_runs(engine)] == ["interrupted"]
     storage.dispose_all()

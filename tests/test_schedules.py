@@ -58,6 +58,43 @@ def test_fall_back_runs_a_repeated_slot_once():
     assert next_after("30 1 * * *", NY, utc(2026, 11, 1, 6, 10)) == utc(2026, 11, 2, 6, 30)
 
 
+def _day(cron: str, start: datetime, end: datetime) -> list[datetime]:
+    out, t = [], start - timedelta(seconds=1)
+    while (t := next_after(cron, NY, t)) < end:
+        out.append(t)
+    return out
+
+
+def test_fall_back_interval_slots_follow_real_time():
+    """The 25-hour day: */15 fires 100 times and hourly 25 (Vixie cron's rule for wildcard lines), no
+    gap longer than the interval; a fixed-time slot in the repeated hour still fires once."""
+    start, end = utc(2026, 11, 1, 4), utc(2026, 11, 2, 5)  # midnight EDT to midnight EST
+    for cron, n, step in (("*/15 * * * *", 100, 15), ("0 * * * *", 25, 60)):
+        got = _day(cron, start, end)
+        assert len(got) == n and {b - a for a, b in zip(got, got[1:])} == {timedelta(minutes=step)}, cron
+    hourly = [schedules.local_time(t, NY)[11:] for t in _day("0 * * * *", start, end)]
+    assert hourly[:4] == ["00:00 EDT", "01:00 EDT", "01:00 EST", "02:00 EST"]
+    assert [schedules.local_time(t, NY) for t in _day("30 1 * * *", start, end)] == ["2026-11-01 01:30 EDT"]
+
+
+def test_spring_forward_gap_slots_are_not_lost():
+    start, end = utc(2026, 3, 8, 5), utc(2026, 3, 9, 4)  # midnight EST to midnight EDT (23 hours)
+    # Two fixed slots, one in the gap: both run that day (the gap's one when the gap ends).
+    assert [schedules.local_time(t, NY)[11:] for t in _day("30 2,3 * * *", start, end)] == ["03:00 EDT", "03:30 EDT"]
+    assert len(_day("*/15 * * * *", start, end)) == 92  # real time: the lost hour has no slots
+    # Created or resumed at 03:10 EDT, after the gap but before the shifted 02:30 (03:30 EDT): it still runs.
+    at_0310 = utc(2026, 3, 8, 7, 10)
+    assert schedules.local_time(next_after("30 2 * * *", NY, at_0310), NY) == "2026-03-08 03:30 EDT"
+
+
+def test_a_schedule_resumed_inside_the_shift_keeps_the_slot(engine):
+    sch = schedules.create(engine, "gap", cron="30 2 * * *", tz=NY, job=["generate", "--api", "chat", "-n", "5", "--run", "g"],
+                           now=utc(2026, 3, 8, 7, 10))
+    assert schedules.local_time(sch.next_fire_at, NY) == "2026-03-08 03:30 EDT"
+    schedules.pause(engine, "gap")
+    assert schedules.local_time(schedules.resume(engine, "gap", now=utc(2026, 3, 8, 7, 20)).next_fire_at, NY) == "2026-03-08 03:30 EDT"
+
+
 @pytest.mark.parametrize(
     "bad, msg",
     [("0 2 * *", "bad cron"), ("61 * * * *", "bad cron"), ("0 0 0 2 * *", "bad cron"), ("@reboot", "bad cron"), ("0 0 31 2 *", "never fires")],
@@ -266,6 +303,20 @@ def test_overlap_skip_and_replace_are_stored_with_reasons(engine):
     assert f"job {s1.id}" in s2.exit_message and "overlap=skip" in s2.exit_message
     r1, r2 = jobs_of(engine, "r")
     assert (r1.state, r2.state) == ("cancelled", "queued")
+    assert r1.exit_message == "replaced by the schedule's next slot (overlap=replace)"
+
+
+def test_overlap_replace_says_why_it_stopped_a_running_job(engine):
+    from datagen.jobs import queue
+    from datagen.jobs.scheduler import tick
+
+    every_minute(engine, "r", overlap="replace")
+    tick(engine, utc(2025, 12, 2, 10, 1, 1))
+    job, attempt = queue.claim(engine, "w:1", ["default"])
+    tick(engine, utc(2025, 12, 2, 10, 2, 1))  # flags the running job; its worker stops it and records the stop
+    queue.finish(engine, job, attempt, attempt_state="cancelled", job_state="cancelled", message="cancelled")
+    first, _ = queue.get(engine, job.id)
+    assert first.state == "cancelled" and first.exit_message == "replaced by the schedule's next slot (overlap=replace)"
 
 
 def test_misfire_after_downtime(engine):
@@ -277,11 +328,15 @@ def test_misfire_after_downtime(engine):
     tick(engine, utc(2025, 12, 2, 10, 10, 30))  # down since 10:00:30: slots 10:01 .. 10:10, the newest 30 s old
     for name, fired in (("skip", 1), ("once", 1), ("two", 2)):
         jobs = jobs_of(engine, name)
-        assert len(jobs) == 10
-        skipped = [j for j in jobs if j.state == "skipped"]
-        assert len(skipped) == 10 - fired and all("missed" in j.exit_message for j in skipped)
+        # The missed slots are one row for the gap, with how many and from when to when.
+        assert [(j.state, j.slots) for j in jobs] == [("skipped", 10 - fired)] + [("queued", 1)] * fired
+        assert jobs[0].exit_message.startswith("missed: no scheduler ran (misfire=")
+        assert f"[{10 - fired} slots, 2025-12-02 18:01 CST to " in jobs[0].exit_message
     tick(engine, utc(2025, 12, 2, 10, 30, 30))  # down again for 20 min: skip runs none of it
-    assert [j.state for j in jobs_of(engine, "skip")][-20:] == ["skipped"] * 20
+    got = [(j.state, j.slots) for j in jobs_of(engine, "skip")]
+    # a new gap (the fired 10:10 lies between), then 10:30, on time but its predecessor still queued
+    assert got == [("skipped", 9), ("queued", 1), ("skipped", 19), ("skipped", 1)], got
+    assert "overlap=skip" in jobs_of(engine, "skip")[-1].exit_message
 
 
 def test_paused_schedules_do_not_fire(engine):
@@ -342,8 +397,32 @@ def test_a_long_outage_is_worked_through_in_batches_and_runs_once(engine, monkey
 
     monkeypatch.setattr(schedules, "MAX_SLOTS_PER_TICK", 10)
     every_minute(engine, "long", misfire="run_once")
-    now = utc(2025, 12, 2, 10, 25, 30)  # 25 slots due: three batches of at most 10
+    now = utc(2025, 12, 2, 10, 25, 30)  # 25 slots due: three batches of at most 10, one row for the gap
     for _ in range(3):
         scheduler.tick(engine, now)
     jobs = jobs_of(engine, "long")
-    assert len(jobs) == 25 and [j.state for j in jobs].count("queued") == 1 and jobs[-1].state == "queued"
+    assert [(j.state, j.slots) for j in jobs] == [("skipped", 24), ("queued", 1)]
+    assert jobs[0].scheduled_until.replace(tzinfo=UTC) == utc(2025, 12, 2, 10, 24)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_a_week_without_a_scheduler_is_one_row(db, request):
+    """Seven days of missed every-minute slots: one `skipped` row for the gap (it was 10,088 rows,
+    written at 24 rows/s, long enough to make another schedule's slot late), worked through in one tick."""
+    import time as _time
+
+    from datagen.jobs.scheduler import tick
+
+    engine = request.getfixturevalue("engine" if db == "sqlite" else "pg_engine")
+    every_minute(engine, "week")
+    schedules.create(engine, "daily", cron="0 * * * *", tz="UTC", job=["generate", "--api", "chat", "-n", "5", "--run", "d"],
+                     now=utc(2025, 12, 9, 9, 30))
+    t0 = _time.monotonic()
+    res = tick(engine, utc(2025, 12, 9, 10, 0, 20))  # 7 days of every-minute slots, and the other schedule on time
+    took = _time.monotonic() - t0
+    jobs = jobs_of(engine, "week")
+    assert [(j.state, j.slots) for j in jobs] == [("skipped", 7 * 1440 - 1), ("queued", 1)], [(j.state, j.slots) for j in jobs]
+    assert "[10,079 slots, 2025-12-02 18:01 CST to 2025-12-09 17:59 CST]" in jobs[0].exit_message
+    assert [j.state for j in jobs_of(engine, "daily")] == ["queued"] and len(res.fired) == 2
+    print(f"\nFIGURE a week of missed every-minute slots ({db}): one tick, {took:.1f} s, 2 rows")
+    assert took < 30

@@ -95,6 +95,7 @@ def worker(
     poll: float = typer.Option(1.0, "--poll", min=0.05, help="Seconds between looks at an empty queue."),
     max_idle: Optional[float] = typer.Option(None, "--max-idle", help="Exit 0 after this many seconds with nothing to do."),
     again_after: float = typer.Option(AGAIN_AFTER, "--again-after", min=0.0, help="Seconds before a job that exited unfinished (75, e.g. a --no-wait batch round) is run again."),
+    alive_file: Optional[str] = typer.Option(None, "--alive-file", help="Touched on every pass of the loop (container healthcheck: a hung worker stops touching it)."),
     db: Optional[str] = DB,
 ) -> None:
     """Claim and run queued jobs until SIGTERM (which drains: jobs in flight are handed back, exit 0)."""
@@ -104,5 +105,5 @@ def worker(
 
     engine = _engine(db)
     w = Worker(engine, resolve_url(db), queues=queue_names, concurrency=concurrency, ttl=lease_ttl or LEASE_TTL, poll=poll,
-               again_after=again_after)
+               again_after=again_after, alive_file=alive_file)
     raise typer.Exit(w.run(max_idle=max_idle))

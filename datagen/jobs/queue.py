@@ -27,7 +27,8 @@ __all__ = ["KINDS", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish
 
 
 def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default", unique_key: str | None = None,
-           schedule_id: int | None = None, scheduled_for: datetime | None = None, skip_reason: str | None = None) -> Job | None:
+           schedule_id: int | None = None, scheduled_for: datetime | None = None, skip_reason: str | None = None,
+           slots: int = 1, scheduled_until: datetime | None = None) -> Job | None:
     """Validate and store a job; None when `unique_key` exists already (a scheduler's slot fired).
 
     `skip_reason` stores the job as `skipped` with that message (a scheduler's skipped or missed slot).
@@ -36,7 +37,8 @@ def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default"
     if not queue or unstorable(queue):
         raise InputError(f"bad queue name {queue!r}")
     job = Job(kind=kind, args=json.dumps(list(args)), queue=queue, unique_key=unique_key, schedule_id=schedule_id,
-              scheduled_for=scheduled_for, run_name=params.get("run") if kind in ("generate", "score") else None)
+              scheduled_for=scheduled_for, run_name=params.get("run") if kind in ("generate", "score") else None,
+              slots=slots, scheduled_until=scheduled_until)
     if skip_reason is not None:
         job.state, job.exit_message = "skipped", skip_reason
     return store.insert_job(engine, job)
@@ -60,13 +62,17 @@ def finish(engine: Engine, job: Job, attempt: JobAttempt, *, attempt_state: str,
            exit_code: int | None = None, message: str | None = None, again_in: float | None = None) -> bool:
     """Close the attempt; a job handed back (`queued`) with `again_in` is not claimed before that many seconds."""
     usage = store.run_usage_since(engine, job.run_name, attempt.started_at)
+    if usage[3]:
+        message = f"{message or ''}; usage includes an estimate for {usage[3]} request(s) cut off".lstrip("; ")
     return store.finish_attempt(engine, job.id, attempt.id, attempt_state=attempt_state, job_state=job_state,
                                 exit_code=exit_code, message=message, usage=usage, again_in=again_in)
 
 
-def cancel(engine: Engine, job_id: int) -> Job:
-    """A queued job is cancelled at once; a running one is flagged and its worker stops it within seconds."""
-    found = store.cancel_job(engine, job_id)
+def cancel(engine: Engine, job_id: int, reason: str | None = None) -> Job:
+    """A queued job is cancelled at once; a running one is flagged and its worker stops it within seconds.
+
+    `reason` is stored as the job's message (a schedule's overlap=replace says why it cancelled)."""
+    found = store.cancel_job(engine, job_id, reason)
     if found is None:
         raise NotFound(f"no job {job_id}")
     job, changed = found

@@ -3,13 +3,11 @@
 Pure functions over datetimes; the scheduler (datagen/jobs/scheduler.py) applies them to stored
 schedules. All instants are aware UTC datetimes; wall-clock times exist only inside this module.
 
-DST: cron fields are matched against the wall clock of the schedule's IANA zone. Each wall-clock
-slot fires at most once:
-- spring forward: a slot inside the gap (02:30 when 02:00 jumps to 03:00) does not exist; it fires
-  once, shifted forward by the gap (PEP 495's fold=0 reading: 03:30);
-- fall back: a slot in the repeated hour (01:30 seen twice) fires once, at its first occurrence.
-Fire times always increase strictly, so a shifted slot that lands on or before one already
-passed is dropped rather than fired twice.
+DST: cron fields are matched against the wall clock of the schedule's IANA zone, by Vixie cron's
+rules (see _instants): fixed-time slots fire once per wall-clock slot (a gap slot shifted forward,
+a repeated-hour slot at its first occurrence); interval slots (minute or hour field starting with
+'*') follow real time (none in the gap, both passes of the repeated hour). Fire times always
+increase strictly, so a slot that lands on an instant already fired is not fired twice.
 """
 
 from __future__ import annotations
@@ -101,20 +99,102 @@ def next_after(cron: str, tz: str, after: datetime) -> datetime:
     """The first fire instant (UTC) strictly after `after`."""
     zone = parse_zone(tz)
     after = _as_utc(after)
+    fast = _next_plain(cron, zone, after)
+    # Away from a DST change (none within a few hours either side) wall time is real time shifted
+    # by a constant: the plain walk is exact. Near one, every wall slot's instants are weighed.
+    if not _changes(zone, after - _NEAR, fast + _NEAR):
+        return fast
+    return _next_near_change(cron, zone, after)
+
+
+_NEAR = timedelta(hours=3)  # more than any DST change moves a clock
+
+
+def _next_plain(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
     # Walk wall-clock times (naive, so croniter sees no DST) from the wall time of `after`.
-    wall = after.astimezone(zone).replace(tzinfo=None)
-    it = croniter(cron, wall)
+    it = croniter(cron, after.astimezone(zone).replace(tzinfo=None))
     while True:
-        nxt = it.get_next(datetime)
-        instant = nxt.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+        instant = it.get_next(datetime).replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
         if instant > after:
             return instant
+
+
+def _changes(zone: ZoneInfo, start: datetime, end: datetime) -> bool:
+    """Whether the zone's UTC offset changes between two instants (checked hourly: changes are months apart)."""
+    first, t = start.astimezone(zone).utcoffset(), start
+    while t < end:
+        t = min(t + timedelta(hours=1), end)
+        if t.astimezone(zone).utcoffset() != first:
+            return True
+    return False
+
+
+def _is_interval(cron: str) -> bool:
+    """Vixie cron's "wildcard" job: minute or hour field starts with '*' (every N minutes, hourly...).
+    Such slots follow real time across DST changes; fixed-time ones (`30 1 * * *`) follow the wall clock."""
+    minute, hour = cron.split(" ")[:2]
+    return minute.startswith("*") or hour.startswith("*")
+
+
+def _instants(cron: str, zone: ZoneInfo, wall: datetime) -> list[datetime]:
+    """When one wall-clock slot fires (UTC):
+    - a normal time: once;
+    - in the repeated fall-back hour: a fixed-time slot at its first occurrence, an interval slot at both;
+    - in a spring-forward gap: an interval slot not at all (real time skips it), a fixed-time slot once,
+      shifted forward by the gap (02:30 -> 03:30); if another slot of the line already fires then
+      (`30 2,3 * * *`), at the moment the gap ends (03:00) instead, so the day still has both.
+    """
+    early = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    late = wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+    if early == late:
+        return [early]
+    if early < late:  # the repeated hour
+        return [early, late] if _is_interval(cron) else [early]
+    if _is_interval(cron):  # a gap: `early` is the fold=0 reading, shifted forward by the gap
+        return []
+    if not croniter.match(cron, early.astimezone(zone).replace(tzinfo=None)):
+        return [early]
+    lo, hi = late, early  # the change is between: find its instant (to the second)
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(zone).utcoffset() == late.astimezone(zone).utcoffset():
+            lo = mid
+        else:
+            hi = mid
+    end_of_gap = hi.replace(microsecond=0) + (timedelta(seconds=1) if hi.microsecond else timedelta(0))
+    return [] if croniter.match(cron, end_of_gap.astimezone(zone).replace(tzinfo=None)) else [end_of_gap]
+
+
+def _next_near_change(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
+    # Slots whose wall time is up to _NEAR before `after` may fire after it (a shifted gap slot, the
+    # second pass of the repeated hour): start there, keep the earliest instant after `after`, and
+    # stop once wall times are far enough past it that nothing earlier can come.
+    it = croniter(cron, (after - _NEAR).astimezone(zone).replace(tzinfo=None))
+    best = None
+    for _ in range(200_000):
+        wall = it.get_next(datetime)
+        for instant in _instants(cron, zone, wall):
+            if instant > after and (best is None or instant < best):
+                best = instant
+        if best is not None and wall.replace(tzinfo=zone).astimezone(timezone.utc) > best + _NEAR:
+            return best
+    raise InputError(f"cron expression {cron!r}: no fire time found")  # not reached for a valid line
 
 
 def slots_between(cron: str, tz: str, first: datetime, now: datetime) -> list[datetime]:
     """Fire instants from `first` (itself a fire instant) up to `now`, oldest first, at most MAX_SLOTS_PER_TICK."""
     out, t, limit = [], _as_utc(first), MAX_SLOTS_PER_TICK
     now = _as_utc(now)
+    zone = parse_zone(tz)
+    if t <= now and not _changes(zone, t - _NEAR, now + _NEAR):  # one walk of the wall clock (a long outage)
+        it = croniter(cron, t.astimezone(zone).replace(tzinfo=None) - timedelta(seconds=1))
+        while len(out) < limit:
+            instant = it.get_next(datetime).replace(tzinfo=zone).astimezone(timezone.utc)
+            if instant > now:
+                break
+            if instant >= t:
+                out.append(instant)
+        return out
     while t <= now and len(out) < limit:
         out.append(t)
         t = next_after(cron, tz, t)
@@ -151,6 +231,19 @@ def _ago(d: timedelta) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
+# `{slot}` or `{slot:FORMAT}` (strftime, on the schedule's clock) in a job's arguments names what
+# each slot makes: `--run 'nightly-{slot:%Y%m%d}'` starts a new run every night, where a fixed
+# `--run nightly` would resume the same finished run and add nothing.
+SLOT_FIELD = re.compile(r"\{slot(?::([^{}]*))?\}")
+SLOT_DEFAULT_FORMAT = "%Y%m%d-%H%M"
+
+
+def slot_args(args: list[str], slot: datetime, tz: str) -> list[str]:
+    """The job's arguments for one slot, `{slot:FORMAT}` filled in with the slot's local time."""
+    local = _as_utc(slot).astimezone(parse_zone(tz))
+    return [SLOT_FIELD.sub(lambda m: local.strftime(m.group(1) or SLOT_DEFAULT_FORMAT), a) for a in args]
+
+
 def local_time(instant: datetime, tz: str) -> str:
     """An instant as the schedule's wall clock, e.g. '2026-03-08 03:30 EDT'."""
     return _as_utc(instant).astimezone(parse_zone(tz)).strftime("%Y-%m-%d %H:%M %Z")
@@ -176,8 +269,8 @@ def create(engine, name: str, *, cron: str, tz: str = "UTC", job: list[str], mis
     if not job:
         raise InputError("no job given: add it after --, e.g. -- generate --api chat -n 100 --run nightly")
     kind, args = job[0], list(job[1:])
-    jobs_queue.validate(kind, args)
     first = next_after(cron, tz, now or datetime.now(timezone.utc))
+    jobs_queue.validate(kind, slot_args(args, first, tz))  # as the first slot will run it
     return store.add_schedule(engine, name, cron=cron, tz=tz, kind=kind, args=args, queue=queue, misfire=misfire,
                               overlap=overlap, next_fire_at=first)
 
@@ -205,8 +298,9 @@ def run_now(engine, name: str, now: datetime | None = None):
     from datagen.storage import schedules as store
 
     sch = store.get_schedule(engine, name)
-    return jobs_queue.submit(engine, sch.kind, store.args_of(sch), queue=sch.queue, schedule_id=sch.id,
-                             scheduled_for=now or datetime.now(timezone.utc))
+    now = now or datetime.now(timezone.utc)
+    return jobs_queue.submit(engine, sch.kind, slot_args(store.args_of(sch), now, sch.tz), queue=sch.queue,
+                             schedule_id=sch.id, scheduled_for=now)
 
 
 def remove(engine, name: str) -> None:

@@ -19,10 +19,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from datagen.config import AGAIN_AFTER, DRAINED
+from datagen.config import AGAIN_AFTER, DB_GONE, DRAINED
 from datagen.errors import StorageError, one_line
 from datagen.jobs import queue
 from datagen.lease import HOST, LEASE_TTL, pid_alive
@@ -51,6 +52,13 @@ class Slot:
     lost: bool = False
 
 
+def _signame(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
 def _last_line(f) -> str | None:
     f.seek(0)
     lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
@@ -59,10 +67,11 @@ def _last_line(f) -> str | None:
 
 class Worker:
     def __init__(self, engine: Engine, db_url: str, *, queues: list[str], concurrency: int = 1, ttl: float = LEASE_TTL,
-                 poll: float = 1.0, again_after: float = AGAIN_AFTER):
+                 poll: float = 1.0, again_after: float = AGAIN_AFTER, alive_file: str | None = None):
         self.engine, self.db_url, self.queues = engine, db_url, queues
         self.concurrency, self.ttl, self.poll, self.again_after = max(1, concurrency), ttl, poll, again_after
         self.name = f"{HOST}:{os.getpid()}"
+        self.alive_file = alive_file  # touched on every pass of the loop: a hung loop stops touching it
         self.slots: dict[int, Slot] = {}
         self.stopping = False
 
@@ -101,12 +110,22 @@ class Worker:
             states = ("released", "queued")  # drained or stopped by us: another worker resumes it
         elif rc == DRAINED:  # unfinished by its own account (a --no-wait batch round): again later
             states, again_in = ("released", "queued"), self.again_after
+        elif rc < 0 or rc == DB_GONE:
+            # Killed by a signal we did not send (the OOM killer's -9), or its database went away for
+            # longer than it waits: retried like a job whose worker died, within the same limit.
+            retry = slot.job.attempts < queue.MAX_ATTEMPTS
+            states, again_in = ("lost", "queued" if retry else "failed"), (self.poll if retry else None)
         else:
             states = ("failed", "failed")
         msg = _last_line(slot.out) if rc == 0 else (_last_line(slot.err) or f"exit status {rc}")
+        if rc < 0:
+            msg = f"killed by {_signame(-rc)}" + (" (out of memory?)" if rc == -signal.SIGKILL else "")
         if states[0] == "cancelled":
             msg = "cancelled"
-        elif again_in is not None:
+        elif states[0] == "lost":
+            msg = (f"{msg}; again in {again_in:g} s (attempt {slot.job.attempts} of {queue.MAX_ATTEMPTS})" if again_in is not None
+                   else f"{msg}; lost {slot.job.attempts} times, not retried")
+        elif again_in is not None and states[0] != "lost":
             msg = f"unfinished, again in {again_in:g} s ({msg})"
         elif states[0] == "released":
             msg = f"released by a stopping worker ({msg})"
@@ -162,6 +181,8 @@ class Worker:
         idle_since = time.monotonic()
         while True:
             claimed = False
+            if self.alive_file:  # the container healthcheck looks at its age
+                Path(self.alive_file).touch()
             try:
                 for job_id in [j for j, s in self.slots.items() if self._tend(s)]:
                     del self.slots[job_id]

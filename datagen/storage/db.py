@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import event, text
@@ -9,13 +13,65 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import create_engine
 
-from datagen.config import env
-from datagen.errors import InputError, StorageError
+from datagen.config import db_wait, env
+from datagen.errors import DatabaseGone, InputError, StorageError
 from datagen.storage import models  # noqa: F401  (registers the tables)
 
 DEFAULT_URL = "sqlite:///datagen.db"
 
 
+# Postgres SQLSTATEs of a server that is away for now: connection exceptions (class 08), shut down
+# by an administrator or a crash, starting up or shutting down.
+_AWAY = ("57P01", "57P02", "57P03")
+
+
+def _gone(ctx) -> bool:
+    if ctx.is_disconnect:
+        return True
+    if ctx.engine is not None and ctx.engine.dialect.name == "sqlite":
+        return False
+    state = getattr(ctx.original_exception, "sqlstate", "")
+    return state is None or str(state).startswith("08") or state in _AWAY  # None: no server answered at all
+
+
+class _Outage:
+    """When the database went away, shared by every waiting call so they give up together."""
+
+    lock = threading.Lock()
+    since: float | None = None
+
+
+def outlasting(fn):
+    """A run's database call that waits out a restart: DatabaseGone is retried with backoff until the
+    database is back or DB_WAIT (DATAGEN_DB_WAIT) seconds have passed since it went away, then raised."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        delay = 0.25
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except DatabaseGone as exc:
+                now = time.monotonic()
+                with _Outage.lock:
+                    if _Outage.since is None:
+                        _Outage.since = now
+                        print(f"database unavailable ({exc}); waiting up to {db_wait():g} s for it to come back",
+                              file=sys.stderr, flush=True)
+                    since = _Outage.since
+                if now - since >= db_wait():
+                    raise DatabaseGone(f"{exc} (waited {now - since:.0f} s for it)") from exc
+                time.sleep(min(delay, max(0.05, since + db_wait() - now)))
+                delay = min(delay * 2, 2.0)
+                continue
+            if _Outage.since is not None:
+                with _Outage.lock:
+                    if _Outage.since is not None:
+                        print(f"database back after {time.monotonic() - _Outage.since:.0f} s", file=sys.stderr, flush=True)
+                        _Outage.since = None
+            return result
+
+    return call
 
 
 def resolve_url(url: str | None) -> str:
@@ -58,6 +114,8 @@ def open_engine(url: str | None = None, create: bool = True) -> Engine:
             if not create and not Path(db).exists():
                 raise StorageError(f"no database at {db}")
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:  # a pooled connection left from before a server restart is replaced, not used and failed
+        kwargs["pool_pre_ping"] = True
     try:
         engine = create_engine(url, **kwargs)
     except (ArgumentError, ImportError, SQLAlchemyError) as exc:
@@ -69,9 +127,12 @@ def open_engine(url: str | None = None, create: bool = True) -> Engine:
     def _user_facing(ctx) -> None:
         # A database that is down, locked, read-only or full is the user's to fix: one line with
         # the URL. Integrity errors stay as they are (callers turn them into duplicates/conflicts).
-        if isinstance(ctx.sqlalchemy_exception, OperationalError):
+        if ctx.is_pre_ping:  # the pool's own check of a pooled connection: it reconnects by itself
+            return
+        if isinstance(ctx.sqlalchemy_exception, OperationalError) or ctx.is_disconnect:
             orig = ctx.original_exception
-            raise StorageError(f"database {shown}: {(str(orig).strip().splitlines() or [type(orig).__name__])[0]}") from orig
+            kind = DatabaseGone if _gone(ctx) else StorageError
+            raise kind(f"database {shown}: {(str(orig).strip().splitlines() or [type(orig).__name__])[0]}") from orig
 
     event.listen(engine, "handle_error", _user_facing)
     return engine

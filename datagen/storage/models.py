@@ -27,6 +27,9 @@ def unstorable(value: str) -> bool:
     return bool(_UNSTORABLE.search(value))
 
 
+RUNNING_SCHEDULED = text("state = 'running' AND schedule_id IS NOT NULL")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -69,7 +72,9 @@ class Request(SQLModel, table=True):
     error: str | None = None
     attempt: int = 1
     created_at: datetime = Field(default_factory=utcnow)
-    state: str = "done"  # sent (no answer yet, or the run died) | done | cancelled (the run stopped it)
+    # sent (no answer yet) | done | cancelled (the run stopped it) | lost (still `sent` when the run
+    # resumed: its process was killed, the answer never came back and its cost is unknown)
+    state: str = "done"
     prompts: int = 1  # prompts carried by this one request
     # Batch mode (datagen/batch/): a row is a line of a batch, its id the line's custom_id. States:
     # queued (not in a batch yet) | sent | answered (result or error stored, not yet applied) | done.
@@ -191,7 +196,14 @@ class RunLease(SQLModel, table=True):
 class Job(SQLModel, table=True):
     """A stored unit of work (generate / export / dedup with CLI arguments) that a worker runs."""
 
-    __table_args__ = (Index("ix_job_claim", "queue", "state", "scheduled_for"),)
+    __table_args__ = (
+        Index("ix_job_claim", "queue", "state", "scheduled_for"),
+        # A schedule's jobs run one at a time: the database refuses a second running job of a
+        # schedule, so two workers claiming at once cannot both win (the claim's check alone
+        # cannot see another worker's uncommitted claim).
+        Index("ux_job_schedule_running", "schedule_id", unique=True,
+              sqlite_where=RUNNING_SCHEDULED, postgresql_where=RUNNING_SCHEDULED),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str
@@ -201,6 +213,10 @@ class Job(SQLModel, table=True):
     unique_key: str | None = Field(default=None, unique=True)  # a scheduler's (schedule, slot): fired once
     schedule_id: int | None = Field(default=None, index=True)
     scheduled_for: datetime | None = None  # not claimed before this time
+    # A skipped row may stand for a gap of consecutive slots not run for one reason (a scheduler
+    # down for a week): `slots` of them, from scheduled_for to scheduled_until.
+    slots: int = 1
+    scheduled_until: datetime | None = None
     run_name: str | None = None  # the generate run it produces (resumed by name on a re-claim)
     attempt_id: int | None = None  # the current attempt: heartbeats and finishes must match it
     claimed_by: str | None = None  # host:pid of the worker

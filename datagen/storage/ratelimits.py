@@ -8,9 +8,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from datagen.storage.db import outlasting
 from datagen.storage.models import RateLimit
 
 
+@outlasting
 def reserve(engine: Engine, key: str, cost: float, burst: float, now: float, horizon: float) -> tuple[bool, float]:
     """Try to book `cost` seconds of the key's time line: (True, start) or (False, retry at).
 

@@ -9,17 +9,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from datagen.errors import NotFound
+from datagen.storage.db import outlasting
 from datagen.records import KEPT, LIVE, Candidate, Generation, Status
-from datagen.storage.models import InstanceRow, Request, Run, Sample, utcnow
+from datagen.storage.models import InstanceRow, Request, Run, RunLease, Sample, utcnow
 
-# A live run touches its row every HEARTBEAT; a `running` run silent for STALE_AFTER died without
-# saying so (kill -9, machine gone) and is shown as interrupted. (The run lease replaces this guess.)
+# A live run touches its row every HEARTBEAT (updated_at: when it last did something). Whether it
+# is alive is the run lease's to say (shown_state); STALE_AFTER is kept for callers that guess by age.
 HEARTBEAT = timedelta(seconds=30)
 STALE_AFTER = 4 * HEARTBEAT
 
@@ -60,17 +61,23 @@ def open_run(engine: Engine, name: str, *, lang: str, api: str, model: str, targ
             run.config = json.dumps(config)
             run.state = "running"
             run.updated_at = utcnow()
+            # The caller holds the run lease, so an online request still `sent` was cut off by the death
+            # of the process before (kill -9): it never gets an answer here. Its cost is unknown.
+            s.execute(update(Request).where(Request.run_id == run.id, Request.state == "sent", Request.batch_id.is_(None))
+                      .values(state="lost", error="cut off: the process died before the answer came back"))
         s.add(run)
         s.commit()
         return run, created
 
 
+@outlasting
 def set_run_state(engine: Engine, run_id: int, state: str) -> None:
     with Session(engine) as s:
         s.execute(update(Run).where(Run.id == run_id).values(state=state, updated_at=utcnow()))
         s.commit()
 
 
+@outlasting
 def touch_run(engine: Engine, run_id: int) -> None:
     """The live run's heartbeat."""
     with Session(engine) as s:
@@ -78,14 +85,19 @@ def touch_run(engine: Engine, run_id: int) -> None:
         s.commit()
 
 
-def shown_state(run: Run, now: datetime | None = None) -> str:
-    """The state to show: a `running` run without a recent heartbeat is `interrupted`."""
+def shown_state(run: Run, lease: RunLease | None, now: datetime | None = None) -> str:
+    """The state to show: a `running` run is running while a live process holds its run lease
+    (datagen.lease); without one (kill -9, machine gone, a database restart) it is `interrupted`."""
     if run.state != "running":
         return run.state
-    seen = run.updated_at if run.updated_at.tzinfo else run.updated_at.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-    return "interrupted" if (now or utcnow()) - seen > STALE_AFTER else "running"
+    if lease is None:
+        return "interrupted"
+    from datagen.lease import holder_dead  # the lease's one rule for a dead holder
+
+    return "interrupted" if holder_dead(lease.host, lease.pid, lease.expires_at, now or utcnow()) else "running"
 
 
+@outlasting
 def begin_request(engine: Engine, run_id: int, stage: str, model: str, prompts: list[str], *, attempt: int = 1) -> int:
     """The ledger row of one HTTP request, written before it is sent."""
     text = prompts[0] if len(prompts) == 1 else json.dumps(prompts, ensure_ascii=False)
@@ -97,6 +109,7 @@ def begin_request(engine: Engine, run_id: int, stage: str, model: str, prompts: 
         return row.id
 
 
+@outlasting
 def end_request(engine: Engine, row_id: int, gens: list[Generation], *, cost: float = 0.0, state: str = "done") -> None:
     """Complete a ledger row: one Generation per prompt, or one carrying the error."""
     texts = [g.text for g in gens]
@@ -147,6 +160,7 @@ def _sample_row(run_id: int, c: Candidate) -> Sample:
     )
 
 
+@outlasting
 def add_sample(engine: Engine, run_id: int, c: Candidate) -> int | None:
     """Insert one candidate in its own transaction. None if an identical kept instruction exists."""
     row = _sample_row(run_id, c)
@@ -163,6 +177,7 @@ def add_sample(engine: Engine, run_id: int, c: Candidate) -> int | None:
         return row.id
 
 
+@outlasting
 def set_classification(engine: Engine, sample_id: int, value: bool) -> None:
     """Store the classify verdict as it arrives, so a resumed run does not pay for it again."""
     with Session(engine) as s:
@@ -170,6 +185,7 @@ def set_classification(engine: Engine, sample_id: int, value: bool) -> None:
         s.commit()
 
 
+@outlasting
 def finish_sample(engine: Engine, sample_id: int, c: Candidate) -> None:
     """Record the verdict on a pending sample and its instances, atomically."""
     with Session(engine) as s:
@@ -229,7 +245,8 @@ class RunStats:
     by_status: Counter = field(default_factory=Counter)
     by_reason: Counter = field(default_factory=Counter)
     requests: int = 0
-    errors: int = 0
+    errors: int = 0  # answered with an error or given up (a run's own cancellations are not errors)
+    lost: int = 0  # cut off by a killed process: no answer, cost unknown
     tokens_in: int = 0
     tokens_out: int = 0
     cost: float = 0.0
@@ -249,6 +266,7 @@ class RunStats:
         return self.kept / self.judged if self.judged else 0.0
 
 
+@outlasting
 def run_stats(engine: Engine, run_id: int) -> RunStats:
     st = RunStats()
     with Session(engine) as s:
@@ -265,7 +283,8 @@ def run_stats(engine: Engine, run_id: int) -> RunStats:
         row = s.execute(
             select(
                 func.count(),
-                func.count(Request.error),
+                func.count(case((and_(Request.state == "done", Request.error.is_not(None)), 1))),
+                func.count(case((Request.state == "lost", 1))),
                 func.coalesce(func.sum(Request.tokens_in), 0),
                 func.coalesce(func.sum(Request.tokens_out), 0),
                 func.coalesce(func.sum(Request.cost), 0.0),
@@ -273,14 +292,15 @@ def run_stats(engine: Engine, run_id: int) -> RunStats:
                 func.max(Request.created_at),
             ).where(Request.run_id == run_id)
         ).one()
-        (st.requests, st.errors, st.tokens_in, st.tokens_out, st.cost, st.first_request, st.last_request) = row
+        (st.requests, st.errors, st.lost, st.tokens_in, st.tokens_out, st.cost, st.first_request, st.last_request) = row
     return st
 
 
 def list_runs(engine: Engine) -> list[tuple[Run, RunStats]]:
     with Session(engine) as s:
         runs = list(s.execute(select(Run).order_by(Run.id)).scalars())
+        leases = {row.run_name: row for row in s.execute(select(RunLease)).scalars()}
     for r in runs:  # detached copies: what callers show, never written back
-        r.state = shown_state(r)
+        r.state = shown_state(r, leases.get(r.name))
     return [(r, run_stats(engine, r.id)) for r in runs]
 

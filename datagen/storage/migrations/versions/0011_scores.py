@@ -7,7 +7,7 @@ included (value NULL, error set); the partial unique index `ux_score_done` admit
 one vector per (sample, model) for its diversity rule.
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-03
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
