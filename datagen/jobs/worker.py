@@ -181,6 +181,8 @@ class Worker:
         idle_since = time.monotonic()
         while True:
             claimed = False
+            if self.slots:  # holding jobs is not idle, even through a database outage
+                idle_since = time.monotonic()
             if self.alive_file:  # the container healthcheck looks at its age
                 Path(self.alive_file).touch()
             try:
