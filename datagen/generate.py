@@ -125,7 +125,7 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
         )
         concurrency = opts.replicas  # one batch per replica at a time
     elif api == "local":
-        backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window)
+        backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window, engine=opts.engine)
         concurrency = 1  # one batch at a time; the batch is the parallelism
     else:
         backend = make_backend(
@@ -147,6 +147,8 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
     config.update(api=api, model=model)
     if opts.ray:
         config["ray_replicas"] = backend.describe()  # which engine and device each replica really got
+    elif api == "local":
+        config["local_engine"] = backend.engine  # what --engine auto picked (transformers or llama.cpp)
     if opts.mode == "batch":
         return await _run_batch(opts, engine, name, lease, api, model, backend, seeds, prompts, config)
     return await _run(opts, engine, name, lease, api, model, backend, concurrency, seeds, prompts, config, on_start)
