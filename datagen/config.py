@@ -127,6 +127,6 @@ LLAMACPP_SEQ_CTX = 2048
 CPU_ENGINE = "llamacpp"
 # What the llama.cpp engine runs: "file" (the GGUF as shipped, q4_1 for SmolLM2) or an f16/f32 copy
 # converted once (see datagen/backends/llamacpp.py, weights_file).
-LLAMACPP_WEIGHTS = "file"
+LLAMACPP_WEIGHTS = "f16"
 # Tokens per llama_decode call: one per decoding sequence plus prompt tokens of sequences being admitted.
 LLAMACPP_STEP_TOKENS = 512

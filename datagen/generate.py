@@ -126,7 +126,9 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
         concurrency = opts.replicas  # one batch per replica at a time
     elif api == "local":
         backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window, engine=opts.engine)
-        concurrency = 1  # one batch at a time; the batch is the parallelism
+        # One batch at a time; the batch is the parallelism. The llama.cpp engine takes prompts into its
+        # running batch as rows end (continuous batching), so a second batch waits there to fill free slots.
+        concurrency = 2 if backend.engine == "llama.cpp" else 1
     else:
         backend = make_backend(
             api,
@@ -241,7 +243,7 @@ async def _run(opts, engine, name, lease, api, model, backend, concurrency, seed
     if api == "local":
         # A batch runs until its longest row ends, so a small model that rambles costs the whole
         # batch: cap answers unless the user chose a budget (8 tasks or 5 examples fit in 320 tokens).
-        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size * (opts.replicas if opts.ray else 1))}
+        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size * (opts.replicas if opts.ray else concurrency))}
         for key in ("bootstrap_max_tokens", "instances_max_tokens"):
             if key not in cfg.model_fields_set:
                 update[key] = 320
