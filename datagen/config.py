@@ -130,3 +130,6 @@ CPU_ENGINE = "llamacpp"
 LLAMACPP_WEIGHTS = "f16"
 # Tokens per llama_decode call: one per decoding sequence plus prompt tokens of sequences being admitted.
 LLAMACPP_STEP_TOKENS = 512
+# The transformers engine's KV cache on CUDA: "dynamic" (transformers' default) or "static" (compiled
+# decode step; bench/local_gpu.py --cache static measures it). The CPU always uses the dynamic cache.
+CUDA_CACHE = "dynamic"
