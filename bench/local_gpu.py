@@ -73,19 +73,27 @@ def make_engine(args, batch: int):
 
 
 def forward_step_ms(lm, batch: int, context: int, steps: int = 20) -> float:
-    """One bare decode step (one token per row, DynamicCache of `context` tokens): the floor under generate."""
+    """One bare decode step (one token per row, DynamicCache of `context` tokens, the inputs generate passes:
+    attention mask, positions, cache position, last-token logits): the floor under generate."""
     import torch
 
-    ids = torch.randint(0, lm.config.vocab_size, (batch, context), device=lm.device)
+    dev = lm.device
+    ids = torch.randint(0, lm.config.vocab_size, (batch, context), device=dev)
+    mask = torch.ones(batch, context + steps + 4, dtype=torch.long, device=dev)
     with torch.inference_mode():
-        out = lm(ids, use_cache=True)
-        pkv, nxt = out.past_key_values, ids[:, -1:]
+        out = lm(ids, attention_mask=mask[:, :context], use_cache=True, logits_to_keep=1)
+        pkv, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
         for i in range(steps + 3):
             if i == 3:
-                torch.cuda.synchronize()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
                 t0 = time.perf_counter()
-            pkv = lm(nxt, past_key_values=pkv, use_cache=True).past_key_values
-        torch.cuda.synchronize()
+            n = context + i
+            out = lm(nxt, attention_mask=mask[:, : n + 1], position_ids=torch.full((batch, 1), n, device=dev),
+                     cache_position=torch.tensor([n], device=dev), past_key_values=pkv, use_cache=True, logits_to_keep=1)
+            pkv, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     return (time.perf_counter() - t0) * 1000 / steps
 
 
@@ -102,6 +110,7 @@ def main() -> None:
     ap.add_argument("--cache", choices=["dynamic", "static"], default=None, help="the engine's KV cache on CUDA [default: config.CUDA_CACHE]")
     ap.add_argument("--warm", action="store_true", help="warm up every batch size at load (the engine's warm_up), timed apart")
     ap.add_argument("--sample", action="store_true", help="temperature 0.7, top-p 0.95 instead of greedy")
+    ap.add_argument("--floor-only", action="store_true", help="only the bare forward step per batch size")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     if args.quick:
@@ -147,6 +156,14 @@ def main() -> None:
         return toks / secs, toks, secs
 
     rows = []
+    if args.floor_only:
+        for b in batches:
+            ms = forward_step_ms(eng._lm, b, 32 + args.new_tokens // 2)
+            rows.append({"batch": b, "forward_step_ms": round(ms, 2), "floor_tokens_per_s": round(b * 1000 / ms, 1)})
+            print(f"batch={b:<4d} step={ms:.2f} ms floor={b * 1000 / ms:.1f} tok/s", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({**head, "rows": rows}, indent=2))
+        return
     for b in batches:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
