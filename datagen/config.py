@@ -125,7 +125,7 @@ class GenerateOptions(BaseModel):
     replicas: int = Field(1, ge=1, description="Model replicas in the Ray pool.")
     gpus_per_replica: float = Field(0.0, ge=0, description="GPUs each Ray replica reserves.")
     threads_per_replica: int = Field(1, ge=1, description="CPU cores (torch threads) each Ray replica reserves.")
-    engine: Literal["auto", "transformers", "vllm"] = Field("auto", description="Engine in a Ray replica: auto (vllm if importable and the replica has a GPU) | transformers | vllm.")
+    engine: Literal["auto", "transformers", "llamacpp", "vllm"] = Field("auto", description="Engine for --api local: auto (on the CPU: llamacpp for a GGUF model; on a GPU: transformers, or vllm in a Ray replica when importable) | transformers | llamacpp | vllm (Ray replicas only).")
     mode: Literal["online", "batch"] | None = Field(None, description="online: request by request | batch: OpenAI's Batch API at half price (resumable; see `datagen batches`) [default: online, or the run's own mode when resuming]")
     wait: bool = Field(True, description="Batch mode: wait for the batches until the target is reached; --no-wait submits and ingests what is ready, then exits (75 while unfinished).", json_schema_extra=PER_CALL)
     poll_interval: float = Field(30.0, gt=0, description="Batch mode: seconds between status checks.", json_schema_extra=PER_CALL)
@@ -210,3 +210,22 @@ class JudgeOptions(BaseModel):
 # complexity x quality rather than cutting either; 4 of 6 ("demanding" / "good") is our cut for a suggestion.
 JUDGE_KEEP_AT: dict[str, float] = {"accuracy": 4.5, "complexity": 4.0, "quality": 4.0}
 JUDGE_KEEP_DEFAULT = 4.0  # a user's rubric (--rubric FILE) unless the API is given another threshold
+
+
+# --- the embedded model's engines (--api local) ----------------------------------------------------
+
+# KV cells per sequence for the llama.cpp engine unless --context-window says otherwise (the model's
+# own window is larger: SmolLM2 8192; one stream per sequence is allocated up front, so batch 16 x 2048
+# is about 0.75 GB of f16 cache for SmolLM2-135M).
+LLAMACPP_SEQ_CTX = 2048
+# The engine `--engine auto` picks for a GGUF model on the CPU: bench/local_cpu.py measured llama.cpp
+# (batched, q4_1) against transformers (float32) on the embedded model, same prompts, same run.
+CPU_ENGINE = "llamacpp"
+# What the llama.cpp engine runs: "file" (the GGUF as shipped, q4_1 for SmolLM2) or an f16/f32 copy
+# converted once (see datagen/backends/llamacpp.py, weights_file).
+LLAMACPP_WEIGHTS = "f16"
+# Tokens per llama_decode call: one per decoding sequence plus prompt tokens of sequences being admitted.
+LLAMACPP_STEP_TOKENS = 512
+# The transformers engine's KV cache on CUDA: "dynamic" (transformers' default) or "static" (compiled
+# decode step; bench/local_gpu.py --cache static measures it). The CPU always uses the dynamic cache.
+CUDA_CACHE = "dynamic"

@@ -121,6 +121,8 @@ class RunContext:
         config.update(api=self.api, model=self.model)
         if self.opts.ray:
             config["ray_replicas"] = self.backend.describe()  # which engine and device each replica really got
+        elif self.api == "local":
+            config["local_engine"] = self.backend.engine  # what --engine auto picked (transformers or llama.cpp)
         self.run, _ = storage.open_run(self.engine, self.name, lang=self.opts.lang, api=self.api, model=self.model,
                                        target=self.opts.pipeline.target, config=config)
 
@@ -183,8 +185,10 @@ def _backend(ctx: RunContext):
         )
         return backend, opts.replicas  # one batch per replica at a time
     if api == "local":
-        # one batch at a time; the batch is the parallelism
-        return make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window), 1
+        backend = make_backend(api, model, batch_size=opts.batch_size, context_window=opts.context_window, engine=opts.engine)
+        # One batch at a time; the batch is the parallelism. The llama.cpp engine takes prompts into its
+        # running batch as rows end (continuous batching), so a second batch waits there to fill free slots.
+        return backend, 2 if backend.engine == "llama.cpp" else 1
     backend = make_backend(api, model, base_url=opts.base_url, timeout=opts.timeout, prompts_per_request=opts.prompts_per_request,
                            context_window=opts.context_window or 4096)
     return backend, opts.concurrency
@@ -300,7 +304,7 @@ async def _run(ctx: RunContext, on_start) -> tuple[str, Progress]:
     if api == "local":
         # A batch runs until its longest row ends, so a small model that rambles costs the whole
         # batch: cap answers unless the user chose a budget (8 tasks or 5 examples fit in 320 tokens).
-        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size * (opts.replicas if opts.ray else 1))}
+        update = {"max_bootstrap_inflight": max(cfg.max_bootstrap_inflight, opts.batch_size * ctx.concurrency)}
         for key in ("bootstrap_max_tokens", "instances_max_tokens"):
             if key not in cfg.model_fields_set:
                 update[key] = 320

@@ -52,6 +52,33 @@ def test_batched_generation_returns_one_answer_per_prompt(backend):
     assert alone.text == gens[0].text
 
 
+def test_batched_greedy_equals_plain_generate_per_prompt(backend):
+    """The engine's padded batch, per-prompt budgets and stop cuts against transformers' own `generate`
+    on each prompt alone (no padding), greedy, same chat template."""
+    import torch
+
+    from datagen.backends.local import chat_format
+
+    cases = [("List three fruits.", 20, []), ("Say hello.", 5, []), ("Count from 1 to 20, one number per line.", 40, ["7"]),
+             ("Write a haiku about the sea.", 24, [])]
+    gens = backend.generate([Prompt(stage=Stage.bootstrap, text=t, max_tokens=m, temperature=0.0, stop=s) for t, m, s in cases])
+    tok, lm = backend._tok, backend._lm
+    for g, (text, max_tokens, stop) in zip(gens, cases):
+        ids = tok(chat_format(tok, text), add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            out = lm.generate(**ids, max_new_tokens=max_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                              pad_token_id=tok.pad_token_id)
+        new = out[0, ids["input_ids"].shape[1]:].tolist()
+        ended = new[-1] == tok.eos_token_id
+        new = new[:-1] if ended else new
+        want = tok.decode(new, skip_special_tokens=True)
+        cut = [want.index(s) for s in stop if s in want]
+        assert g.text == (want[: min(cut)] if cut else want), text
+        assert g.finish_reason == ("stop" if ended or cut else "length"), text
+        assert g.tokens_in == ids["input_ids"].shape[1] and g.tokens_out == len(new), text
+    assert gens[1].tokens_out == 5 and "7" not in gens[2].text and gens[2].finish_reason == "stop"
+
+
 def test_count_tokens_matches_chat_formatting(backend):
     assert backend.count_tokens("hello") > backend.count_tokens("") >= 1
     assert backend.context_window == 8192

@@ -140,6 +140,8 @@ class LocalBackend:
         context_window: int | None = None,
         threads: int | None = None,
         device_map: str | None = None,
+        cache: str | None = None,
+        warm_batches: tuple[int, ...] = (),
     ):
         self.path, self.gguf = resolve_model(model)
         self.model = model or "smollm2-135m-instruct"
@@ -147,6 +149,11 @@ class LocalBackend:
         self._context_window = context_window
         self._threads = threads
         self._device_map = device_map  # "auto" spreads one replica over several GPUs
+        # "static": transformers' static KV cache, whose decode step transformers compiles (CUDA only; the
+        # CPU keeps the dynamic cache). warm_batches: batch sizes generated once at load, so the first
+        # real call does not pay for compilation.
+        self._cache = cache if cache is not None else config.CUDA_CACHE
+        self._warm = warm_batches
         self.device: str | None = None
         self.dtype: str | None = None
         self._lm = None
@@ -195,6 +202,16 @@ class LocalBackend:
             raise FatalBackendError(f"cannot load local model from {self.path / (self.gguf or '')}: {exc}".splitlines()[0]) from None
         lm.eval()
         self._lm, self.device, self.dtype = lm, str(lm.device), str(lm.dtype).replace("torch.", "")
+        self.warm_up()
+
+    def warm_up(self, batches: tuple[int, ...] | None = None, new_tokens: int = 8) -> None:
+        """Generate once per batch size (CUDA only), so compilation and allocation happen at load."""
+        from types import SimpleNamespace
+
+        if not (self.device or "").startswith("cuda"):
+            return
+        for b in batches if batches is not None else self._warm:
+            self.generate_raw([SimpleNamespace(text="Hello.", max_tokens=new_tokens, temperature=0.0, top_p=1.0, stop=[])] * b)
 
 
     @property
@@ -247,6 +264,8 @@ class LocalBackend:
             gen_kw.update(temperature=p0.temperature, top_p=p0.top_p)
         else:
             gen_kw.update(temperature=None, top_p=None, top_k=None)
+        if self._cache == "static" and str(lm.device).startswith("cuda"):
+            gen_kw["cache_implementation"] = "static"
         with torch.inference_mode():
             out = lm.generate(**enc, **gen_kw)
         new = out[:, enc["input_ids"].shape[1] :].cpu()

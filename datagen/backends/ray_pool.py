@@ -61,10 +61,14 @@ def make_engine(model: str | None, *, engine: str, batch_size: int, context_wind
         from datagen.backends.vllm_engine import VLLMEngine
 
         return VLLMEngine(model, context_window=context_window, tensor_parallel=max(1, int(gpus)))
+    if engine == "llamacpp":
+        from datagen.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(model, batch_size=batch_size, context_window=context_window, threads=threads)
     if engine == "transformers":
         return LocalBackend(model, batch_size=batch_size, context_window=context_window, threads=threads,
                             device_map="auto" if gpus > 1 else None)
-    raise FatalBackendError(f"unknown --engine {engine!r}: use auto, transformers or vllm")
+    raise FatalBackendError(f"unknown --engine {engine!r}: use auto, transformers, llamacpp or vllm")
 
 
 class Replica:
