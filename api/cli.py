@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from datagen.cli import DB, app
+from datagen.cli import app
+from datagen.cli.options import DB
 
 
 @app.command()

@@ -16,7 +16,7 @@ from datagen import storage
 from datagen.backends import make_backend
 from datagen.client import BudgetSpent, LLMClient, Price
 from datagen.batch.run import BatchRun
-from datagen.config import BATCH_DISCOUNT, GenerateOptions, env
+from datagen.config import BATCH_DISCOUNT, GenerateOptions, check_combination, env
 from datagen.errors import DatagenError, InputError
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
@@ -74,14 +74,6 @@ async def generate(opts: GenerateOptions, on_start=None) -> tuple[str, Progress]
     await asyncio.to_thread(lease.acquire, opts.lease_wait)
     with lease:
         return await _generate_held(opts, api, model, seeds, prompts, engine, name, lease, on_start)
-
-
-def check_combination(opts: GenerateOptions, api: str | None) -> None:
-    """Options that cannot go together (a job is checked by this at submit, with the API it names)."""
-    if opts.mode == "batch" and (opts.ray or api == "local"):
-        raise InputError("--mode batch sends requests through an OpenAI-compatible Batch API: use it with --api chat or --api completion")
-    if opts.ray and api not in ("local", None):
-        raise InputError("--ray serves an open model from Ray replicas: use it with --api local")
 
 
 def _checked(opts: GenerateOptions):

@@ -29,7 +29,6 @@ DEFAULT_OVERLAP = "skip"
 # A slot found due later than this (scheduler down, machine asleep) is a misfire; the scheduler
 # polls far more often than this, so an on-time slot is never judged late.
 MISFIRE_GRACE = timedelta(seconds=60)
-DEFAULT_TICK = 10.0  # seconds between the scheduler's looks at the schedule table
 # catch_up:N is capped so a long outage cannot flood the queue; slots looked at per tick, too.
 MAX_CATCH_UP = 100
 MAX_SLOTS_PER_TICK = 1000

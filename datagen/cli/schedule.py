@@ -7,18 +7,12 @@ import shlex
 from pathlib import Path
 from typing import List, Optional
 
-from datagen.jobs.schedules import DEFAULT_TICK
-
 import typer
 
+from datagen.cli.options import DB, engine as _engine
+from datagen.config import DEFAULT_TICK
+
 schedule_app = typer.Typer(no_args_is_help=True, help="Cron schedules that submit jobs (run by `datagen scheduler`).")
-from datagen.cli import DB
-
-
-def _engine(db: str | None):
-    from datagen import storage
-
-    return storage.connect(db)
 
 
 def _line(sch) -> str:

@@ -9,16 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-jobs_app = typer.Typer(no_args_is_help=True, help="The job queue: submit, list, show, cancel.")
-from datagen.cli import DB
+from datagen.cli.options import DB, engine as _engine
 from datagen.config import AGAIN_AFTER
 
-
-def _engine(db: Optional[str]):
-    from datagen import storage
-
-    return storage.connect(db)
-
+jobs_app = typer.Typer(no_args_is_help=True, help="The job queue: submit, list, show, cancel.")
 
 def _when(t) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
