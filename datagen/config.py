@@ -44,12 +44,22 @@ ENV = {
     "openai_api_key": "OPENAI_API_KEY",
     "cache": "DATAGEN_CACHE",  # converted embedded models [default: ~/.cache/datagen]
     "threads": "DATAGEN_THREADS",  # torch threads for --api local [default: cores - 1]
+    "lease_ttl": "DATAGEN_LEASE_TTL",  # seconds a silent run or job holder keeps its lease [default: 30]
 }
 
 
 def env(key: str) -> str | None:
     """A setting from the environment (by its key in ENV), None when unset or empty."""
     return os.environ.get(ENV[key]) or None
+
+
+# Seconds a silent holder keeps its lease: long enough for a stalled database write, short
+# enough that a vanished machine's run resumes soon (tests and slow links set DATAGEN_LEASE_TTL).
+LEASE_TTL = float(env("lease_ttl") or 30)
+
+DEFAULT_QUEUE = "default"  # the job queue a job goes to and a worker takes from unless told
+SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000  # `datagen serve`: loopback unless told (anything else needs the token)
+CONTEXT_WINDOW = 4096  # assumed for an API model when --context-window is not given
 
 
 def cache_dir() -> Path:
@@ -152,19 +162,19 @@ class Param:
         return self.flags
 
 
-def _plain(annotation) -> type:
+def plain_type(annotation) -> type:
     """The one type a flag converts to: Optional and Literal dropped (the model checks the values)."""
     if get_origin(annotation) is Literal:
         return type(get_args(annotation)[0])
     if type(None) in get_args(annotation):
-        return _plain(next(a for a in get_args(annotation) if a is not type(None)))
+        return plain_type(next(a for a in get_args(annotation) if a is not type(None)))
     return annotation
 
 
 def field_param(model: type[BaseModel], name: str, *flags: str, param: str | None = None) -> Param:
     """A parameter whose type, default and help are the model field's."""
     f = model.model_fields[name]
-    return Param(param or name, flags or ("--" + name.replace("_", "-"),), _plain(f.annotation), f.default, f.description)
+    return Param(param or name, flags or ("--" + name.replace("_", "-"),), plain_type(f.annotation), f.default, f.description)
 
 
 DB_PARAM = Param("db", ("--db",), str, None, "SQLAlchemy URL or SQLite path [env: DATAGEN_DATABASE_URL; default: sqlite:///datagen.db]")

@@ -16,7 +16,7 @@ from datagen import storage
 from datagen.backends import make_backend
 from datagen.client import BudgetSpent, LLMClient, Price
 from datagen.batch.run import BatchRun
-from datagen.config import BATCH_DISCOUNT, GenerateOptions, check_combination, env
+from datagen.config import BATCH_DISCOUNT, CONTEXT_WINDOW, GenerateOptions, check_combination, env
 from datagen.errors import DatagenError, InputError
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
@@ -126,7 +126,7 @@ async def _generate_held(opts, api, model, seeds, prompts, engine, name, lease, 
             base_url=opts.base_url,
             timeout=opts.timeout,
             prompts_per_request=opts.prompts_per_request,
-            context_window=opts.context_window or 4096,
+            context_window=opts.context_window or CONTEXT_WINDOW,
         )
         concurrency = opts.concurrency
     try:

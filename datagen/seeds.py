@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from datagen.errors import InputError
+from datagen.files import read_records
 from datagen.records import SeedTask
 
 # The pools live in the top-level seeds/ (where a user edits them); the wheel carries the same files
@@ -32,34 +32,11 @@ def default_seed_path(lang: str) -> Path:
         raise SeedError(f"no built-in seed pool for language {lang!r} (have: {', '.join(DEFAULT_SEEDS)})") from None
 
 
-def _records(path: Path) -> list[tuple[int, object]]:
-    try:
-        raw = path.read_text("utf-8-sig")  # "-sig": Windows editors start UTF-8 files with a BOM
-    except FileNotFoundError:
-        raise SeedError(f"seed file not found: {path}") from None
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
-        raise SeedError(f"cannot read seed file {path}: {exc.__class__.__name__}") from None
-    if raw.lstrip().startswith("["):
-        try:
-            return list(enumerate(json.loads(raw), 1))
-        except json.JSONDecodeError as exc:
-            raise SeedError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
-    out = []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((n, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise SeedError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
-    return out
-
-
 def load_seeds(path: str | Path) -> list[SeedTask]:
     """Read a seed file; any problem raises SeedError naming the file and line."""
     path = Path(path)
     tasks = []
-    for n, rec in _records(path):
+    for n, rec in read_records(path, SeedError):
         try:
             tasks.append(SeedTask.model_validate(rec))
         except ValidationError as exc:

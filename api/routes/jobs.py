@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import EngineDep, require_token
 from api.schemas import READ_ERRORS, WRITE_ERRORS
 from api.security import scrub_text
+from datagen.config import DEFAULT_QUEUE
 from datagen.jobs import queue
 from datagen.storage import jobs as job_store
 from datagen.storage import schedules as schedule_store
@@ -71,7 +72,7 @@ class JobIn(BaseModel):
 
     kind: str = Field(..., max_length=32)
     args: list[Annotated[str, Field(max_length=2000)]] = Field(default_factory=list, max_length=100)
-    queue: str = Field("default", min_length=1, max_length=64)
+    queue: str = Field(DEFAULT_QUEUE, min_length=1, max_length=64)
 
 
 def _outs(engine, jobs) -> list[JobOut]:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import EngineDep, require_token
 from api.schemas import READ_ERRORS, WRITE_ERRORS
 from api.security import scrub_text
+from datagen.config import DEFAULT_QUEUE
 from datagen.jobs import schedules
 from datagen.jobs.schedules import DEFAULT_MISFIRE, DEFAULT_OVERLAP
 from datagen.storage import schedules as store
@@ -28,7 +29,7 @@ class ScheduleIn(BaseModel):
     job: list[Annotated[str, Field(max_length=2000)]] = Field(..., min_length=1, max_length=100, description="kind and its CLI options, e.g. ['generate', '-n', '100', '--run', 'nightly']")
     misfire: str = Field(DEFAULT_MISFIRE, max_length=32, description="skip | run_once | catch_up:N")
     overlap: str = Field(DEFAULT_OVERLAP, max_length=16, description="skip | queue | replace")
-    queue: str = Field("default", min_length=1, max_length=64)
+    queue: str = Field(DEFAULT_QUEUE, min_length=1, max_length=64)
 
 
 class ScheduleOut(BaseModel):

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from datagen import storage
+from datagen.config import DEFAULT_QUEUE
 from datagen.errors import Conflict, NotFound
 from datagen.jobs.kinds import KINDS, JobError, validate
 from datagen.lease import LEASE_TTL
@@ -26,7 +27,7 @@ from datagen.storage.models import Job, JobAttempt
 __all__ = ["KINDS", "JobError", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
 
 
-def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default", unique_key: str | None = None,
+def submit(engine: Engine, kind: str, args: list[str], *, queue: str = DEFAULT_QUEUE, unique_key: str | None = None,
            schedule_id: int | None = None, scheduled_for: datetime | None = None, skip_reason: str | None = None) -> Job | None:
     """Validate and store a job; None when `unique_key` exists already (a scheduler's slot fired).
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from datagen.config import DEFAULT_QUEUE
 from datagen.errors import InputError
 
 MISFIRE = ("skip", "run_once", "catch_up")
@@ -152,7 +153,7 @@ def local_time(instant: datetime, tz: str) -> str:
 
 
 def create(engine, name: str, *, cron: str, tz: str = "UTC", job: list[str], misfire: str = DEFAULT_MISFIRE,
-           overlap: str = DEFAULT_OVERLAP, queue: str = "default", now: datetime | None = None):
+           overlap: str = DEFAULT_OVERLAP, queue: str = DEFAULT_QUEUE, now: datetime | None = None):
     """Validate everything a 2 a.m. firing would trip on, then store the schedule."""
     from datagen.jobs import queue as jobs_queue
     from datagen.storage import schedules as store

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from datagen.config import AGAIN_AFTER, DRAINED
+from datagen.config import AGAIN_AFTER, DRAINED, ENV
 from datagen.errors import one_line
 from datagen.jobs import queue
 from datagen.lease import HOST, LEASE_TTL, pid_alive
@@ -76,7 +76,7 @@ class Worker:
         args = json.loads(job.args)
         if job.kind == "generate":  # wait out a dead holder's run lease on another machine
             args += ["--no-progress", "--lease-wait", str(2 * self.ttl)]
-        env = {**os.environ, "DATAGEN_DATABASE_URL": self.db_url, "DATAGEN_LEASE_TTL": str(self.ttl)}
+        env = {**os.environ, ENV["database_url"]: self.db_url, ENV["lease_ttl"]: str(self.ttl)}
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
         proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", job.kind, *args], env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err, start_new_session=True, preexec_fn=_die_with_parent)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
-from sqlmodel import create_engine
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, create_engine
 
 from datagen.config import env
 from datagen.errors import Unavailable
@@ -91,6 +91,17 @@ def connect(url: str | None = None, create: bool = True) -> Engine:
         raise StorageError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {msg}") from None
     _engines[url] = engine
     return engine
+
+
+def added(s: Session, row, *, commit: bool = False) -> bool:
+    """Add one row and flush (or commit) it; False, rolled back, when a unique constraint refuses it."""
+    s.add(row)
+    try:
+        s.commit() if commit else s.flush()
+    except IntegrityError:
+        s.rollback()
+        return False
+    return True
 
 
 def dispose_all() -> None:

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from datagen.storage.db import added
 from datagen.storage.models import Job, JobAttempt, Request, Run, utcnow
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "skipped")
@@ -23,11 +23,7 @@ FINAL = ("succeeded", "failed", "cancelled", "skipped")
 def insert_job(engine: Engine, job: Job) -> Job | None:
     """Store a new job; None when its unique_key is taken (a slot fired already)."""
     with Session(engine, expire_on_commit=False) as s:
-        s.add(job)
-        try:
-            s.flush()
-        except IntegrityError:
-            s.rollback()
+        if not added(s, job):
             return None
         if job.kind == "generate" and job.run_name is None:
             # A re-claimed job must resume the same run, so a job without --run gets one now.

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from datagen.errors import NotFound
 from datagen.records import KEPT, LIVE, Candidate, Generation, Status
+from datagen.storage.db import added
 from datagen.storage.models import InstanceRow, Request, Run, Sample, utcnow
 
 # A live run touches its row every HEARTBEAT; a `running` run silent for STALE_AFTER died without
@@ -151,11 +151,7 @@ def add_sample(engine: Engine, run_id: int, c: Candidate) -> int | None:
     """Insert one candidate in its own transaction. None if an identical kept instruction exists."""
     row = _sample_row(run_id, c)
     with Session(engine) as s:
-        s.add(row)
-        try:
-            s.flush()
-        except IntegrityError:
-            s.rollback()
+        if not added(s, row):
             return None
         for i, inst in enumerate(c.instances):
             s.add(InstanceRow(sample_id=row.id, idx=i, input=inst.input, output=inst.output))
