@@ -22,7 +22,7 @@ from datagen.errors import Conflict, NotFound
 from datagen.jobs.kinds import KINDS, JobError, validate
 from datagen.lease import LEASE_TTL
 from datagen.storage import jobs as store
-from datagen.storage.models import Job, JobAttempt
+from datagen.storage.models import Job, JobAttempt, utcnow
 
 __all__ = ["KINDS", "JobError", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
 
@@ -46,8 +46,11 @@ MAX_ATTEMPTS = 3  # a job that loses its worker this often is failed: it may be 
 
 def claim(engine: Engine, worker: str, queues: list[str], ttl: float = LEASE_TTL) -> tuple[Job, JobAttempt] | None:
     """The next due job (or one whose worker vanished) with a new attempt; None when there is none."""
-    store.fail_lost_jobs(engine, queues, MAX_ATTEMPTS)
-    return store.claim_job(engine, queues, worker, ttl)
+    # One clock reading for both: a lease that runs out between the two would otherwise hand a job
+    # its worker lost MAX_ATTEMPTS times to a fourth one (found by polling instead of sleeping).
+    now = utcnow()
+    store.fail_lost_jobs(engine, queues, MAX_ATTEMPTS, now)
+    return store.claim_job(engine, queues, worker, ttl, now)
 
 
 def heartbeat(engine: Engine, job: Job, attempt: JobAttempt, ttl: float = LEASE_TTL) -> bool | None:

@@ -47,9 +47,9 @@ def _claimable(now: datetime, queues: list[str]):
     return and_(Job.queue.in_(queues), or_(due, expired))
 
 
-def fail_lost_jobs(engine: Engine, queues: list[str], max_attempts: int) -> None:
+def fail_lost_jobs(engine: Engine, queues: list[str], max_attempts: int, now: datetime | None = None) -> None:
     """A job whose worker vanished `max_attempts` times (it may be what kills them) is failed, not retried."""
-    now = utcnow()
+    now = now or utcnow()
     with Session(engine) as s:
         lost = select(Job.attempt_id).where(Job.queue.in_(queues), Job.state == "running", Job.lease_expires_at < now,
                                             Job.attempts >= max_attempts)
@@ -62,9 +62,9 @@ def fail_lost_jobs(engine: Engine, queues: list[str], max_attempts: int) -> None
         s.commit()
 
 
-def claim_job(engine: Engine, queues: list[str], worker: str, ttl: float) -> tuple[Job, JobAttempt] | None:
+def claim_job(engine: Engine, queues: list[str], worker: str, ttl: float, now: datetime | None = None) -> tuple[Job, JobAttempt] | None:
     """Take the oldest due job (or one whose worker's lease ran out) and open an attempt for it."""
-    now = utcnow()
+    now = now or utcnow()
     with Session(engine, expire_on_commit=False) as s:
         pick = (
             select(Job.id).where(_claimable(now, queues))
