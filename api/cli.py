@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import typer
 
-from datagen.cli import DB, app
+from datagen.cli import app
+from datagen.cli.options import DB
+from datagen.config import SERVE_HOST, SERVE_PORT
 
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback needs DATAGEN_API_TOKEN"),
-    port: int = typer.Option(8000, help="TCP port"),
+    host: str = typer.Option(SERVE_HOST, help="address to listen on; anything but loopback needs DATAGEN_API_TOKEN"),
+    port: int = typer.Option(SERVE_PORT, help="TCP port"),
     db: str = DB,
     allowed_host: list[str] = typer.Option([], "--allowed-host", help="a host name browsers may use besides localhost (repeatable; also DATAGEN_ALLOWED_HOSTS)"),
 ) -> None:

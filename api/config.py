@@ -26,8 +26,8 @@ def is_loopback(host: str) -> bool:
 @dataclass
 class Settings:
     db_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = config.SERVE_HOST
+    port: int = config.SERVE_PORT
     token: str = ""
     token_generated: bool = False
     # Reads are open on loopback (your own machine); anywhere else every /api call needs the token.
@@ -37,7 +37,7 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, *, db_url: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, allowed_hosts: tuple[str, ...] = ()
+        cls, *, db_url: str | None = None, host: str = config.SERVE_HOST, port: int = config.SERVE_PORT, token: str | None = None, allowed_hosts: tuple[str, ...] = ()
     ) -> Settings:
         token = token if token is not None else (config.env("api_token") or "")
         # Host names, besides loopback ones, that a browser may use to reach a server whose reads

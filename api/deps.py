@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import fields
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
@@ -68,7 +69,8 @@ def to_filter(engine: Engine, f: Filter, ids: list[int] | None = None) -> querie
     run = storage.get_run(engine, f.run) if f.run else None
     if f.run and run is None:
         raise NotFound(f"no run named {f.run!r}")
-    same = f.model_dump(include={"lang", "status", "reason", "score_min", "score_max", "len_min", "len_max"})
+    # The fields both declarations name alike; q is trimmed below.
+    same = f.model_dump(include=set(Filter.model_fields) & {x.name for x in fields(queries.SampleFilter)} - {"q"})
     key = score_key(f)
     ranges = [] if key is None or (f.by_min is None and f.by_max is None) else [
         ScoreRange(key.scorer, key.rubric, key.model, f.by_min, f.by_max)]

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api.config import Settings
+from datagen import config
 from api.deps import read_access
 from api.schemas import Error
 from api.routes import export, jobs, report, runs, samples, schedules, stats
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 8000, db: str | None = None, allowed_hosts: tuple[str, ...] = ()) -> None:
+def serve(*, host: str = config.SERVE_HOST, port: int = config.SERVE_PORT, db: str | None = None, allowed_hosts: tuple[str, ...] = ()) -> None:
     """Run the service with uvicorn; refuses a non-loopback address without DATAGEN_API_TOKEN.
 
     Errors (a bad URL, a missing database, a dead server, a bad host name) are DatagenErrors: the CLI prints one line.

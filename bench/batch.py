@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,15 +22,11 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from common import free_port  # bench/common.py (the scripts run from bench/)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRICE_IN, PRICE_OUT = 0.15, 0.60  # gpt-4o-mini's list price per 1M tokens, for both runs
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_stub(args: list[str]) -> tuple[subprocess.Popen, str]:

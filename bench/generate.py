@@ -28,13 +28,13 @@ import os
 import platform
 import random
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from common import free_port  # bench/common.py (the scripts run from bench/)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -45,11 +45,6 @@ PY = sys.executable
 
 # ---------------------------------------------------------------- the stub server
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Stub:

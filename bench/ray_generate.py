@@ -5,7 +5,7 @@ Phases (each skippable with --skip):
   ray        the same run with `--ray auto --replicas 2 --threads-per-replica 1`: two replicas, one
              thread each, on a local Ray instance this script starts (CPUs and object store capped)
   ceiling    the same coordinator over Ray replicas whose engine answers instantly (the stub's text
-             generator, datagen.devserver.reply_for): candidates screened per second when inference
+             generator, scripts/devserver.py reply_for): candidates screened per second when inference
              costs nothing, i.e. how many replicas one coordinator can feed
 
 Both model phases use the same target, seed, batch size and answer budget; their clocks start when
@@ -119,8 +119,15 @@ class InstantEngine:
         self.rng = random.Random(os.getpid())
 
     def generate(self, prompts):
-        from datagen.devserver import reply_for
+        import importlib.util
+
         from datagen.records import Generation
+
+        # The stub server is a script (scripts/devserver.py), not part of the package: load it by path.
+        spec = importlib.util.spec_from_file_location("devserver", ROOT / "scripts" / "devserver.py")
+        devserver = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(devserver)
+        reply_for = devserver.reply_for
 
         out = []
         for p in prompts:

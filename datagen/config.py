@@ -4,8 +4,9 @@ environment is read here and nowhere else. The CLI and the API take their defaul
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +31,8 @@ DB_WAIT = 120.0
 # without holding a worker slot in between.
 AGAIN_AFTER = 60.0
 
+DEFAULT_TICK = 10.0  # seconds between the scheduler's looks at the schedule table
+
 # OpenAI's Batch API: half the synchronous price, at most 50,000 lines and 200 MB per input file.
 BATCH_DISCOUNT = 0.5
 BATCH_MAX_LINES = 50_000
@@ -50,6 +53,7 @@ ENV = {
     "threads": "DATAGEN_THREADS",  # torch threads for --api local [default: cores - 1]
     "debug": "DATAGEN_DEBUG",  # any value: a crash prints its traceback instead of one line and a file
     "db_wait": "DATAGEN_DB_WAIT",  # seconds a run waits for its database to come back [default: DB_WAIT]
+    "lease_ttl": "DATAGEN_LEASE_TTL",  # seconds a silent run or job holder keeps its lease [default: 30]
 }
 
 
@@ -60,6 +64,13 @@ def env(key: str) -> str | None:
 
 def db_wait() -> float:
     return float(env("db_wait") or DB_WAIT)
+# Seconds a silent holder keeps its lease: long enough for a stalled database write, short
+# enough that a vanished machine's run resumes soon (tests and slow links set DATAGEN_LEASE_TTL).
+LEASE_TTL = float(env("lease_ttl") or 30)
+
+DEFAULT_QUEUE = "default"  # the job queue a job goes to and a worker takes from unless told
+SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000  # `datagen serve`: loopback unless told (anything else needs the token)
+CONTEXT_WINDOW = 4096  # assumed for an API model when --context-window is not given
 
 
 def cache_dir() -> Path:
@@ -72,7 +83,7 @@ def cache_dir() -> Path:
 class PipelineConfig(BaseModel):
     """What the self-instruct loop decides with; stored with the run, so review re-checks by the same values."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     target: int = Field(100, ge=1, description="Accepted instructions to reach.")
     num_seed_examples: int = Field(6, ge=1, description="Seed tasks shown per bootstrap prompt.")
@@ -100,7 +111,7 @@ PER_CALL = {"per_call": True}
 
 
 class GenerateOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     run: str | None = Field(None, min_length=1, max_length=200, description="Run name; an existing run is resumed.", json_schema_extra=PER_CALL)
     api: Api | None = Field(None, description="chat | completion | local [default: local unless a key or base URL is set]")
@@ -229,3 +240,125 @@ LLAMACPP_STEP_TOKENS = 512
 # The transformers engine's KV cache on CUDA: "dynamic" (transformers' default) or "static" (compiled
 # decode step; bench/local_gpu.py --cache static measures it). The CPU always uses the dynamic cache.
 CUDA_CACHE = "dynamic"
+def check_combination(opts: GenerateOptions, api: str | None) -> None:
+    """Options that cannot go together (a job is checked by this at submit, with the API it names)."""
+    from datagen.errors import InputError  # here: datagen.errors reads its exit codes from this module
+
+    if opts.mode == "batch" and (opts.ray or api == "local"):
+        raise InputError("--mode batch sends requests through an OpenAI-compatible Batch API: use it with --api chat or --api completion")
+    if opts.ray and api not in ("local", None):
+        raise InputError("--ray serves an open model from Ray replicas: use it with --api local")
+
+
+# --- the command lines of the job kinds ------------------------------------------------------------
+# Declared once: the CLI builds its options from these (datagen/cli/) and the job queue parses a
+# job's arguments with them (datagen/jobs/kinds.py), so a job is checked at submit exactly as the
+# command would check it, without loading the CLI.
+
+
+@dataclass(frozen=True)
+class Param:
+    """One command-line parameter: no flags is a positional argument; a bool is an on/off pair."""
+
+    name: str
+    flags: tuple[str, ...]
+    type: type
+    default: Any = None
+    help: str | None = None
+    required: bool = False
+
+    @property
+    def decls(self) -> tuple[str, ...]:
+        if self.type is bool and len(self.flags) == 1:
+            return (f"{self.flags[0]}/--no-{self.flags[0][2:]}",)
+        return self.flags
+
+
+def plain_type(annotation) -> type:
+    """The one type a flag converts to: Optional and Literal dropped (the model checks the values)."""
+    if get_origin(annotation) is Literal:
+        return type(get_args(annotation)[0])
+    if type(None) in get_args(annotation):
+        return plain_type(next(a for a in get_args(annotation) if a is not type(None)))
+    return annotation
+
+
+def field_param(model: type[BaseModel], name: str, *flags: str, param: str | None = None) -> Param:
+    """A parameter whose type, default and help are the model field's."""
+    f = model.model_fields[name]
+    return Param(param or name, flags or ("--" + name.replace("_", "-"),), plain_type(f.annotation), f.default, f.description)
+
+
+DB_PARAM = Param("db", ("--db",), str, None, "SQLAlchemy URL or SQLite path [env: DATAGEN_DATABASE_URL; default: sqlite:///datagen.db]")
+_G, _P = GenerateOptions, PipelineConfig
+GENERATE_PARAMS: tuple[Param, ...] = (
+    field_param(_P, "target", "--num-instructions", "-n", param="num_instructions"),
+    *(field_param(_G, n) for n in ("run", "api", "model", "base_url", "lang", "seeds", "prompts")),
+    DB_PARAM,
+    *(field_param(_G, n) for n in ("concurrency", "batch_size", "ray", "replicas", "gpus_per_replica", "threads_per_replica",
+                                   "engine", "prompts_per_request", "rpm", "tpm", "max_tries", "timeout", "context_window")),
+    *(field_param(_P, n) for n in ("threshold", "num_seed_examples", "num_machine_examples", "new_per_prompt", "max_instances",
+                                   "temperature", "top_p")),
+    Param("max_tokens", ("--max-tokens",), int, None, "Answer budget for instruction and instance prompts [default: 1024; 320 for --api local]."),
+    field_param(_G, "price_in"), field_param(_G, "price_out"),
+    field_param(_P, "random_seed", "--seed"),
+    field_param(_P, "stall_timeout"),
+    Param("progress", ("--progress",), bool, True, "Draw a live display."),
+    *(field_param(_G, n) for n in ("lease_wait", "mode", "wait", "poll_interval", "max_enqueued_tokens", "batch_max_lines", "budget",
+                                   "keep_files")),
+)
+EXPORT_PARAMS: tuple[Param, ...] = (
+    Param("out", ("--out", "-o"), Path, None, "Output file (alpaca, jsonl, sharegpt) or folder (llama-factory, hf).", required=True),
+    Param("fmt", ("--format",), str, "alpaca", "alpaca | jsonl | sharegpt | llama-factory | hf"),
+    Param("kind", ("--kind",), str, "sft", "sft (instances) | preference (reviewers' edits as DPO pairs) | kto (approve/reject labels)"),
+    Param("layout", ("--layout",), str, None, "llama-factory, hf: alpaca | sharegpt [default: alpaca]"),
+    Param("name", ("--name",), str, None, "Dataset name (LLaMA-Factory's --dataset, the card's title) [default: the folder's name]"),
+    Param("push_to_hub", ("--push-to-hub",), str, None, "hf: then upload the folder as this Hub dataset (user/name); needs a token."),
+    Param("run", ("--run",), str, None, "Only this run."),
+    Param("status", ("--status",), str, None, "accepted (accepted + approved) | approved | discarded | any [default: accepted; kto: any]"),
+    Param("lang", ("--lang",), str, None, "en | zh"),
+    Param("chosen", ("--selection",), str, None, "Only members of this selection (datagen select)."),
+    Param("min_score", ("--min-score",), list, [], "KEY=VALUE: only samples scoring at least VALUE, e.g. judge:accuracy=4.5 (repeatable)."),
+    DB_PARAM,
+)
+DEDUP_PARAMS: tuple[Param, ...] = (
+    Param("input", (), str, None, "Candidates: .txt (a line each), .jsonl or .json (records with --field).", required=True),
+    Param("lang", ("--lang",), str, "auto", "en | zh | auto (zh for texts with Han characters)"),
+    Param("threshold", ("--threshold",), float, THRESHOLD, "Reject when ROUGE-L F against anything kept is above this."),
+    Param("against", ("--against",), str, None, "Existing instructions (same formats) to dedup against."),
+    Param("field", ("--field",), str, "instruction", "Record field holding the text (json/jsonl)."),
+    Param("out", ("--out",), str, None, "Kept records [default: INPUT stem + .kept.jsonl]"),
+    Param("rejected", ("--rejected",), str, None, "Write rejected records with nearest text and score (JSONL)."),
+)
+JOB_PARAMS: dict[str, tuple[Param, ...]] = {"generate": GENERATE_PARAMS, "export": EXPORT_PARAMS, "dedup": DEDUP_PARAMS}
+
+
+def validated(schema: type[BaseModel], flags: dict[str, str] | None = None, **values):
+    """Build an options model; a value outside its limits is an InputError naming the flag."""
+    from pydantic import ValidationError
+
+    from datagen.errors import InputError
+
+    try:
+        return schema(**values)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        name = str(e["loc"][-1]) if e["loc"] else ""
+        flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
+        raise InputError(f"{flag} {e.get('input')!r}: {e['msg']}") from None
+
+
+# A field whose flag is not its own name (max_tokens sets both budgets).
+_FLAGS = {"target": "--num-instructions", "random_seed": "--seed", "bootstrap_max_tokens": "--max-tokens", "instances_max_tokens": "--max-tokens"}
+
+
+def generate_options(params: dict) -> GenerateOptions:
+    """The `generate` command's parsed parameters as options, every value checked (a job's too, at submit)."""
+    p = dict(params)
+    max_tokens = p.pop("max_tokens", None)
+    pipeline = {k: p.pop(k) for k in list(p) if k in PipelineConfig.model_fields and k != "target"}
+    pipeline["target"] = p.pop("num_instructions")
+    if max_tokens is not None:
+        pipeline.update(bootstrap_max_tokens=max_tokens, instances_max_tokens=max_tokens)
+    p.pop("progress", None)
+    return validated(GenerateOptions, _FLAGS, **p, pipeline=validated(PipelineConfig, _FLAGS, **pipeline))

@@ -28,6 +28,7 @@ from typing import Any
 
 from datagen.config import THRESHOLD
 from datagen.errors import InputError
+from datagen import files
 from datagen.export import atomic_write
 from datagen.similarity import LANGS, SimilarityIndex
 
@@ -58,19 +59,6 @@ def _fmt(path: Path) -> str:
     return ext[1:]
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a file") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise InputError(f"{path}: {e.strerror or e}") from None
-
-
 def _text_of(path: Path, where: str, record: Any, field: str) -> str:
     if not isinstance(record, dict):
         raise InputError(f"{path}: {where}: expected a JSON object, got {type(record).__name__}")
@@ -86,34 +74,13 @@ def read_records(path: str | os.PathLike, field: str = "instruction") -> tuple[s
     """(format, records, texts) of an input file; raises InputError with a one-line message."""
     path = Path(path)
     fmt = _fmt(path)
-    raw = _read_text(path)
-    records: list[Any] = []
-    texts: list[str] = []
     if fmt == "txt":
-        for line in raw.splitlines():
-            if line.strip():
-                records.append(line)
-                texts.append(line)
-    elif fmt == "jsonl":
-        for no, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}: line {no}: malformed JSON ({e.msg})") from None
-            records.append(rec)
-            texts.append(_text_of(path, f"line {no}", rec, field))
-    else:
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: line {e.lineno}: malformed JSON ({e.msg})") from None
-        if not isinstance(data, list):
-            raise InputError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-        for i, rec in enumerate(data):
-            records.append(rec)
-            texts.append(_text_of(path, f"record {i}", rec, field))
+        records = [line for line in files.read_text(path, InputError).splitlines() if line.strip()]
+        return fmt, records, list(records)
+    numbered = files.read_records(path, InputError, array=fmt == "json")
+    where = "line" if fmt == "jsonl" else "record"
+    records = [rec for _, rec in numbered]
+    texts = [_text_of(path, f"{where} {n}", rec, field) for n, rec in numbered]
     return fmt, records, texts
 
 

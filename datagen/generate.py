@@ -19,7 +19,7 @@ from datagen.client import LLMClient, Price
 from datagen.batch.provider import provider_for
 from datagen.batch.manage import drop_unsent
 from datagen.batch.run import BatchRun
-from datagen.config import BATCH_DISCOUNT, PER_CALL_OPTIONS, GenerateOptions, env
+from datagen.config import BATCH_DISCOUNT, CONTEXT_WINDOW, PER_CALL_OPTIONS, GenerateOptions, check_combination, env
 from datagen.errors import BudgetSpent, Crashed, DatagenError, InputError, one_line
 from datagen.lease import RunLeaseHolder
 from datagen.pipeline import Pipeline, Progress
@@ -137,14 +137,6 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def check_combination(opts: GenerateOptions, api: str | None) -> None:
-    """Options that cannot go together (a job is checked by this at submit, with the API it names)."""
-    if opts.mode == "batch" and (opts.ray or api == "local"):
-        raise InputError("--mode batch sends requests through an OpenAI-compatible Batch API: use it with --api chat or --api completion")
-    if opts.ray and api not in ("local", None):
-        raise InputError("--ray serves an open model from Ray replicas: use it with --api local")
-
-
 def _checked(opts: GenerateOptions):
     """The API, seeds and prompts the options name, every combination checked before anything is written."""
     api = pick_api(opts)
@@ -190,7 +182,7 @@ def _backend(ctx: RunContext):
         # running batch as rows end (continuous batching), so a second batch waits there to fill free slots.
         return backend, 2 if backend.engine == "llama.cpp" else 1
     backend = make_backend(api, model, base_url=opts.base_url, timeout=opts.timeout, prompts_per_request=opts.prompts_per_request,
-                           context_window=opts.context_window or 4096)
+                           context_window=opts.context_window or CONTEXT_WINDOW)
     return backend, opts.concurrency
 
 

@@ -17,13 +17,11 @@ from datetime import timedelta, timezone
 
 from sqlalchemy.engine import Engine
 
+from datagen.config import LEASE_TTL
 from datagen.errors import DatagenError, LeaseHeld, Unavailable
 from datagen.storage import leases
 from datagen.storage.models import RunLease, utcnow
 
-# Seconds a silent holder keeps its lease: long enough for a stalled database write, short
-# enough that a vanished machine's run resumes soon. DATAGEN_LEASE_TTL overrides (tests, slow links).
-LEASE_TTL = float(os.environ.get("DATAGEN_LEASE_TTL", "30"))
 HOST = socket.gethostname()
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 
+from datagen.config import env
 from datagen.storage import ratelimits
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # what the openai client uses without one
@@ -72,8 +72,8 @@ def shared_limiters(engine: Engine, base_url: str | None, rpm: float | None, tpm
 
     Bursts match the per-process limiters: one second's requests, a minute's tokens.
     """
-    api_key = os.environ.get("OPENAI_API_KEY")
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    api_key = env("openai_api_key")
+    base_url = base_url or env("openai_base_url")
     r = SharedLimiter(engine, limit_key("rpm", base_url, api_key), rpm, (max(1.0, rpm / 60) - 1) * 60 / rpm) if rpm else None
     t = SharedLimiter(engine, limit_key("tpm", base_url, api_key), tpm, 60.0) if tpm else None
     return r, t

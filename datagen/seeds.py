@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +9,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from datagen.errors import InputError
+from datagen.files import read_records
 from datagen.records import SeedTask
 
-SEEDS_DIR = Path(__file__).resolve().parent / "seeds"  # package data, beside prompts/
+# The pools live in the top-level seeds/ (where a user edits them); the wheel carries the same files
+# as datagen/seeds/ (setup.py maps one to the other), so a checkout and an install both find them.
+_HERE = Path(__file__).resolve().parent
+SEEDS_DIR = _HERE / "seeds" if (_HERE / "seeds").is_dir() else _HERE.parent / "seeds"
 DEFAULT_SEEDS = {"en": SEEDS_DIR / "en" / "seed_tasks.jsonl", "zh": SEEDS_DIR / "zh" / "zh_seed_tasks.jsonl"}
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -27,34 +30,11 @@ def default_seed_path(lang: str) -> Path:
         raise InputError(f"no built-in seed pool for language {lang!r} (have: {', '.join(DEFAULT_SEEDS)})") from None
 
 
-def _records(path: Path) -> list[tuple[int, object]]:
-    try:
-        raw = path.read_text("utf-8-sig")  # "-sig": Windows editors start UTF-8 files with a BOM
-    except FileNotFoundError:
-        raise InputError(f"seed file not found: {path}") from None
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
-        raise InputError(f"cannot read seed file {path}: {exc.__class__.__name__}") from None
-    if raw.lstrip().startswith("["):
-        try:
-            return list(enumerate(json.loads(raw), 1))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
-    out = []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((n, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
-    return out
-
-
 def load_seeds(path: str | Path) -> list[SeedTask]:
     """Read a seed file; any problem raises InputError naming the file and line."""
     path = Path(path)
     tasks = []
-    for n, rec in _records(path):
+    for n, rec in read_records(path, InputError):
         try:
             tasks.append(SeedTask.model_validate(rec))
         except ValidationError as exc:

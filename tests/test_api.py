@@ -67,6 +67,13 @@ def test_filters_narrow_the_list(client):
     assert client.get("/api/samples/count?status=accepted").json() == {"count": 10, "capped": False, "reviewed": 0}
 
 
+def test_the_filter_fields_are_served_from_their_one_declaration(client):
+    """The dashboard builds its filter queries from these (keys and how to convert each value)."""
+    types = client.get("/api/filters").json()
+    assert types == {"run": "string", "lang": "string", "status": "array", "classification": "boolean", "reason": "string",
+                     "score_min": "number", "score_max": "number", "len_min": "integer", "len_max": "integer", "q": "string"}
+
+
 def test_search_english_chinese_short_terms_and_syntax(client):
     texts = [s["instruction"] for s in client.get("/api/samples?q=poem").json()["items"]]
     assert texts and all("poem" in t.lower() for t in texts)

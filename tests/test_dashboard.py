@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from sqlmodel import Session
 
-from conftest import ARTIFACTS, ROOT, TOKEN, build_db
+from conftest import ARTIFACTS, ROOT, TOKEN, build_db, core_free_port
 
 CHROMIUM = os.environ.get("DATAGEN_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -26,11 +25,6 @@ BIDI = "Explain what the file name invoice\u202efdp.exe really is.\u200b"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def server(tmp_path_factory):
         storage.add_sample(engine, run.id, Candidate(instruction=text, lang="en", status=Status.accepted, instances=[Instance(input="", output=f"Item {i}.")]))
 
     storage.dispose_all()
-    port = _free_port()
+    port = core_free_port()
     env = dict(os.environ, DATAGEN_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
     log = open(path.with_suffix(".log"), "w")
     proc = subprocess.Popen(

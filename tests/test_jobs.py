@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from conftest import REPO, core_cli, core_env, core_one_line_error
+from conftest import REPO, core_cli, core_env, core_one_line_error, core_wait_for
 from test_postgres import core_pg_url  # noqa: F401  (fixture)
 
 from datagen import storage
@@ -36,14 +36,7 @@ def gen_args(server, n: int, run: str) -> list[str]:
     return ["--api", "chat", "--model", "stub", "--base-url", server.base_url, "-n", str(n), "--run", run, "--concurrency", "4"]
 
 
-def wait_for(cond, timeout: float = 90, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
+wait_for = core_wait_for
 
 
 def accepted(engine, run: str) -> tuple[int, int]:
@@ -63,7 +56,7 @@ def states(engine, job_id: int) -> tuple[str, list[str]]:
 def test_submit_refuses_bad_input_in_one_line(tmp_path):
     db = f"sqlite:///{tmp_path / 'q.db'}"
     for args, want in [
-        (["generate", "--", "--bogus"], "No such option: --bogus"),
+        (["generate", "--", "--bogus"], "No such option"),
         (["generate", "--", "-n", "abc"], "Invalid value for '--num-instructions'"),
         (["generate", "--", "-n", "0"], "--num-instructions 0"),
         (["generate", "--", "--lang", "fr"], "--lang 'fr'"),  # a value generate refuses: refused at submit, not at 2 a.m.
@@ -121,10 +114,12 @@ def test_a_job_that_keeps_losing_its_worker_is_failed(tmp_path):
     engine = storage.connect(f"sqlite:///{tmp_path / 'poison.db'}")
     jid = queue.submit(engine, "dedup", ["x.txt"]).id
     for n in range(queue.MAX_ATTEMPTS):
-        job, attempt = queue.claim(engine, f"w{n}", ["default"], ttl=0.05)
+        # Claimable again once the previous worker's lease (0.05 s, never renewed) has run out.
+        job, attempt = wait_for(lambda: queue.claim(engine, f"w{n}", ["default"], ttl=0.05), timeout=10, step=0.02)
         assert (job.id, attempt.n) == (jid, n + 1)
-        time.sleep(0.1)  # its worker never heartbeats again
-    assert queue.claim(engine, "last", ["default"]) is None
+    # After the third lease runs out the job is failed, not handed out a fourth time.
+    # (claim is what fails lost jobs; a fourth attempt would be a claim that returns the job.)
+    wait_for(lambda: queue.claim(engine, "last", ["default"]) is None and queue.get(engine, jid)[0].state == "failed", timeout=10, step=0.02)
     job, attempts = queue.get(engine, jid)
     assert job.state == "failed" and "lost 3 times" in job.exit_message
     assert [a.state for a in attempts] == ["lost"] * 3
@@ -299,13 +294,15 @@ def test_worker_survives_its_database_connections_being_cut(core_pg_url, tmp_pat
 
     w = worker(core_pg_url)
     wait_for(lambda: "concurrency" in w.stderr.readline())
-    time.sleep(0.5)
     admin = create_engine(core_pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        cut = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+
+    def cut_all() -> int:
+        with admin.connect() as conn:
+            return conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+
+    assert wait_for(cut_all, timeout=30) >= 1  # as soon as the worker holds a connection
     admin.dispose()
-    assert cut >= 1
     wait_for(lambda: "database unavailable" in w.stderr.readline(), timeout=30)
     src = tmp_path / "c.txt"
     src.write_text("Write a poem.\n", "utf-8")

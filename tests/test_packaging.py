@@ -1,4 +1,4 @@
-"""What `pip install .` (not editable) ships: the default seeds and prompts, and no test tools."""
+"""What `pip install .` (not editable) ships: the default seeds (from the top-level seeds/) and prompts, and no test tools."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from conftest import REPO
 
 def test_non_editable_install_has_the_default_seeds(tmp_path):
     src, target = tmp_path / "src", tmp_path / "site"
-    # Build from a copy of the tracked files, so the checkout gets no build/ or egg-info.
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    # Build from a copy of the tracked (and new, not ignored) files, so the checkout gets no build/ or egg-info.
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if (REPO / f).is_file():
             (src / f).parent.mkdir(parents=True, exist_ok=True)
@@ -31,4 +31,8 @@ def test_non_editable_install_has_the_default_seeds(tmp_path):
     assert r.returncode == 0, r.stderr
     where, counts = r.stdout.splitlines()
     assert where.startswith(str(target)) and counts == "175 175"
+    # The wheel carries exactly the top-level seeds/ pools, byte for byte, as datagen/seeds/.
+    shipped = sorted(p.relative_to(target / "datagen" / "seeds").as_posix() for p in (target / "datagen" / "seeds").rglob("*") if p.is_file())
+    assert shipped == ["en/seed_tasks.jsonl", "zh/zh_seed_tasks.jsonl"]
+    assert all((target / "datagen" / "seeds" / f).read_bytes() == (REPO / "seeds" / f).read_bytes() for f in shipped)
     assert not (target / "datagen" / "devserver.py").exists() and (target / "api" / "cli.py").is_file()

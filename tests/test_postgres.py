@@ -1,4 +1,4 @@
-"""A short generate / resume / export cycle on a throwaway PostgreSQL cluster of the test's own.
+"""A short generate / resume / export cycle on PostgreSQL: one throwaway cluster per session (conftest.py), a database per test.
 
 Needs the Debian `postgresql` package (binaries under /usr/lib/postgresql/*/bin) and psycopg.
 A missing server fails the test rather than skipping it: Postgres support must not rot silently.
@@ -6,62 +6,50 @@ A missing server fails the test rather than skipping it: Postgres support must n
 
 from __future__ import annotations
 
-import glob
+import itertools
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from conftest import core_cli, core_free_port
+from conftest import core_cli
 
 
-def pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        pytest.fail("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: apt-get install -y postgresql")
-    return Path(found[-1]).parent
+_databases = itertools.count(1)
 
 
 @contextmanager
 def pg_cluster():
-    """A throwaway cluster with an empty `datagen` database: its URL, the cluster stopped and removed after."""
-    bindir = pg_bin()
-    # initdb refuses root, so as root the cluster belongs to `postgres`, in a directory it can reach
-    # (pytest's tmp_path sits under a root-only 0700 directory).
-    as_root = os.geteuid() == 0
-    base = Path(tempfile.mkdtemp(prefix="datagen-pg-"))
-    if as_root:
-        shutil.chown(base, "postgres", "postgres")
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    data, port = base / "data", core_free_port()
+    """A cluster of its own with an empty `datagen` database (for tests that stop or break the server):
+    its URL, the cluster stopped and removed after."""
+    import psycopg
 
-    def pg(*args: str, timeout: float = 120) -> None:
-        proc = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed: {proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+    from conftest import pg_cluster as bare_cluster
 
-    pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C")
-    # A server clock zone other than UTC, as many servers have: stored times must still be UTC.
-    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c timezone=Asia/Shanghai"
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", opts, "-w", "-t", "60", "start")
-    try:
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "datagen")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/datagen"
-    finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+    with bare_cluster() as base:
+        with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE datagen")
+        yield f"{base}/datagen"
 
 
 @pytest.fixture
-def core_pg_url():
-    with pg_cluster() as url:
-        yield url
+def core_pg_url(core_pg_cluster):
+    """A fresh, empty database of the test's own in the session's cluster, dropped afterwards."""
+    import psycopg
+
+    name = f"datagen_{next(_databases)}"
+    admin = core_pg_cluster.replace("postgresql+psycopg", "postgresql") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{core_pg_cluster}/{name}"
+    finally:
+        from datagen import storage
+
+        storage.dispose_all()  # this process's pooled connections to it
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_generate_resume_export_on_postgres(core_pg_url, stub_server, tmp_path):

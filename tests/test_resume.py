@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, core_cli, core_env
+from conftest import REPO, core_cli, core_env, core_wait_for
 
 TARGET = 40
 
@@ -157,13 +157,19 @@ def test_crash_loop_progresses_on_every_restart_and_ledger_loses_nothing(stub_se
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         progress.append(len(accepted(db)) - before)
-        time.sleep(2 * L)  # let the stub finish what was in flight
-        con = ledger(db)
-        # rows cut off by an earlier kill are marked `lost` when the next run resumes
-        n, sent = con.execute("select count(*), sum(state in ('sent', 'lost')) from request").fetchone()
-        con.close()
-        received = server.stats()["received"]
-        # Every request the server saw has its row; extra rows are ones killed before or while sending.
+
+        def seen():  # (requests the stub received, ledger rows, rows still marked sent or lost)
+            con = ledger(db)
+            # rows cut off by an earlier kill are marked `lost` when the next run resumes
+            n, sent = con.execute("select count(*), sum(state in ('sent', 'lost')) from request").fetchone()
+            con.close()
+            return server.stats()["received"], n, sent or 0
+
+        # Every request the server saw has its row (written before sending); extra rows are ones killed
+        # before or while sending. Requests still on their way only raise `received` towards n, so
+        # this is polled (with a deadline) rather than checked after a guessed pause.
+        core_wait_for(lambda: (lambda r, n, s: r <= n <= r + s)(*seen()), timeout=30, step=0.05)
+        received, n, sent = seen()
         assert received <= n <= received + sent, (received, n, sent)
     assert all(k > 0 for k in progress), f"a restart accepted nothing: {progress}"
 

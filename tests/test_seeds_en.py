@@ -1,4 +1,4 @@
-"""Checks on the project's own English seed pool (datagen/seeds/en/seed_tasks.jsonl).
+"""Checks on the project's own English seed pool (seeds/en/seed_tasks.jsonl).
 
 Structure, the classification / empty-input mix, diversity within the pool
 (ROUGE-L between any two instructions <= 0.7) and, when the Stanford Alpaca

@@ -1,4 +1,4 @@
-"""Checks for the project's own Chinese seed pool (datagen/seeds/zh/zh_seed_tasks.jsonl).
+"""Checks for the project's own Chinese seed pool (seeds/zh/zh_seed_tasks.jsonl).
 
 Similarity is ROUGE-L F-measure over jieba tokens, the same measure the
 self-instruct filter uses for Chinese, so a seed that passes here will not be

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import REPO, TOKEN, core_env, core_free_port
+from conftest import REPO, TOKEN, core_env, core_free_port, core_wait_for
 from test_postgres import core_pg_url  # noqa: F401  (fixture)
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -95,13 +95,10 @@ class Stack:
 
 
 def wait_for(what: str, fn, timeout: float, stack: Stack, every: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what}\n{stack.logs()}")
+    try:
+        return core_wait_for(fn, timeout, every)
+    except AssertionError:
+        pytest.fail(f"timed out waiting for {what}\n{stack.logs()}")
 
 
 def test_stack_runs_a_scheduled_job_through_a_worker_kill(core_pg_url, stub_server, tmp_path):  # noqa: F811

@@ -3,6 +3,7 @@ user errors into one line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -49,42 +50,34 @@ def _guard(fn):
         fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
+def _declared_by_config(fn):
+    """qlora's options are train.config.Config's fields (their defaults and help), plus ctx and --config."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from datagen.cli.options import typer_param
+    from datagen.config import Param, plain_type
+    from train.config import Config
+
+    hints = get_type_hints(Config)
+    params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+              inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
+                  None, "--config", help="YAML/JSON file with the same keys as these options; flags given here win."))]
+    for f in fields(Config):
+        if f.metadata.get("flag"):
+            ann, default = typer_param(Param(f.name, ("--" + f.name.replace("_", "-"),), plain_type(hints[f.name]), f.default, f.metadata["help"]))
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default))
+    fn.__signature__ = inspect.Signature(params)
+    fn.__annotations__ = {p.name: p.annotation for p in params}
+    return fn
+
+
 @app.command()
-def qlora(
-    ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file with the same keys as these options; flags given here win."),
-    data: Optional[str] = typer.Option(None, "--data", help="Training file (alpaca JSON/JSONL, sharegpt conversations/messages) or folder (a LLaMA-Factory dataset_dir with one dataset, a Hugging Face dataset folder)."),
-    model_name_or_path: Optional[str] = typer.Option(None, "--model-name-or-path", help="HF model directory, a .gguf file, or 'smollm2' (built in)."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Where checkpoints, adapter/, train_log.jsonl and loss.png go."),
-    template: str = typer.Option("auto", "--template", help="auto | alpaca | baichuan | llama2 | bloomz | chatml"),
-    max_seq_length: int = typer.Option(1024, "--max-seq-length"),
-    lora_rank: int = typer.Option(64, "--lora-rank"),
-    lora_alpha: float = typer.Option(16.0, "--lora-alpha"),
-    lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
-    learning_rate: float = typer.Option(2e-4, "--learning-rate"),
-    lr_scheduler: str = typer.Option("constant_with_warmup", "--lr-scheduler", help="Any transformers schedule name."),
-    warmup_steps: int = typer.Option(0, "--warmup-steps"),
-    epochs: float = typer.Option(1.0, "--epochs"),
-    max_steps: int = typer.Option(0, "--max-steps", help="> 0: stop after this many optimizer steps (overrides --epochs)."),
-    per_device_batch_size: int = typer.Option(8, "--per-device-batch-size", help="Samples (or packed rows) per micro-batch."),
-    grad_accum: int = typer.Option(1, "--grad-accum"),
-    packing: bool = typer.Option(False, "--packing/--no-packing", help="Concatenate samples into rows of --max-seq-length, no padding, no cross-sample attention."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output-dir."),
-    bits: int = typer.Option(4, "--bits", help="4 (NF4 + double quant) | 8 | 16"),
-    compute_dtype: str = typer.Option("auto", "--compute-dtype", help="auto (bf16 on GPUs that have it, fp32 on CPU) | bf16 | fp16 | fp32"),
-    gradient_checkpointing: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing"),
-    lora_dtype: str = typer.Option("fp32", "--lora-dtype", help="fp32 | bf16: adapter weights' dtype (bf16: less memory, as the QLoRA reference code)"),
-    attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="sdpa | eager | flash_attention_2 | flex_attention [default: transformers' choice]"),
-    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile each decoder layer (GPU; best with --packing)."),
-    optim: str = typer.Option("adamw", "--optim", help="adamw | paged_adamw_32bit | paged_adamw_8bit"),
-    max_grad_norm: float = typer.Option(0.3, "--max-grad-norm"),
-    save_steps: int = typer.Option(100, "--save-steps"),
-    save_total_limit: int = typer.Option(2, "--save-total-limit"),
-    seed: int = typer.Option(42, "--seed"),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="zero2 | zero1 | a DeepSpeed JSON file: ZeRO across the torchrun/deepspeed processes (stage 3 is refused with a 4-bit base)."),
-) -> None:
+@_declared_by_config
+def qlora(ctx: typer.Context, config: Optional[Path], **_) -> None:
     """QLoRA fine-tuning of a causal LM on exported instruction data."""
-    from train.qlora import Config, load_config_file, run
+    from train.config import Config, load_config_file
+    from train.qlora import run
 
     def go():
         values = {k: v for k, v in ctx.params.items() if k != "config"}

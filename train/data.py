@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from datagen import files
 from datagen.errors import TrainError
 from train.templates import Template
 
@@ -40,29 +41,18 @@ def read_records(path: str | Path) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise TrainError(f"data file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    text = files.read_text(p, TrainError)
     if not text.strip():
         raise TrainError(f"data file is empty: {p}")
     stripped = text.lstrip()
     if stripped.startswith("[") or (p.suffix == ".json" and stripped.startswith("{") and "\n{" not in stripped.strip()):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TrainError(f"malformed JSON in {p}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        data = files.parse_json(text, p, TrainError)
         if isinstance(data, dict):  # {"data": [...]} or a single record
             data = next((v for v in data.values() if isinstance(v, list)), [data])
         if not isinstance(data, list):
             raise TrainError(f"{p}: expected a JSON array of records")
         return data
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise TrainError(f"malformed JSON in {p} line {n}: {exc.msg}") from None
-    return out
+    return [rec for _, rec in files.read_json_lines(text, p, TrainError)]
 
 
 def to_dialog(rec, where: str) -> Dialog:

@@ -7,15 +7,14 @@ away and gives a model that is not the one trained. We refuse and say so.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from datagen.errors import TrainError
 from train import model as M
-from train.qlora import META_FILE, _replace_dir
+from datagen.files import atomic_dir
+from train.qlora import META_FILE
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -72,14 +71,8 @@ def merge(base: str | None, adapter: str | Path, out: str | Path, *, dtype: str 
             raise TrainError(f"refusing to merge into a quantized base ({cfg_file.parent}): give the 16-bit base model")
     model, tok, meta = load_with_adapter(base, adapter, dtype=DTYPES[dtype])
     merged = model.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         merged.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps({**meta, "merged_from": str(adapter), "base": str(tmp.parent / out.name)}, indent=2))
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

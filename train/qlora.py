@@ -14,9 +14,8 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,76 +24,13 @@ from datagen.errors import TrainError
 from train import data as D
 from train import distributed as dist
 from train import model as M
+from datagen.files import atomic_dir, replace_dir
+from train.config import Config
 from train.templates import get as get_template
 
 STATE_FILE = "train_state.pt"
 DS_TAG = "deepspeed"  # the sub-folder DeepSpeed writes its shards to inside checkpoint-N/
 META_FILE = "datagen_train.json"  # beside an adapter: base model and template, for chat and merge
-
-
-@dataclass
-class Config:
-    data: str = ""
-    model_name_or_path: str = ""
-    output_dir: str = ""
-    template: str = "auto"
-    max_seq_length: int = 1024
-    lora_rank: int = 64
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "constant_with_warmup"
-    warmup_steps: int = 0
-    epochs: float = 1.0
-    max_steps: int = 0  # > 0 overrides epochs
-    per_device_batch_size: int = 8
-    grad_accum: int = 1
-    packing: bool = False
-    resume: bool = False
-    bits: int = 4
-    compute_dtype: str = "auto"
-    gradient_checkpointing: bool = True
-    lora_dtype: str = "fp32"  # fp32 | bf16 (adapter weights)
-    attn_implementation: str | None = None  # None: transformers' default (sdpa for LLaMA); flash_attention_2 needs flash-attn
-    compile: bool = False  # torch.compile each decoder layer (packed rows then get one fixed length)
-    optim: str = "adamw"  # adamw | paged_adamw_32bit | paged_adamw_8bit
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.3
-    save_steps: int = 100  # 0: no checkpoints (the final adapter is still written)
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    seed: int = 42
-    loss_chunk: int = 4096  # tokens per lm_head chunk: the full [tokens, vocab] logits never exist at once
-    deepspeed: str | None = None  # zero2 | zero1 | a DeepSpeed JSON file
-    trust_remote_code: bool | None = None  # None: only for families that need it (baichuan)
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def keys(cls) -> set[str]:
-        return {f.name for f in fields(cls)} - {"extra"}
-
-
-def load_config_file(path: str | Path) -> dict:
-    """YAML or JSON with the flags' names (dashes or underscores)."""
-    p = Path(path)
-    if not p.is_file():
-        raise TrainError(f"config file not found: {p}")
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(p.read_text()) or {}
-        else:
-            raw = json.loads(p.read_text())
-    except Exception as exc:
-        raise TrainError(f"cannot parse config {p}: {exc}".splitlines()[0]) from None
-    if not isinstance(raw, dict):
-        raise TrainError(f"config {p} must be a mapping of option names to values")
-    out = {k.replace("-", "_"): v for k, v in raw.items()}
-    unknown = set(out) - Config.keys()
-    if unknown:
-        raise TrainError(f"unknown keys in {p}: {', '.join(sorted(unknown))}")
-    return out
 
 
 # -- loss ---------------------------------------------------------------------------------------
@@ -219,26 +155,9 @@ def set_rng_state(st: dict) -> None:
 
 def save_adapter(model, out: Path, meta: dict) -> None:
     """Adapter weights + config + our meta, written to a temp dir and renamed into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def save_checkpoint(model, opt, sched, step: int, batches: D.Batches, out_dir: Path, meta: dict, keep: int,
@@ -263,7 +182,7 @@ def save_checkpoint(model, opt, sched, step: int, batches: D.Batches, out_dir: P
         if engine is None:
             state.update(optimizer=opt.state_dict(), scheduler=sched.state_dict())
         torch.save(state, part / STATE_FILE)  # written last: marks the checkpoint complete
-        _replace_dir(part, ck)
+        replace_dir(part, ck)
         for old in checkpoints(out_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()

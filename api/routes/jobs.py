@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import EngineDep, require_token
 from api.schemas import MAX_ID, READ_ERRORS, WRITE_ERRORS, Text
 from api.security import scrub_text
+from datagen.config import DEFAULT_QUEUE
 from datagen.jobs import queue
 from datagen.jobs.kinds import KINDS
 from datagen.storage import jobs as job_store
@@ -72,7 +73,7 @@ class JobIn(BaseModel):
 
     kind: Text = Field(..., max_length=32, json_schema_extra={"enum": list(KINDS)})  # checked by queue.submit, with its message
     args: list[Annotated[Text, Field(max_length=2000)]] = Field(default_factory=list, max_length=100)
-    queue: Text = Field("default", min_length=1, max_length=64)
+    queue: Text = Field(DEFAULT_QUEUE, min_length=1, max_length=64)
 
 
 def _outs(engine, jobs) -> list[JobOut]:

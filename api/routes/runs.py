@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import EngineDep
-from api.schemas import READ_ERRORS, BatchOut, RunOut, Text
+from api.schemas import READ_ERRORS, BatchOut, Filter, RunOut, Text
 from api.security import scrub_config, scrub_obj
 from datagen import storage
 from datagen.storage import queries
@@ -50,3 +50,12 @@ def list_batches(engine: EngineDep, run: Annotated[Text | None, Query(max_length
 @router.get("/reasons", response_model=list[str], summary="Every rejection reason in the database")
 def list_reasons(engine: EngineDep):
     return queries.reasons(engine)
+
+
+@router.get("/filters", response_model=dict[str, str], summary="The sample filter's fields and their JSON types (the dashboard builds its queries from these)")
+def filter_fields():
+    out = {}
+    for name, prop in Filter.model_json_schema()["properties"].items():
+        types = [t.get("type") for t in prop.get("anyOf", [prop])]
+        out[name] = next((t for t in types if t not in (None, "null")), "string")
+    return out

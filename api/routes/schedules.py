@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import EngineDep, require_token
 from api.schemas import READ_ERRORS, WRITE_ERRORS, Text
 from api.security import scrub_text
+from datagen.config import DEFAULT_QUEUE
 from datagen.jobs import schedules
 from datagen.jobs.kinds import KINDS
 from datagen.jobs.schedules import DEFAULT_MISFIRE, DEFAULT_OVERLAP, MISFIRE_PATTERN, NAME_PATTERN, OVERLAP
@@ -35,7 +36,7 @@ class ScheduleIn(BaseModel):
     )
     misfire: Text = Field(DEFAULT_MISFIRE, max_length=32, json_schema_extra={"pattern": MISFIRE_PATTERN}, description="skip | run_once | catch_up:N (N 1-100)")
     overlap: Text = Field(DEFAULT_OVERLAP, max_length=16, json_schema_extra={"enum": list(OVERLAP)})
-    queue: Text = Field("default", min_length=1, max_length=64)
+    queue: Text = Field(DEFAULT_QUEUE, min_length=1, max_length=64)
 
 
 class ScheduleOut(BaseModel):

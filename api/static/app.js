@@ -65,7 +65,9 @@ function hiddenChars(d) {
 // --- filters and the URL -------------------------------------------------------------------
 // The filter and the current sample live in the address (?status=rejected&sample=42), so a
 // reload keeps the place and a link shows a colleague the same sample.
-const FILTER_KEYS = ["run", "lang", "status", "classification", "reason", "score_min", "score_max", "by", "by_min", "by_max", "len_min", "len_max", "sort", "q"];
+// The filter's fields and their types come from the server's one declaration (GET /api/filters).
+let FILTER_TYPES = {};
+const filterKeys = () => [...Object.keys(FILTER_TYPES), "sort"];
 
 function readFilter() {
   const f = {};
@@ -90,7 +92,7 @@ function writeUrl() {
 
 function readUrl() {
   const p = new URLSearchParams(location.search);
-  for (const k of FILTER_KEYS) {
+  for (const k of filterKeys()) {
     const field = $(`#filters [name=${k}]`);
     const v = p.get(k);
     if (!field || v === null) continue;
@@ -103,7 +105,8 @@ function readUrl() {
 
 async function loadOptions() {
   try {
-    const [runs, reasons, keys] = await Promise.all([api("/api/runs"), api("/api/reasons"), api("/api/scores/keys")]);
+    const [runs, reasons, keys, types] = await Promise.all([api("/api/runs"), api("/api/reasons"), api("/api/scores/keys"), api("/api/filters")]);
+    FILTER_TYPES = types;
     const bySel = $("#filters [name=by]");
     for (const k of keys) bySel.append(el("option", { value: k.key }, `${k.key} (${k.count})`));
     const runSel = $("#filters [name=run]");
@@ -413,7 +416,8 @@ async function bulk(action) {
   const picked = [...state.picked];
   const f = filterOnly(readFilter());
   const filter = {};
-  for (const [k, v] of Object.entries(f)) filter[k] = k === "status" ? [v] : ["score_min", "score_max", "by_min", "by_max"].includes(k) ? Number(v) : ["len_min", "len_max"].includes(k) ? parseInt(v, 10) : k === "classification" ? v === "true" : v;
+  const as = { array: (v) => [v], number: Number, integer: (v) => parseInt(v, 10), boolean: (v) => v === "true" };
+  for (const [k, v] of Object.entries(f)) filter[k] = (as[FILTER_TYPES[k]] || String)(v);
   const what = picked.length ? `the ${picked.length} selected samples` : `every sample matching this filter (${state.progress ? state.progress.count + (state.progress.capped ? "+" : "") : "all"})`;
   if (!confirm(`${action} ${what}?`)) return;
   const json = picked.length ? { action, ids: picked } : { action, filter, all: Object.keys(filter).length === 0 };

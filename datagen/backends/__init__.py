@@ -18,18 +18,11 @@ __all__ = ["Backend", "BackendError", "BatchRefused", "FatalBackendError", "esti
 
 
 def make_backend(api: str, model: str, **kw) -> Backend:
+    """The backend for --api; `kw` goes to its constructor, whose defaults are config.py's."""
     if api in ("chat", "completion"):
         from datagen.backends.openai_compat import OpenAIBackend
 
-        return OpenAIBackend(
-            api,
-            model,
-            api_key=kw.get("api_key"),
-            base_url=kw.get("base_url"),
-            timeout=kw.get("timeout", 120.0),
-            prompts_per_request=kw.get("prompts_per_request", 1),
-            context_window=kw.get("context_window", 4096),
-        )
+        return OpenAIBackend(api, model, **kw)
     if api == "local":
         from datagen.backends.local import LocalBackend
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from datagen import config
 from datagen.errors import FatalBackendError
+from datagen.files import atomic_dir
 
 if TYPE_CHECKING:  # pydantic stays out of a bare GPU box that only runs bench/local_gpu.py
     from datagen.records import Generation, Prompt
@@ -49,9 +50,6 @@ def materialize(gguf: Path) -> Path:
     the converted float32 directory loads in under a second. Written to a temp dir and renamed,
     so an interrupted conversion never leaves a half model behind.
     """
-    import shutil
-    import tempfile
-
     st = gguf.stat()
     target = config.cache_dir() / "models" / f"{gguf.stem}-{st.st_size}"
     if (target / "config.json").exists():
@@ -59,28 +57,22 @@ def materialize(gguf: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        cfg = lm.config
-        if hasattr(cfg, "quantization_config"):  # GGUF-loaded models refuse save_pretrained; a fresh copy does not
-            del cfg.quantization_config
-        plain = AutoModelForCausalLM.from_config(cfg)
-        plain.load_state_dict(lm.state_dict())
-        tok.save_pretrained(tmp)
-        plain.save_pretrained(tmp)
-        tmp.rename(target)
+        with atomic_dir(target, replace=False) as tmp:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            cfg = lm.config
+            if hasattr(cfg, "quantization_config"):  # GGUF-loaded models refuse save_pretrained; a fresh copy does not
+                del cfg.quantization_config
+            plain = AutoModelForCausalLM.from_config(cfg)
+            plain.load_state_dict(lm.state_dict())
+            tok.save_pretrained(tmp)
+            plain.save_pretrained(tmp)
     except OSError:
         # Another process finished first: renaming onto its non-empty directory fails with
         # ENOTEMPTY (not FileExistsError), so look at the result rather than the errno.
-        shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "config.json").exists():
             raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -136,7 +128,7 @@ class LocalBackend:
         self,
         model: str | None = None,
         *,
-        batch_size: int = 8,
+        batch_size: int = config.GenerateOptions.model_fields["batch_size"].default,
         context_window: int | None = None,
         threads: int | None = None,
         device_map: str | None = None,

@@ -10,6 +10,8 @@ from datagen.backends.base import estimate_tokens
 from datagen.errors import BackendError, BatchRefused, FatalBackendError
 from datagen.records import Generation, Prompt
 
+_G = config.GenerateOptions.model_fields
+
 
 def _retry_after(exc) -> float | None:
     resp = getattr(exc, "response", None)
@@ -50,9 +52,9 @@ class OpenAIBackend:
         *,
         api_key: str | None = None,
         base_url: str | None = None,
-        timeout: float = 120.0,
-        prompts_per_request: int = 1,
-        context_window: int = 4096,
+        timeout: float = _G["timeout"].default,
+        prompts_per_request: int = _G["prompts_per_request"].default,
+        context_window: int = config.CONTEXT_WINDOW,
     ):
         import httpx
         import openai

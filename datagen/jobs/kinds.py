@@ -1,13 +1,16 @@
-"""What a job may be: a datagen command and its arguments, checked at submit by the CLI's own parser."""
+"""What a job may be: a datagen command and its arguments, checked at submit by the command's own
+declarations (datagen/config.py), the ones the CLI builds its options from; the CLI is not loaded."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from datagen.config import JOB_PARAMS, Param, check_combination, generate_options
 from datagen.errors import InputError
 from datagen.storage.models import unstorable
 
-KINDS = ("generate", "export", "dedup", "score")
+# `score` takes its options from its own command (datagen/scores/cli.py), parsed without the rest of the CLI.
+KINDS = (*JOB_PARAMS, "score")
 # The worker supplies these: the queue's database (from its environment, so no password lands in
 # a job row or a process list) and a non-interactive display.
 WORKER_OWNED = {"--db": "jobs run on the queue's database", "--progress": "jobs never draw a live display",
@@ -16,15 +19,33 @@ WORKER_OWNED = {"--db": "jobs run on the queue's database", "--progress": "jobs 
 
 
 
-def command(kind: str) -> Any:
-    """The click command behind `datagen KIND`."""
-    import typer
+def _click_param(p: Param) -> Any:
+    import click
 
-    from datagen.cli import app
+    kind = {int: click.INT, float: click.FLOAT, bool: click.BOOL}.get(p.type, click.STRING)
+    default = {"required": True} if p.required else {"default": p.default}
+    if not p.flags:
+        return click.Argument([p.name], type=kind, **default)
+    if p.type is list:  # a repeatable option
+        return click.Option([p.name, *p.decls], type=click.STRING, multiple=True, **default)
+    return click.Option([p.name, *p.decls], type=kind, **default)
+
+
+def command(kind: str) -> Any:
+    """A click command with the parameters `datagen KIND` declares (parsing only: it runs nothing)."""
+    import click
 
     if kind not in KINDS:
         raise InputError(f"unknown job kind {kind!r}: use one of {', '.join(KINDS)}")
-    return typer.main.get_command(app).commands[kind]  # type: ignore[attr-defined]
+    if kind not in JOB_PARAMS:
+        import typer
+
+        from datagen.scores import cli as scores_cli
+
+        one = typer.Typer()
+        one.command(kind)(getattr(scores_cli, kind))
+        return typer.main.get_command(one)
+    return click.Command(kind, params=[_click_param(p) for p in JOB_PARAMS[kind]], add_help_option=False)
 
 
 def validate(kind: str, args: list[str]) -> dict:
@@ -41,7 +62,7 @@ def validate(kind: str, args: list[str]) -> dict:
             raise InputError(f"{kind} job: {flag} is not allowed ({WORKER_OWNED[flag]})")
     try:
         ctx = cmd.make_context(f"datagen {kind}", list(args), resilient_parsing=False)
-    except Exception as exc:  # typer's (vendored) click: UsageError and friends, or Exit for --help
+    except Exception as exc:  # click's UsageError and friends, or Exit for --help
         if hasattr(exc, "format_message"):
             raise InputError(f"{kind} job: {exc.format_message().splitlines()[0]}") from None
         if type(exc).__name__ == "Exit":
@@ -49,9 +70,6 @@ def validate(kind: str, args: list[str]) -> dict:
         raise
     params = dict(ctx.params)
     if kind == "generate":  # values too, by the same declarations the command checks them with
-        from datagen.cli import generate_options
-        from datagen.generate import check_combination
-
         try:
             # The API as named: the worker's environment (a key, a base URL) picks it when it is not.
             opts = generate_options(params)

@@ -17,16 +17,17 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from datagen import storage
+from datagen.config import DEFAULT_QUEUE
 from datagen.errors import Conflict, InputError, NotFound
 from datagen.jobs.kinds import KINDS, validate
 from datagen.lease import LEASE_TTL
 from datagen.storage import jobs as store
-from datagen.storage.models import Job, JobAttempt, unstorable
+from datagen.storage.models import Job, JobAttempt, unstorable, utcnow
 
 __all__ = ["KINDS", "Job", "JobAttempt", "submit", "claim", "heartbeat", "finish", "cancel", "get", "list_jobs", "progress"]
 
 
-def submit(engine: Engine, kind: str, args: list[str], *, queue: str = "default", unique_key: str | None = None,
+def submit(engine: Engine, kind: str, args: list[str], *, queue: str = DEFAULT_QUEUE, unique_key: str | None = None,
            schedule_id: int | None = None, scheduled_for: datetime | None = None, skip_reason: str | None = None,
            slots: int = 1, scheduled_until: datetime | None = None) -> Job | None:
     """Validate and store a job; None when `unique_key` exists already (a scheduler's slot fired).
@@ -49,8 +50,11 @@ MAX_ATTEMPTS = 3  # a job that loses its worker this often is failed: it may be 
 
 def claim(engine: Engine, worker: str, queues: list[str], ttl: float = LEASE_TTL) -> tuple[Job, JobAttempt] | None:
     """The next due job (or one whose worker vanished) with a new attempt; None when there is none."""
-    store.fail_lost_jobs(engine, queues, MAX_ATTEMPTS)
-    return store.claim_job(engine, queues, worker, ttl)
+    # One clock reading for both: a lease that runs out between the two would otherwise hand a job
+    # its worker lost MAX_ATTEMPTS times to a fourth one (found by polling instead of sleeping).
+    now = utcnow()
+    store.fail_lost_jobs(engine, queues, MAX_ATTEMPTS, now)
+    return store.claim_job(engine, queues, worker, ttl, now)
 
 
 def heartbeat(engine: Engine, job: Job, attempt: JobAttempt, ttl: float = LEASE_TTL) -> bool | None:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from datagen import storage
 from datagen.jobs import queue
 from datagen.jobs import schedules as cron
-from datagen.jobs.schedules import DEFAULT_TICK
+from datagen.config import DEFAULT_TICK
 from datagen.storage import jobs as jobstore
 from datagen.storage import schedules as store
 

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from datagen.config import DEFAULT_QUEUE
 from datagen.errors import InputError
 from datagen.storage.models import unstorable
 
@@ -29,7 +30,6 @@ DEFAULT_OVERLAP = "skip"
 # A slot found due later than this (scheduler down, machine asleep) is a misfire; the scheduler
 # polls far more often than this, so an on-time slot is never judged late.
 MISFIRE_GRACE = timedelta(seconds=60)
-DEFAULT_TICK = 10.0  # seconds between the scheduler's looks at the schedule table
 # catch_up:N is capped so a long outage cannot flood the queue; slots looked at per tick, too.
 MAX_CATCH_UP = 100
 MAX_SLOTS_PER_TICK = 1000
@@ -253,7 +253,7 @@ def local_time(instant: datetime, tz: str) -> str:
 
 
 def create(engine, name: str, *, cron: str, tz: str = "UTC", job: list[str], misfire: str = DEFAULT_MISFIRE,
-           overlap: str = DEFAULT_OVERLAP, queue: str = "default", now: datetime | None = None):
+           overlap: str = DEFAULT_OVERLAP, queue: str = DEFAULT_QUEUE, now: datetime | None = None):
     """Validate everything a 2 a.m. firing would trip on, then store the schedule."""
     from datagen.jobs import queue as jobs_queue
     from datagen.storage import schedules as store

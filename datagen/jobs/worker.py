@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from datagen.config import AGAIN_AFTER, DB_GONE, DRAINED
+from datagen.config import AGAIN_AFTER, DB_GONE, DRAINED, ENV
 from datagen.errors import StorageError, one_line
 from datagen.jobs import queue
 from datagen.lease import HOST, LEASE_TTL, pid_alive
@@ -84,7 +84,7 @@ class Worker:
         args = json.loads(job.args)
         if job.kind == "generate":  # wait out a dead holder's run lease on another machine
             args += ["--no-progress", "--lease-wait", str(2 * self.ttl)]
-        env = {**os.environ, "DATAGEN_DATABASE_URL": self.db_url, "DATAGEN_LEASE_TTL": str(self.ttl)}
+        env = {**os.environ, ENV["database_url"]: self.db_url, ENV["lease_ttl"]: str(self.ttl)}
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
         try:
             proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", job.kind, *args], env=env, stdin=subprocess.DEVNULL,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from datagen.cli import DB
+from datagen.cli.options import DB
 from datagen.errors import InputError
 
 

@@ -24,7 +24,7 @@ def opt(name: str, *flags: str):
 
 def judge_options(params: dict) -> JudgeOptions:
     """The judge's parsed CLI parameters as options, every value checked (a job's too, at submit)."""
-    from datagen.cli import validated
+    from datagen.config import validated
 
     p = {k: v for k, v in params.items() if k in J and v is not None}
     return validated(JudgeOptions, **p)

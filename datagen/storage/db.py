@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
-from sqlmodel import create_engine
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, create_engine
 
 from datagen.config import db_wait, env
 from datagen.errors import DatabaseGone, InputError, StorageError
@@ -166,6 +166,15 @@ def ping(engine: Engine) -> None:
         orig = getattr(exc, "orig", None) or exc
         shown = engine.url.render_as_string(hide_password=True)
         raise StorageError(f"database {shown}: {(str(orig).strip().splitlines() or [type(orig).__name__])[0]}") from None
+def added(s: Session, row, *, commit: bool = False) -> bool:
+    """Add one row and flush (or commit) it; False, rolled back, when a unique constraint refuses it."""
+    s.add(row)
+    try:
+        s.commit() if commit else s.flush()
+    except IntegrityError:
+        s.rollback()
+        return False
+    return True
 
 
 def dispose_all() -> None:

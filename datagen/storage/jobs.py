@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from datagen.storage.db import added
 from datagen.storage.models import Job, JobAttempt, Request, Run, utcnow
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "skipped")
@@ -23,11 +24,7 @@ FINAL = ("succeeded", "failed", "cancelled", "skipped")
 def insert_job(engine: Engine, job: Job) -> Job | None:
     """Store a new job; None when its unique_key is taken (a slot fired already)."""
     with Session(engine, expire_on_commit=False) as s:
-        s.add(job)
-        try:
-            s.flush()
-        except IntegrityError:
-            s.rollback()
+        if not added(s, job):
             return None
         if job.kind == "generate" and job.run_name is None:
             # A re-claimed job must resume the same run, so a job without --run gets one now.
@@ -51,9 +48,9 @@ def _claimable(now: datetime, queues: list[str]):
     return and_(Job.queue.in_(queues), or_(due, expired))
 
 
-def fail_lost_jobs(engine: Engine, queues: list[str], max_attempts: int) -> None:
+def fail_lost_jobs(engine: Engine, queues: list[str], max_attempts: int, now: datetime | None = None) -> None:
     """A job whose worker vanished `max_attempts` times (it may be what kills them) is failed, not retried."""
-    now = utcnow()
+    now = now or utcnow()
     with Session(engine) as s:
         lost = s.execute(select(Job.id, Job.attempt_id).where(
             Job.queue.in_(queues), Job.state == "running", Job.lease_expires_at < now, Job.attempts >= max_attempts)).all()
@@ -81,22 +78,22 @@ def _lose_attempt(s: Session, job_id: int, attempt_id: int, now: datetime, messa
         tokens_in=Job.tokens_in + tin, tokens_out=Job.tokens_out + tout, cost=Job.cost + cost))
 
 
-def claim_job(engine: Engine, queues: list[str], worker: str, ttl: float) -> tuple[Job, JobAttempt] | None:
+def claim_job(engine: Engine, queues: list[str], worker: str, ttl: float, now: datetime | None = None) -> tuple[Job, JobAttempt] | None:
     """Take the oldest due job (or one whose worker's lease ran out) and open an attempt for it.
 
     A schedule's second running job is refused by the database (ux_job_schedule_running): a
     claimer that loses that race to another worker's claim of a sibling passes the job by.
     """
+    now = now or utcnow()  # one reading of the clock for the whole claim
     for _ in range(5):
         try:
-            return _claim_one(engine, queues, worker, ttl)
+            return _claim_one(engine, queues, worker, ttl, now)
         except IntegrityError:  # a sibling was claimed at the same moment: the next pick sees it committed
             continue
     return None
 
 
-def _claim_one(engine: Engine, queues: list[str], worker: str, ttl: float) -> tuple[Job, JobAttempt] | None:
-    now = utcnow()
+def _claim_one(engine: Engine, queues: list[str], worker: str, ttl: float, now: datetime) -> tuple[Job, JobAttempt] | None:
     cond = _claimable(now, queues)
     with Session(engine, expire_on_commit=False) as s:
         pick = (

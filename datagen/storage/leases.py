@@ -6,9 +6,9 @@ from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from datagen.storage.db import added
 from datagen.storage.models import RunLease
 
 
@@ -20,12 +20,7 @@ def get_lease(engine: Engine, name: str) -> RunLease | None:
 def insert_lease(engine: Engine, lease: RunLease) -> bool:
     """Take a free lease; False when another process inserted one first."""
     with Session(engine) as s:
-        s.add(RunLease(**lease.model_dump()))
-        try:
-            s.commit()
-        except IntegrityError:
-            return False
-    return True
+        return added(s, RunLease(**lease.model_dump()), commit=True)
 
 
 def replace_lease(engine: Engine, old_holder: str, lease: RunLease) -> bool:

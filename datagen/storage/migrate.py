@@ -9,15 +9,14 @@ all IF NOT EXISTS, and is stamped: nothing is recreated.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from datagen.errors import StorageError
 
@@ -25,7 +24,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK = 0x64617467  # "datg": the advisory lock key every datagen migrator takes
 
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported only when a database is not at the head already: a command that finds its
+# database current (the common case) starts without it.
+
+
 def _config(conn: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if conn is not None:
@@ -34,7 +42,25 @@ def _config(conn: Connection | None = None) -> Config:
 
 
 def head() -> str:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def _quick_head() -> str | None:
+    """The head read from the revision scripts' own `revision`/`down_revision` lines, without alembic;
+    None when that is not one plain chain (alembic decides then)."""
+    revs, downs = set(), set()
+    for script in (MIGRATIONS / "versions").glob("[!_]*.py"):
+        src = script.read_text()
+        rev = re.search(r'^revision\s*=\s*"([^"]+)"', src, re.M)
+        down = re.search(r'^down_revision\s*=\s*(None|"([^"]+)")\s*$', src, re.M)
+        if not rev or not down:
+            return None
+        revs.add(rev.group(1))
+        downs.add(down.group(2))
+    heads = revs - downs
+    return heads.pop() if len(heads) == 1 else None
 
 
 def current(engine: Engine) -> str | None:
@@ -42,14 +68,27 @@ def current(engine: Engine) -> str | None:
 
     A revision this datagen does not know (a newer datagen migrated the database) is a StorageError.
     """
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return _known(MigrationContext.configure(conn).get_current_revision())
 
 
 def _known(rev: str | None) -> str | None:
+    from alembic.script import ScriptDirectory
+
     if rev is not None and rev not in {r.revision for r in ScriptDirectory.from_config(_config()).walk_revisions()}:
         raise StorageError(f"database is at revision {rev}, newer than this datagen (head {head()}): upgrade datagen")
     return rev
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+    except (SQLAlchemyError, StorageError):  # no alembic_version table yet: alembic decides
+        return None
+    return rows[0][0] if len(rows) == 1 else None
 
 
 @contextmanager
@@ -81,6 +120,9 @@ def _locked(engine: Engine):
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade in one transaction; return (revision before, revision after)."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     with _locked(engine) as conn:
         before = _known(MigrationContext.configure(conn).get_current_revision())
         command.upgrade(_config(conn), revision)
@@ -90,5 +132,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
 
 def ensure_current(engine: Engine) -> None:
     """Upgrade to head unless already there (a read, no lock, in the common case)."""
-    if current(engine) != head():
+    quick = _quick_head()
+    if quick is not None and _stored_revision(engine) == quick:
+        return
+    if current(engine) != head():  # current() refuses a revision newer than this datagen knows
         upgrade(engine)

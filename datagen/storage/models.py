@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from datagen.config import DEFAULT_QUEUE
 from datagen.records import LIVE
 
 
@@ -208,7 +209,7 @@ class Job(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str
     args: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list of CLI arguments
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     state: str = Field(default="queued", index=True)  # queued | running | succeeded | failed | cancelled | skipped
     unique_key: str | None = Field(default=None, unique=True)  # a scheduler's (schedule, slot): fired once
     schedule_id: int | None = Field(default=None, index=True)
@@ -276,7 +277,7 @@ class Schedule(SQLModel, table=True):
     tz: str = "UTC"
     kind: str
     args: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list of CLI args
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     misfire: str = "skip"  # skip | run_once | catch_up:N
     overlap: str = "skip"  # skip | queue | replace
     paused: bool = False

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from datagen.errors import Conflict, InputError, NotFound
 from datagen.records import KEPT, LIVE, Instance, Status
 from datagen.storage import search
+from datagen.storage.db import added
 from datagen.storage.functions import bin_of, least
 from datagen.storage.scores import ScoreRange, filter_conditions
 from datagen.storage.models import LIVE_WHERE, MAX_ROW_ID, Audit, InstanceRow, Request, Run, Sample, utcnow
@@ -319,12 +319,8 @@ def _row(s: Session, sample_id: int) -> Sample:
 def _save(s: Session, row: Sample, conflict: str) -> None:
     """Flush the change; the partial unique index refuses a second live copy of an instruction."""
     row.updated_at = utcnow()
-    s.add(row)
-    try:
-        s.flush()
-    except IntegrityError:
-        s.rollback()
-        raise Conflict(conflict) from None
+    if not added(s, row):
+        raise Conflict(conflict)
 
 
 def edit_sample(
@@ -378,13 +374,8 @@ def undo_review(engine: Engine, sample_id: int, *, actor: str) -> str:
             raise Conflict(f"sample {sample_id}: its last change is not a review, nothing to undo")
         if row.status != last.after:
             raise Conflict(f"sample {sample_id} is {row.status} now, not {last.after}: nothing to undo")
-        row.status, row.reviewed_by, row.updated_at = last.before, actor, utcnow()
-        s.add(row)
-        try:
-            s.flush()
-        except IntegrityError:
-            s.rollback()
-            raise Conflict("this run keeps an identical instruction now; cannot restore this one") from None
+        row.status, row.reviewed_by = last.before, actor
+        _save(s, row, "this run keeps an identical instruction now; cannot restore this one")
         s.add(Audit(sample_id=sample_id, action="undo", actor=actor, note=f"undo {last.action} #{last.id}", before=last.after, after=last.before))
         s.commit()
         return last.before

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from datagen.errors import NotFound
 from datagen.storage.db import outlasting
 from datagen.records import KEPT, LIVE, Candidate, Generation, Status
+from datagen.storage.db import added
 from datagen.storage.models import InstanceRow, Request, Run, RunLease, Sample, utcnow
 
 # A live run touches its row every HEARTBEAT (updated_at: when it last did something). Whether it
@@ -165,11 +165,7 @@ def add_sample(engine: Engine, run_id: int, c: Candidate) -> int | None:
     """Insert one candidate in its own transaction. None if an identical kept instruction exists."""
     row = _sample_row(run_id, c)
     with Session(engine) as s:
-        s.add(row)
-        try:
-            s.flush()
-        except IntegrityError:
-            s.rollback()
+        if not added(s, row):
             return None
         for i, inst in enumerate(c.instances):
             s.add(InstanceRow(sample_id=row.id, idx=i, input=inst.input, output=inst.output))

@@ -7,10 +7,10 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from datagen.errors import Conflict, NotFound
+from datagen.storage.db import added
 from datagen.storage.models import MAX_ROW_ID, Schedule, unstorable, utcnow
 
 
@@ -31,11 +31,8 @@ def add_schedule(
         overlap=overlap, next_fire_at=next_fire_at,
     )
     with Session(engine, expire_on_commit=False) as s:
-        s.add(row)
-        try:
-            s.commit()
-        except IntegrityError:
-            raise Conflict(f"a schedule named {name!r} exists already") from None
+        if not added(s, row, commit=True):
+            raise Conflict(f"a schedule named {name!r} exists already")
         return row
 
 

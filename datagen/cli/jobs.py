@@ -9,16 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from datagen.cli.options import DB, engine as _engine
+from datagen.config import AGAIN_AFTER, DEFAULT_QUEUE
+
 jobs_app = typer.Typer(no_args_is_help=True, help="The job queue: submit, list, show, cancel.")
-from datagen.cli import DB
-from datagen.config import AGAIN_AFTER
-
-
-def _engine(db: Optional[str]):
-    from datagen import storage
-
-    return storage.connect(db)
-
 
 def _when(t) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
@@ -28,7 +22,7 @@ def _when(t) -> str:
 def submit(
     ctx: typer.Context,
     kind: str = typer.Argument(..., help="generate | export | dedup | score"),
-    queue_name: str = typer.Option("default", "--queue", help="Queue the job waits in."),
+    queue_name: str = typer.Option(DEFAULT_QUEUE, "--queue", help="Queue the job waits in."),
     db: Optional[str] = DB,
 ) -> None:
     """Queue a job: `datagen jobs submit generate -- --api chat -n 500 --run nightly`. Options are checked now."""
@@ -90,7 +84,7 @@ def cancel(job_id: int = typer.Argument(...), db: Optional[str] = DB) -> None:
 
 def worker(
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="Jobs run at once by this worker."),
-    queue_names: List[str] = typer.Option(["default"], "--queue", help="Queue to take jobs from (repeatable)."),
+    queue_names: List[str] = typer.Option([DEFAULT_QUEUE], "--queue", help="Queue to take jobs from (repeatable)."),
     lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", min=1.0, help="Seconds a job stays claimed without a heartbeat [default: DATAGEN_LEASE_TTL or 30]."),
     poll: float = typer.Option(1.0, "--poll", min=0.05, help="Seconds between looks at an empty queue."),
     max_idle: Optional[float] = typer.Option(None, "--max-idle", help="Exit 0 after this many seconds with nothing to do."),

@@ -7,18 +7,12 @@ import shlex
 from pathlib import Path
 from typing import List, Optional
 
-from datagen.jobs.schedules import DEFAULT_TICK
-
 import typer
 
+from datagen.cli.options import DB, engine as _engine
+from datagen.config import DEFAULT_QUEUE, DEFAULT_TICK
+
 schedule_app = typer.Typer(no_args_is_help=True, help="Cron schedules that submit jobs (run by `datagen scheduler`).")
-from datagen.cli import DB
-
-
-def _engine(db: str | None):
-    from datagen import storage
-
-    return storage.connect(db)
 
 
 def _line(sch) -> str:
@@ -36,7 +30,7 @@ def add(
     tz: str = typer.Option("UTC", "--tz", help="IANA time zone, e.g. Asia/Shanghai."),
     misfire: str = typer.Option("skip", "--misfire", help="Slots missed while no scheduler ran: skip | run_once | catch_up:N"),
     overlap: str = typer.Option("skip", "--overlap", help="When the previous job still runs: skip | queue | replace"),
-    queue: str = typer.Option("default", "--queue", help="Job queue the jobs go to."),
+    queue: str = typer.Option(DEFAULT_QUEUE, "--queue", help="Job queue the jobs go to."),
     db: Optional[str] = DB,
 ) -> None:
     """Add a schedule; bad cron, zone or job options are refused now, not when it fires."""

@@ -6,8 +6,9 @@ from typing import Optional
 
 import typer
 
+from datagen.cli.options import DB
+
 db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade, current revision.")
-from datagen.cli import DB
 
 
 @db_app.command("upgrade")
