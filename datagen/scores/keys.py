@@ -8,11 +8,6 @@ from datagen.config import SCORE_DIRECTION
 from datagen.errors import InputError
 
 
-# What parse_key accepts, as a regular expression (the API's schema states it, so a request it calls
-# valid is never refused): a known scorer, an optional non-blank rubric, an optional non-blank model.
-KEY_PATTERN = r"^(\s*(" + "|".join(SCORE_DIRECTION) + r")\s*(:[^@]*[^@\s][^@]*)?(@.*\S.*)?)?$"  # empty: no key
-
-
 @dataclass(frozen=True)
 class ScoreKey:
     scorer: str
