@@ -60,17 +60,11 @@ class Filter(BaseModel):
     len_min: int | None = Field(None, ge=0, le=1_000_000, description="instruction length in characters")
     len_max: int | None = Field(None, ge=0, le=1_000_000)
     q: Text | None = Field(None, max_length=200, description="search instructions, inputs and outputs: every word must occur")
-    by: Text | None = Field(None, max_length=200, description="a score key, scorer[:rubric][@model] (judge:accuracy, ifd): by_min/by_max filter by it, sort=scored/-scored sorts by it")
-    by_min: float | None = Field(None, ge=-1e9, le=1e9, description="the `by` score at least")
-    by_max: float | None = Field(None, ge=-1e9, le=1e9, description="the `by` score at most")
-
-    @model_validator(mode="after")
-    def _score_key(self):
-        # A reversed range is valid and matches nothing (OpenAPI cannot say min <= max); a bound on a
-        # score needs the score it bounds.
-        if (self.by_min is not None or self.by_max is not None) and not self.by:
-            raise ValueError("by_min and by_max need a score key in `by`")
-        return self
+    by: Text | None = Field(None, max_length=200,
+                            description="a score key, scorer[:rubric][@model] (judge:accuracy, ifd): by_min/by_max filter by it, sort=scored/-scored sorts by it")
+    # OpenAPI cannot say "needs `by`" or "min <= max": a bound without `by` bounds nothing, a reversed range matches nothing.
+    by_min: float | None = Field(None, ge=-1e9, le=1e9, description="the `by` score at least (ignored without `by`)")
+    by_max: float | None = Field(None, ge=-1e9, le=1e9, description="the `by` score at most (ignored without `by`)")
 
 
 class ListParams(Filter):

@@ -288,8 +288,9 @@ def test_two_workers_on_postgres_run_each_job_once(stub_server, core_pg_url, tmp
 
 
 def test_worker_survives_its_database_connections_being_cut(core_pg_url, tmp_path):  # noqa: F811
-    """A database restart or failover drops every connection: the worker says so in one line and
-    carries on with fresh ones instead of dying."""
+    """A database restart or failover drops every connection: the worker carries on with fresh ones
+    instead of dying (the pool's pre-ping replaces a dropped connection before it is used, so there
+    may be nothing to say)."""
     from sqlalchemy import create_engine, text
 
     w = worker(core_pg_url)
@@ -303,12 +304,12 @@ def test_worker_survives_its_database_connections_being_cut(core_pg_url, tmp_pat
 
     assert wait_for(cut_all, timeout=30) >= 1  # as soon as the worker holds a connection
     admin.dispose()
-    wait_for(lambda: "database unavailable" in w.stderr.readline(), timeout=30)
     src = tmp_path / "c.txt"
     src.write_text("Write a poem.\n", "utf-8")
     engine = storage.connect(core_pg_url)
     jid = queue.submit(engine, "dedup", [str(src), "--out", str(tmp_path / "k.jsonl")]).id
     wait_for(lambda: queue.get(engine, jid)[0].state == "succeeded", timeout=60)
+    assert w.poll() is None  # the same worker ran it
     w.send_signal(signal.SIGTERM)
     assert w.wait(30) == 0
     storage.dispose_all()

@@ -26,15 +26,19 @@ def _quiet() -> None:
     import logging
 
     import torch
+
+    # Our first line says which device runs; third-party notices about it are noise: DeepSpeed's
+    # accelerator auto-detection warning on the CPU (set before transformers, whose import may load
+    # DeepSpeed and detect), bitsandbytes' optional CPU kernels, and the kernels hub's "skipping
+    # publisher trust check" line in offline mode (transformers 5.2x fetches bitsandbytes kernels through it).
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    # Our first line says which device runs; third-party notices about it are noise: DeepSpeed's
-    # accelerator auto-detection warning on the CPU, bitsandbytes' optional CPU kernels.
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    for name in ("bitsandbytes", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _guard(fn):

@@ -279,7 +279,7 @@ def run_stats(engine: Engine, run_id: int) -> RunStats:
         row = s.execute(
             select(
                 func.count(),
-                func.count(case((and_(Request.state == "done", Request.error.is_not(None)), 1))),
+                func.count(case((and_(Request.state.not_in(("cancelled", "lost")), Request.error.is_not(None)), 1))),
                 func.count(case((Request.state == "lost", 1))),
                 func.coalesce(func.sum(Request.tokens_in), 0),
                 func.coalesce(func.sum(Request.tokens_out), 0),
