@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from conftest import ARTIFACTS, ROOT, TOKEN, build_db
-from test_dashboard import ARGS, CHROMIUM, _free_port, pytestmark  # noqa: F401  (skip without Chromium)
+from conftest import ARTIFACTS, ROOT, TOKEN, build_db, core_free_port
+from test_dashboard import ARGS, CHROMIUM, pytestmark  # noqa: F401  (skip without Chromium)
 
 KEY = "judge:accuracy@gpt-4o-mini"
 
@@ -34,7 +34,7 @@ def scored_server(tmp_path_factory):
                                       reason=f"<img src=x onerror=alert(1)> verdict {v}") for sid, v in values.items()])
     S.store_scores(engine, [S.ScoreIn(ids[0], "ifd", "smollm2", 0.8123)])
     storage.dispose_all()
-    port = _free_port()
+    port = core_free_port()
     env = dict(os.environ, DATAGEN_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
     log = open(path.with_suffix(".log"), "w")
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", url],
