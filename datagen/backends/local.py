@@ -141,11 +141,13 @@ class LocalBackend:
         self._context_window = context_window
         self._threads = threads
         self._device_map = device_map  # "auto" spreads one replica over several GPUs
-        # "static": transformers' static KV cache, whose decode step transformers compiles (CUDA only; the
-        # CPU keeps the dynamic cache). warm_batches: batch sizes generated once at load, so the first
-        # real call does not pay for compilation.
-        self._cache = cache if cache is not None else config.CUDA_CACHE
+        # The KV cache and decode loop (config.CUDA_CACHE says which on CUDA; the CPU keeps transformers'
+        # dynamic cache unless told): "slots" is datagen's continuous-batching engine (slots.py), "static"
+        # transformers' static cache with its compiled step, "dynamic" plain `generate`.
+        # warm_batches: batch sizes generated once at load (static cache), so no real call pays for compiling.
+        self._cache = cache
         self._warm = warm_batches
+        self._slots = None  # the SlotEngine, once loaded with cache "slots"
         self.device: str | None = None
         self.dtype: str | None = None
         self._lm = None
@@ -193,14 +195,29 @@ class LocalBackend:
         except Exception as exc:
             raise FatalBackendError(f"cannot load local model from {self.path / (self.gguf or '')}: {exc}".splitlines()[0]) from None
         lm.eval()
+        self.attach(lm)
+
+    def attach(self, lm) -> None:
+        """Run this loaded model (bench/local_gpu.py attaches random-weight shapes): pick the loop, warm it up."""
+        from datagen.backends.slots import SlotEngine, supported
+
         self._lm, self.device, self.dtype = lm, str(lm.device), str(lm.dtype).replace("torch.", "")
+        cuda = self.device.startswith("cuda")
+        if self._cache is None:
+            self._cache = config.CUDA_CACHE if cuda else "dynamic"
+        if self._cache == "slots" and supported(lm):
+            window = int(getattr(lm.config, "max_position_embeddings", 0) or config.SLOTS_SEQ_CTX)
+            self._slots = SlotEngine(lm, self._tok, slots=self.max_batch, seq_ctx=min(window, self._context_window or config.SLOTS_SEQ_CTX))
+            self._slots.warm_up()
+        elif self._cache == "slots":  # Baichuan, BLOOM...: transformers' own loop
+            self._cache = "dynamic"
         self.warm_up()
 
     def warm_up(self, batches: tuple[int, ...] | None = None, new_tokens: int = 8) -> None:
         """Generate once per batch size (CUDA only), so compilation and allocation happen at load."""
         from types import SimpleNamespace
 
-        if not (self.device or "").startswith("cuda"):
+        if not (self.device or "").startswith("cuda") or self._slots is not None:
             return
         for b in batches if batches is not None else self._warm:
             self.generate_raw([SimpleNamespace(text="Hello.", max_tokens=new_tokens, temperature=0.0, top_p=1.0, stop=[])] * b)
@@ -208,6 +225,8 @@ class LocalBackend:
 
     @property
     def context_window(self) -> int:
+        if self._slots is not None:
+            return self._slots.seq_ctx - self._slots.chunk
         if self._context_window:
             return self._context_window
         from transformers import AutoConfig
@@ -232,6 +251,9 @@ class LocalBackend:
         await asyncio.to_thread(self.load)
 
     async def complete(self, prompts: list[Prompt]) -> list[Generation]:
+        await asyncio.to_thread(self.load)
+        if self._slots is not None:  # prompts join the running batch: several calls in flight keep the slots full
+            return await asyncio.to_thread(self.generate, prompts)
         async with self._lock:
             return await asyncio.to_thread(self.generate, prompts)
 
@@ -245,6 +267,8 @@ class LocalBackend:
         import torch
 
         self.load()
+        if self._slots is not None:
+            return self._generate_slots(prompts)
         tok, lm = self._tok, self._lm
         t0 = time.perf_counter()
         enc = self.encode([p.text for p in prompts], return_tensors="pt", padding=True).to(lm.device)
@@ -281,5 +305,18 @@ class LocalBackend:
             )
         return gens
 
+    def _generate_slots(self, prompts) -> list[dict]:
+        ids = self.encode([p.text for p in prompts])["input_ids"]
+        seqs = [self._slots.submit(list(t), max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, stop=p.stop, index=i)
+                for i, (t, p) in enumerate(zip(ids, prompts))]
+        for s in seqs:
+            s.done.wait()
+        out = []
+        for s in seqs:
+            if s.error is not None:
+                raise s.error
+            out.append(dict(text=s.text, finish_reason=s.finish, tokens_in=len(s.tokens), tokens_out=len(s.out), latency_s=s.latency))
+        return out
+
     async def aclose(self) -> None:
-        self._lm = None
+        self._lm = self._slots = None
