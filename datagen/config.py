@@ -54,6 +54,7 @@ ENV = {
     "debug": "DATAGEN_DEBUG",  # any value: a crash prints its traceback instead of one line and a file
     "db_wait": "DATAGEN_DB_WAIT",  # seconds a run waits for its database to come back [default: DB_WAIT]
     "lease_ttl": "DATAGEN_LEASE_TTL",  # seconds a silent run or job holder keeps its lease [default: 30]
+    "cuda_cache": "DATAGEN_CUDA_CACHE",  # the transformers engine's loop on CUDA: slots, static, dynamic [default: CUDA_CACHE]
 }
 
 
@@ -240,8 +241,8 @@ LLAMACPP_STEP_TOKENS = 512
 # The transformers engine's KV cache and decode loop on CUDA: "slots" (datagen's continuous batching over
 # a static cache with CUDA graphs, datagen/backends/slots.py; LLaMA-family models), "static" (transformers'
 # static cache and compiled step) or "dynamic" (plain generate). bench/local_gpu.py --cache measures each.
-# The CPU keeps "dynamic" unless asked.
-CUDA_CACHE = "slots"
+# The CPU keeps "dynamic" unless asked. DATAGEN_CUDA_CACHE picks another (old against new on one GPU).
+CUDA_CACHE = env("cuda_cache") or "slots"
 # Positions per slot of the "slots" engine (prompt + answer), capped by the model's own window: the cache
 # is allocated up front (1B LLaMA shape, 256 slots x 2048: 16 GiB of bf16).
 SLOTS_SEQ_CTX = 2048

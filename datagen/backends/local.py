@@ -205,6 +205,8 @@ class LocalBackend:
         cuda = self.device.startswith("cuda")
         if self._cache is None:
             self._cache = config.CUDA_CACHE if cuda else "dynamic"
+        if self._cache not in ("slots", "static", "dynamic"):
+            raise FatalBackendError(f"unknown KV cache {self._cache!r} (DATAGEN_CUDA_CACHE): use slots, static or dynamic")
         if self._cache == "slots" and supported(lm):
             window = int(getattr(lm.config, "max_position_embeddings", 0) or config.SLOTS_SEQ_CTX)
             self._slots = SlotEngine(lm, self._tok, slots=self.max_batch, seq_ctx=min(window, self._context_window or config.SLOTS_SEQ_CTX))
