@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -150,3 +151,38 @@ def test_more_replicas_than_the_cluster_has_cpus_is_one_line_before_any_model_lo
                  "-n", "1", "--db", str(tmp_path / "x.db"), "--no-progress", timeout=300)
     line = core_one_line_error(r)
     assert "3 replicas need 3 CPUs and the Ray cluster has 2" in line, line
+
+
+class _Engine:
+    """Counts how many generate calls are inside it at once."""
+
+    def __init__(self, continuous: bool):
+        self.continuous, self.inside, self.most = continuous, 0, 0
+        self.lock = threading.Lock()
+
+    def load(self):
+        pass
+
+    def generate(self, prompts):
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        deadline = time.monotonic() + 2  # long enough for the other call to arrive, if it may enter
+        while time.monotonic() < deadline and self.most < 2:
+            time.sleep(0.01)
+        with self.lock:
+            self.inside -= 1
+        return prompts
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_a_continuous_engine_takes_a_replicas_calls_together_and_others_take_turns(continuous):
+    from datagen.backends.ray_pool import Replica
+
+    rep = Replica(lambda: _Engine(continuous))
+    threads = [threading.Thread(target=rep.generate, args=([i],)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert rep._engine.most == (2 if continuous else 1)

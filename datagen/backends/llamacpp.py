@@ -69,6 +69,7 @@ class _Seq:
 class LlamaCppBackend:
     name = "local"
     engine = "llama.cpp"
+    continuous = True  # calls from several threads join the running batch (see the module docstring)
 
     def __init__(
         self,

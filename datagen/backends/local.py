@@ -226,6 +226,11 @@ class LocalBackend:
 
 
     @property
+    def continuous(self) -> bool:
+        """Whether calls from several threads join one running batch (the slot engine) or take turns."""
+        return self._slots is not None
+
+    @property
     def context_window(self) -> int:
         if self._slots is not None:
             return self._slots.seq_ctx - self._slots.chunk

@@ -28,6 +28,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
@@ -37,6 +38,8 @@ from datagen.errors import BackendError, FatalBackendError
 from datagen.records import Generation, Prompt
 
 NAMESPACE = "datagen"
+# Calls a replica runs at once: `info` beside the batches, and for a continuous engine the batches together.
+MAX_CONCURRENCY = 32
 EXTRA = "pip install 'datagen[ray]'"
 
 
@@ -74,8 +77,10 @@ def make_engine(model: str | None, *, engine: str, batch_size: int, context_wind
 class Replica:
     """The actor: one engine, loaded in the constructor, so a restarted replica is ready once it answers.
 
-    Ray runs two calls at a time in it (max_concurrency=2) so `info` answers while a batch runs;
-    the batches themselves take turns on the engine.
+    Ray runs several calls at a time in it (MAX_CONCURRENCY) so `info` answers while a batch runs.
+    An engine that feeds continuously (the slot engine on CUDA, llama.cpp: `continuous`) takes every
+    call at once, so prompts of a later batch join rows as earlier ones finish; any other engine's
+    batches take turns.
     """
 
     def __init__(self, factory: Callable[[], Any]):
@@ -96,7 +101,7 @@ class Replica:
         with self._count:
             self._busy += 1
         try:
-            with self._lock:
+            with nullcontext() if getattr(self._engine, "continuous", False) else self._lock:
                 return self._engine.generate(prompts)
         finally:
             with self._count:
@@ -190,7 +195,7 @@ class RayPool:
         for i in range(self.replicas):
             handle = actor.options(
                 name=replica_name(i), namespace=NAMESPACE, num_cpus=self.threads, num_gpus=self.gpus,
-                max_restarts=self.max_restarts, max_task_retries=0, max_concurrency=2, scheduling_strategy="SPREAD",
+                max_restarts=self.max_restarts, max_task_retries=0, max_concurrency=MAX_CONCURRENCY, scheduling_strategy="SPREAD",
             ).remote(self._factory)
             self._slots.append(_Slot(i, handle))
         try:
