@@ -16,20 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, core_env
+from conftest import core_wait_for as wait_for
 from test_postgres import core_pg_url  # noqa: F401  (fixture)
 
 from datagen import storage
 from datagen.jobs import queue
-
-
-def wait_for(cond, timeout: float = 90, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def worker(db: str, *args: str, **env: str) -> subprocess.Popen:
