@@ -128,3 +128,10 @@ def test_a_model_the_step_does_not_compute_keeps_transformers_generate():
     assert not supported(BloomForCausalLM(BloomConfig(n_layer=1, **tiny)))
     dyn = LlamaConfig(num_hidden_layers=1, intermediate_size=64, rope_scaling={"rope_type": "dynamic", "factor": 2.0}, **tiny)
     assert not supported(LlamaForCausalLM(dyn))  # its RoPE changes with the length: a captured step cannot follow
+
+
+def test_a_prompt_longer_than_the_window_is_a_clear_error(engine):
+    from datagen.errors import FatalBackendError
+
+    with pytest.raises(FatalBackendError, match="does not fit the context window"):
+        engine._slots.submit(list(range(engine._slots.seq_ctx)), max_tokens=4, temperature=0.0, top_p=1.0, stop=[])

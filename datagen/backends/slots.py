@@ -68,6 +68,8 @@ def _rotate(x, cos, sin):
 
 
 class SlotEngine:
+    """`slots` rows of KV cache over one model; `submit` a prompt's tokens, wait on the returned Seq's `done`."""
+
     def __init__(self, lm, tok, *, slots: int, seq_ctx: int, chunk: int = 8, graphs: bool | None = None):
         import torch
 
@@ -211,6 +213,10 @@ class SlotEngine:
 
     # ------------------------------------------------------------------ the feed
     def submit(self, tokens: list[int], *, max_tokens: int, temperature: float, top_p: float, stop: list[str], index: int = 0) -> Seq:
+        if len(tokens) + self.chunk >= self.seq_ctx:
+            from datagen.errors import FatalBackendError
+
+            raise FatalBackendError(f"prompt of {len(tokens)} tokens does not fit the context window of {self.seq_ctx - self.chunk}")
         s = Seq(index=index, tokens=tokens, max_tokens=min(max_tokens, self.seq_ctx - self.chunk - len(tokens)),
                 temperature=temperature, top_p=top_p, stop=[x for x in stop or [] if x], t0=time.perf_counter())
         if s.max_tokens < 1:
