@@ -71,7 +71,8 @@ def test_the_filter_fields_are_served_from_their_one_declaration(client):
     """The dashboard builds its filter queries from these (keys and how to convert each value)."""
     types = client.get("/api/filters").json()
     assert types == {"run": "string", "lang": "string", "status": "array", "classification": "boolean", "reason": "string",
-                     "score_min": "number", "score_max": "number", "len_min": "integer", "len_max": "integer", "q": "string"}
+                     "score_min": "number", "score_max": "number", "len_min": "integer", "len_max": "integer", "q": "string",
+                     "by": "string", "by_min": "number", "by_max": "number"}
 
 
 def test_search_english_chinese_short_terms_and_syntax(client):

@@ -13,7 +13,7 @@ import pytest
 rouge_tokenizers = pytest.importorskip("rouge_score.tokenizers")
 
 REPO = Path(__file__).resolve().parents[1]
-SEEDS = REPO / "datagen" / "seeds" / "en" / "seed_tasks.jsonl"
+SEEDS = REPO / "seeds" / "en" / "seed_tasks.jsonl"
 # The reference pool sits in ../shared/reference next to the main checkout;
 # a git worktree lives one level deeper, so look up through the ancestors too.
 REFERENCE = next(

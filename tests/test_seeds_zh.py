@@ -16,7 +16,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 REPO = Path(__file__).resolve().parents[1]
-SEEDS = REPO / "datagen" / "seeds" / "zh" / "zh_seed_tasks.jsonl"
+SEEDS = REPO / "seeds" / "zh" / "zh_seed_tasks.jsonl"
 # ../shared/reference next to the repo root; a git worktree under /work/wt/<name>
 # sits one level deeper, so look one directory further up as well.
 _REF_CANDIDATES = [
