@@ -15,7 +15,9 @@ from datagen.records import SeedTask
 # The pools live in the top-level seeds/ (where a user edits them); the wheel carries the same files
 # as datagen/seeds/ (setup.py maps one to the other), so a checkout and an install both find them.
 _HERE = Path(__file__).resolve().parent
-SEEDS_DIR = _HERE / "seeds" if (_HERE / "seeds").is_dir() else _HERE.parent / "seeds"
+# A pool file decides, not the folder: a checkout updated from the old layout can keep an empty
+# datagen/seeds/ (git leaves untracked folders behind), which once hid the top-level pools.
+SEEDS_DIR = _HERE / "seeds" if (_HERE / "seeds" / "en" / "seed_tasks.jsonl").is_file() else _HERE.parent / "seeds"
 DEFAULT_SEEDS = {"en": SEEDS_DIR / "en" / "seed_tasks.jsonl", "zh": SEEDS_DIR / "zh" / "zh_seed_tasks.jsonl"}
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
