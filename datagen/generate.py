@@ -123,6 +123,8 @@ class RunContext:
             config["ray_replicas"] = self.backend.describe()  # which engine and device each replica really got
         elif self.api == "local":
             config["local_engine"] = self.backend.engine  # what --engine auto picked (transformers or llama.cpp)
+            if getattr(self.backend, "loop", None):  # the transformers engine's loop: slots, static or dynamic
+                config["local_loop"] = self.backend.loop
         self.run, _ = storage.open_run(self.engine, self.name, lang=self.opts.lang, api=self.api, model=self.model,
                                        target=self.opts.pipeline.target, config=config)
 

@@ -85,7 +85,7 @@ def test_two_replicas_on_two_nodes_reach_the_target(cluster, tmp_path):
     # The run records where its replicas ran: one on each node, the transformers engine on the CPU.
     replicas = json.loads(con.execute("select config from run where name = 'ray-2'").fetchone()[0])["ray_replicas"]
     assert len({r["node"] for r in replicas}) == 2, replicas
-    assert {(r["engine"], r["device"]) for r in replicas} == {("transformers", "cpu")}
+    assert {(r["engine"], r["loop"], r["device"]) for r in replicas} == {("transformers", "dynamic", "cpu")}
 
 
 def test_a_replica_killed_mid_run_is_retried_and_the_run_finishes(cluster, tmp_path):

@@ -30,6 +30,7 @@ def engine():
     b = LocalBackend(None, batch_size=4, cache="slots")
     b.load()
     assert b._slots is not None and not b._slots.graphs  # the slot loop, eager on the CPU
+    assert b.loop == "slots" and b.continuous  # what a run's config and a Ray replica's info record
     return b
 
 

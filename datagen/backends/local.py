@@ -226,6 +226,11 @@ class LocalBackend:
 
 
     @property
+    def loop(self) -> str | None:
+        """The decode loop once loaded: slots (slots.py), static or dynamic (transformers' generate)."""
+        return self._cache if self._lm is not None else None
+
+    @property
     def continuous(self) -> bool:
         """Whether calls from several threads join one running batch (the slot engine) or take turns."""
         return self._slots is not None

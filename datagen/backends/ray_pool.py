@@ -95,7 +95,7 @@ class Replica:
 
         e = self._engine
         return {"pid": os.getpid(), "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
-                "engine": e.engine, "device": e.device, "busy": self._busy}
+                "engine": e.engine, "loop": getattr(e, "loop", None), "device": e.device, "busy": self._busy}
 
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
         with self._count:
