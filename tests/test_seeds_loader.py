@@ -112,21 +112,19 @@ def test_seed_file_with_utf8_bom_is_accepted(tmp_path, shape):
     assert "tasks=1" in proc.stdout
 
 
-def test_a_leftover_empty_package_seeds_folder_does_not_hide_the_top_level_pools():
-    """A checkout updated from the old layout (pools in datagen/seeds/) can keep that folder empty."""
+def test_a_leftover_empty_package_seeds_folder_does_not_hide_the_top_level_pools(tmp_path):
+    """A checkout updated from the old layout (pools in datagen/seeds/) can keep that folder, empty."""
+    import os
+    import shutil
     import subprocess
     import sys
 
     from conftest import REPO
 
-    left = REPO / "datagen" / "seeds"
-    if left.exists():
-        pytest.skip("datagen/seeds exists in this checkout")
-    (left / "en").mkdir(parents=True)
-    try:
-        code = "from datagen.seeds import DEFAULT_SEEDS as D; print(D['en'].is_file(), D['en'].parent.parent.parent.name)"
-        r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    finally:
-        (left / "en").rmdir()
-        left.rmdir()
-    assert r.stdout.split() == ["True", REPO.name], r.stderr  # the top-level seeds/ of this checkout
+    shutil.copytree(REPO / "datagen", tmp_path / "datagen", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "datagen" / "seeds" / "en").mkdir(parents=True)  # what git leaves behind
+    shutil.copytree(REPO / "seeds", tmp_path / "seeds")
+    code = "from datagen.seeds import DEFAULT_SEEDS as D; print(D['en'].is_file(), D['en'].parent.parent.parent.name)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.stdout.split() == ["True", tmp_path.name], r.stderr  # the copy's top-level seeds/
