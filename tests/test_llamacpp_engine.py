@@ -148,3 +148,15 @@ def test_concurrent_callers_share_the_engine(engine, batched):
 
     a, b = asyncio.run(both())
     assert [g.text for g in a + b] == [g.text for g in batched]
+
+
+def test_llama_cpp_takes_every_core_and_torch_leaves_one(monkeypatch):
+    from datagen import config
+
+    monkeypatch.delenv("DATAGEN_THREADS", raising=False)
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 2)
+    assert (config.engine_threads(every_core=True), config.engine_threads()) == (2, 1)
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 1)
+    assert config.engine_threads() == 1
+    monkeypatch.setenv("DATAGEN_THREADS", "3")
+    assert (config.engine_threads(every_core=True), config.engine_threads()) == (3, 3)

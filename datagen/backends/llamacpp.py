@@ -162,7 +162,7 @@ class LlamaCppBackend:
             from llama_cpp import llama_cpp as C
             from llama_cpp._internals import LlamaBatch, LlamaContext
 
-            threads = self._threads or int(config.env("threads") or 0) or max(1, (os.cpu_count() or 2) - 1)
+            threads = self._threads or config.engine_threads(every_core=True)
             n = self.max_batch
             p = LlamaContext.default_params()
             p.n_seq_max = n

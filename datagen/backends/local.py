@@ -182,10 +182,7 @@ class LocalBackend:
         from transformers import AutoModelForCausalLM
 
         self.load_tokenizer()
-        # One core stays free for the event loop, SQLite and whatever else runs: measured here, torch
-        # with 2 threads on a 2-core machine with one busy neighbour ran 5x slower than with 1.
-        threads = self._threads or int(config.env("threads") or 0) or max(1, (os.cpu_count() or 2) - 1)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(self._threads or config.engine_threads())  # one core left free (config)
         device, dtype = pick_device(torch)
         try:
             kw = {"device_map": self._device_map} if device == "cuda" and self._device_map else {}

@@ -3,12 +3,11 @@ converted once, see datagen/backends/local.py) or any HF model directory, on CUD
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from datagen.errors import FatalBackendError
-from datagen.config import SCORE_MODEL, env
+from datagen.config import SCORE_MODEL, engine_threads
 from datagen.errors import InputError
 
 
@@ -49,7 +48,7 @@ def load(model: str | None, *, causal: bool, device: str | None = None, dtype=No
 
     path = hf_dir(model)
     # As the local backend does: all cores but one (2 threads on 2 busy cores ran 5x slower than 1).
-    torch.set_num_threads(int(env("threads") or 0) or max(1, (os.cpu_count() or 2) - 1))
+    torch.set_num_threads(engine_threads())
     auto_dev, auto_dtype = pick_device(torch)
     device = device or auto_dev
     dtype = dtype or (auto_dtype if device.startswith("cuda") else torch.float32)
