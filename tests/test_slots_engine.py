@@ -31,6 +31,7 @@ def engine():
     b.load()
     assert b._slots is not None and not b._slots.graphs  # the slot loop, eager on the CPU
     assert b.loop == "slots" and b.continuous  # what a run's config and a Ray replica's info record
+    assert b._slots.tok_lock is b._tok_lock  # the feed thread's decodes and the callers' encodes take one lock
     return b
 
 

@@ -206,7 +206,8 @@ class LocalBackend:
             raise FatalBackendError(f"unknown KV cache {self._cache!r} (DATAGEN_CUDA_CACHE): use slots, static or dynamic")
         if self._cache == "slots" and supported(lm):
             window = int(getattr(lm.config, "max_position_embeddings", 0) or config.SLOTS_SEQ_CTX)
-            self._slots = SlotEngine(lm, self._tok, slots=self.max_batch, seq_ctx=min(window, self._context_window or config.SLOTS_SEQ_CTX))
+            self._slots = SlotEngine(lm, self._tok, slots=self.max_batch, seq_ctx=min(window, self._context_window or config.SLOTS_SEQ_CTX),
+                                     tok_lock=self._tok_lock)
             self._slots.warm_up()
         elif self._cache == "slots":  # Baichuan, BLOOM...: transformers' own loop
             self._cache = "dynamic"

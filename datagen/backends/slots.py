@@ -70,10 +70,14 @@ def _rotate(x, cos, sin):
 class SlotEngine:
     """`slots` rows of KV cache over one model; `submit` a prompt's tokens, wait on the returned Seq's `done`."""
 
-    def __init__(self, lm, tok, *, slots: int, seq_ctx: int, chunk: int = 8, graphs: bool | None = None):
+    def __init__(self, lm, tok, *, slots: int, seq_ctx: int, chunk: int = 8, graphs: bool | None = None,
+                 tok_lock: threading.Lock | None = None):
         import torch
 
         self.lm, self.tok = lm, tok
+        # The tokenizer is shared with the backend's callers (local.py encodes under this lock, issue 19):
+        # the feed thread decodes under it too.
+        self.tok_lock = tok_lock or threading.Lock()
         cfg = lm.config
         self.slots, self.seq_ctx, self.chunk = slots, seq_ctx, chunk
         self.device = lm.device
@@ -311,18 +315,22 @@ class SlotEngine:
                 return self._finish(s, "stop")
             s.out.append(t)
             if s.stop:
-                tail = self.tok.decode(s.out[-(self.chunk + 16):], skip_special_tokens=True)
+                tail = self._decode(s.out[-(self.chunk + 16):])
                 if any(x in tail for x in s.stop):
-                    text = self.tok.decode(s.out, skip_special_tokens=True)
+                    text = self._decode(s.out)
                     cut = min(text.index(x) for x in s.stop if x in text)
                     s.text = text[:cut]
                     return self._finish(s, "stop", decoded=True)
             if len(s.out) >= s.max_tokens:
                 return self._finish(s, "length")
 
+    def _decode(self, ids: list[int]) -> str:
+        with self.tok_lock:
+            return self.tok.decode(ids, skip_special_tokens=True)
+
     def _finish(self, s: Seq, reason: str, decoded: bool = False) -> None:
         if not decoded:
-            s.text = self.tok.decode(s.out, skip_special_tokens=True)
+            s.text = self._decode(s.out)
         s.finish, s.latency = reason, time.perf_counter() - s.t0
         with self._lock:
             del self._active[s.slot]
