@@ -172,9 +172,9 @@ def test_database_newer_than_the_code_is_refused_in_one_line(tmp_path):
         assert line == f"error: database is at revision ffff9999, newer than this datagen (head {migrate.head()}): upgrade datagen", (cmd, line)
 
 
-def test_the_quick_head_is_alembics_head(tmp_path):
+def test_thequick_head_is_alembics_head(tmp_path):
     """A current database is recognised without importing alembic: by the scripts' own revision lines."""
-    assert migrate._quick_head() == migrate.head()
+    assert migrate.quick_head() == migrate.head()
     engine = storage.connect(f"sqlite:///{tmp_path / 'q.db'}")
     assert migrate._stored_revision(engine) == migrate.head()
     code = ("import sys; from datagen import storage; storage.connect(sys.argv[1]); print('alembic' in sys.modules)")

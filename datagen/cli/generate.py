@@ -57,13 +57,11 @@ def generate(ctx: typer.Context, **params) -> None:
 
 def runs(db: Optional[str] = DB) -> None:
     """List runs with counts, acceptance rate, rejection reasons, tokens and cost."""
-    from datagen import storage
+    from datagen.storage.overview import list_run_lines  # SQLite without SQLAlchemy: a fast start
 
-    engine = storage.connect(db, create=False)
-    rows = storage.list_runs(engine)
-    est = storage.batch_costs(engine, [r.id for r, _ in rows])
     t = Table("run", "lang", "api/model", "state", "kept/target", "rejected", "accept %", "top reasons", "requests", "tokens in/out", "cost $", "batch est $")
-    for r, st in rows:
+    for r in list_run_lines(db):
+        st = r.stats
         t.add_row(
             r.name, r.lang, f"{r.api}/{r.model}", r.state, f"{st.kept}/{r.target}",
             str(st.by_status.get("rejected", 0)), f"{100 * st.acceptance:.1f}",
@@ -73,6 +71,6 @@ def runs(db: Optional[str] = DB) -> None:
             # a request cut off by kill -9 may have been served and billed: its cost is not known
             f"{st.cost:.4f}" + (f" + unknown ({st.lost} lost)" if st.lost else ""),
             # estimated at submit (answers at max_tokens) and, of that, what is still in flight
-            f"{est[r.id][0]:.4f} ({est[r.id][1]:.4f} open)" if r.id in est else "",
+            f"{r.batch_est[0]:.4f} ({r.batch_est[1]:.4f} open)" if r.batch_est else "",
         )
     Console(width=200).print(t)

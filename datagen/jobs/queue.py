@@ -17,10 +17,9 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from datagen import storage
-from datagen.config import DEFAULT_QUEUE
+from datagen.config import DEFAULT_QUEUE, LEASE_TTL
 from datagen.errors import Conflict, InputError, NotFound
 from datagen.jobs.kinds import KINDS, validate
-from datagen.lease import LEASE_TTL
 from datagen.storage import jobs as store
 from datagen.storage.models import Job, JobAttempt, unstorable, utcnow
 

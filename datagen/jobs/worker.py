@@ -23,10 +23,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from datagen.config import AGAIN_AFTER, DB_GONE, DRAINED, ENV
+from datagen.config import AGAIN_AFTER, DB_GONE, DRAINED, ENV, LEASE_TTL
 from datagen.errors import StorageError, one_line
 from datagen.jobs import queue
-from datagen.lease import HOST, LEASE_TTL, pid_alive
+from datagen.liveness import HOST, pid_alive
 from datagen.storage import jobs as store
 from datagen.storage.models import Job, JobAttempt
 

@@ -18,6 +18,7 @@ from sqlmodel import Session
 from datagen.batch.provider import ENDED  # the provider contract says when a batch ends
 from datagen.records import KEPT, Generation, Status
 from datagen.storage.models import Batch, Request, Run, Sample, utcnow
+from datagen.storage.overview import batch_estimates, via
 from datagen.storage.runs import prompt_hash
 
 OUTSTANDING = ("queued", "sent", "answered")
@@ -193,17 +194,8 @@ def bootstrap_yield(engine: Engine, run_id: int) -> Yield:
 
 def batch_costs(engine: Engine, run_ids: list[int]) -> dict[int, tuple[float, float]]:
     """run id -> (estimated cost of all its batches, estimated cost of those not yet ingested)."""
-    if not run_ids:
-        return {}
-    with Session(engine) as s:
-        rows = s.execute(
-            select(Batch.run_id, Batch.cost_est, Batch.ingested).where(Batch.run_id.in_(run_ids))
-        ).all()
-    out: dict[int, tuple[float, float]] = {}
-    for run_id, est, done in rows:
-        total, open_ = out.get(run_id, (0.0, 0.0))
-        out[run_id] = (total + est, open_ + (0.0 if done else est))
-    return out
+    with engine.connect() as conn:
+        return batch_estimates(via(conn), run_ids)
 
 
 def errors_json(errors) -> str | None:

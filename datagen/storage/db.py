@@ -13,12 +13,10 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
-from datagen.config import db_wait, env
-from datagen.errors import DatabaseGone, InputError, StorageError
+from datagen.config import db_wait
+from datagen.errors import DatabaseGone, StorageError
 from datagen.storage import models  # noqa: F401  (registers the tables)
-
-DEFAULT_URL = "sqlite:///datagen.db"
-
+from datagen.storage.url import resolve_url
 
 # Postgres SQLSTATEs of a server that is away for now: connection exceptions (class 08), shut down
 # by an administrator or a crash, starting up or shutting down.
@@ -72,16 +70,6 @@ def outlasting(fn):
             return result
 
     return call
-
-
-def resolve_url(url: str | None) -> str:
-    """None means the environment's URL or the default; an empty or blank one is a mistake, never the default."""
-    if url is not None and not url.strip():
-        raise InputError("empty database URL (--db ''): give a SQLite path or a SQLAlchemy URL")
-    url = url or env("database_url") or DEFAULT_URL
-    if "://" not in url:  # a bare path means a SQLite file
-        url = f"sqlite:///{url}"
-    return url
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -14,10 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
-
 from datagen.errors import StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -26,9 +22,11 @@ _PG_LOCK = 0x64617467  # "datg": the advisory lock key every datagen migrator ta
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.engine import Connection, Engine
 
 # Alembic is imported only when a database is not at the head already: a command that finds its
-# database current (the common case) starts without it.
+# database current (the common case) starts without it. SQLAlchemy is imported by the functions
+# that use it, so quick_head serves `datagen runs`, which reads SQLite without SQLAlchemy.
 
 
 def _config(conn: Connection | None = None) -> Config:
@@ -47,7 +45,7 @@ def head() -> str:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
-def _quick_head() -> str | None:
+def quick_head() -> str | None:
     """The head read from the revision scripts' own `revision`/`down_revision` lines, without alembic;
     None when that is not one plain chain (alembic decides then)."""
     revs, downs = set(), set()
@@ -83,6 +81,9 @@ def _known(rev: str | None) -> str | None:
 
 
 def _stored_revision(engine: Engine) -> str | None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
@@ -94,6 +95,8 @@ def _stored_revision(engine: Engine) -> str | None:
 @contextmanager
 def _locked(engine: Engine):
     """A connection inside a transaction that no other migrator can share."""
+    from sqlalchemy import create_engine, event, text
+
     if engine.dialect.name == "sqlite":
         # pysqlite opens transactions lazily and never before DDL; take the write lock up front.
         mig = create_engine(engine.url, connect_args={"timeout": 60})
@@ -132,7 +135,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
 
 def ensure_current(engine: Engine) -> None:
     """Upgrade to head unless already there (a read, no lock, in the common case)."""
-    quick = _quick_head()
+    quick = quick_head()
     if quick is not None and _stored_revision(engine) == quick:
         return
     if current(engine) != head():  # current() refuses a revision newer than this datagen knows

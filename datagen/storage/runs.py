@@ -5,19 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from datagen.errors import NotFound
-from datagen.storage.db import outlasting
 from datagen.records import KEPT, LIVE, Candidate, Generation, Status
-from datagen.storage.db import added
+from datagen.storage.db import added, outlasting
 from datagen.storage.models import InstanceRow, Request, Run, RunLease, Sample, utcnow
+from datagen.storage.overview import RunStats, shown_state, stats_by_run, via
 
 # A live run touches its row every HEARTBEAT (updated_at: when it last did something). Whether it
 # is alive is the run lease's to say (shown_state); STALE_AFTER is kept for callers that guess by age.
@@ -83,18 +81,6 @@ def touch_run(engine: Engine, run_id: int) -> None:
     with Session(engine) as s:
         s.execute(update(Run).where(Run.id == run_id).values(updated_at=utcnow()))
         s.commit()
-
-
-def shown_state(run: Run, lease: RunLease | None, now: datetime | None = None) -> str:
-    """The state to show: a `running` run is running while a live process holds its run lease
-    (datagen.lease); without one (kill -9, machine gone, a database restart) it is `interrupted`."""
-    if run.state != "running":
-        return run.state
-    if lease is None:
-        return "interrupted"
-    from datagen.lease import holder_dead  # the lease's one rule for a dead holder
-
-    return "interrupted" if holder_dead(lease.host, lease.pid, lease.expires_at, now or utcnow()) else "running"
 
 
 @outlasting
@@ -236,67 +222,18 @@ def kept_texts(engine: Engine, run_id: int) -> list[tuple[int, str]]:
         return [(r[0], r[1]) for r in conn.execute(q)]
 
 
-@dataclass
-class RunStats:
-    by_status: Counter = field(default_factory=Counter)
-    by_reason: Counter = field(default_factory=Counter)
-    requests: int = 0
-    errors: int = 0  # answered with an error or given up (a run's own cancellations are not errors)
-    lost: int = 0  # cut off by a killed process: no answer, cost unknown
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: float = 0.0
-    first_request: datetime | None = None
-    last_request: datetime | None = None
-
-    @property
-    def kept(self) -> int:
-        return sum(self.by_status[st] for st in KEPT)
-
-    @property
-    def judged(self) -> int:
-        return sum(n for st, n in self.by_status.items() if st != Status.pending.value)
-
-    @property
-    def acceptance(self) -> float:
-        return self.kept / self.judged if self.judged else 0.0
-
-
 @outlasting
 def run_stats(engine: Engine, run_id: int) -> RunStats:
-    st = RunStats()
-    with Session(engine) as s:
-        for status, n in s.execute(
-            select(Sample.status, func.count()).where(Sample.run_id == run_id).group_by(Sample.status)
-        ):
-            st.by_status[status] = n
-        for reason, n in s.execute(
-            select(Sample.reason, func.count())
-            .where(Sample.run_id == run_id, Sample.status == Status.rejected.value)
-            .group_by(Sample.reason)
-        ):
-            st.by_reason[reason or "unknown"] = n
-        row = s.execute(
-            select(
-                func.count(),
-                func.count(case((and_(Request.state.not_in(("cancelled", "lost")), Request.error.is_not(None)), 1))),
-                func.count(case((Request.state == "lost", 1))),
-                func.coalesce(func.sum(Request.tokens_in), 0),
-                func.coalesce(func.sum(Request.tokens_out), 0),
-                func.coalesce(func.sum(Request.cost), 0.0),
-                func.min(Request.created_at),
-                func.max(Request.created_at),
-            ).where(Request.run_id == run_id)
-        ).one()
-        (st.requests, st.errors, st.lost, st.tokens_in, st.tokens_out, st.cost, st.first_request, st.last_request) = row
-    return st
+    with engine.connect() as conn:
+        return stats_by_run(via(conn), [run_id])[run_id]
 
 
 def list_runs(engine: Engine) -> list[tuple[Run, RunStats]]:
+    """Every run, oldest first, with its stats; the state is the shown one (overview.shown_state)."""
     with Session(engine) as s:
         runs = list(s.execute(select(Run).order_by(Run.id)).scalars())
         leases = {row.run_name: row for row in s.execute(select(RunLease)).scalars()}
+        stats = stats_by_run(via(s.connection()))
     for r in runs:  # detached copies: what callers show, never written back
         r.state = shown_state(r, leases.get(r.name))
-    return [(r, run_stats(engine, r.id)) for r in runs]
-
+    return [(r, stats.get(r.id, RunStats())) for r in runs]
