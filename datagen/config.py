@@ -68,6 +68,10 @@ def db_wait() -> float:
 # Seconds a silent holder keeps its lease: long enough for a stalled database write, short
 # enough that a vanished machine's run resumes soon (tests and slow links set DATAGEN_LEASE_TTL).
 LEASE_TTL = float(env("lease_ttl") or 30)
+# A Postgres transaction left idle this long belongs to a frozen process (SIGSTOP, a suspended VM):
+# the server ends it, so the row locks it holds lapse with its leases instead of blocking the
+# process that took them over. Our transactions never wait on anything but the database.
+IDLE_TX_TIMEOUT = 2 * LEASE_TTL
 
 DEFAULT_QUEUE = "default"  # the job queue a job goes to and a worker takes from unless told
 SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000  # `datagen serve`: loopback unless told (anything else needs the token)

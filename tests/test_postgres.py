@@ -117,3 +117,53 @@ def test_review_search_covers_instances_on_postgres(core_pg_url):
         assert c.get("/api/samples?q=ab%00cd").status_code == 422
         assert c.get("/api/samples/count?run=demo-en").json()["count"] == 12
     storage.dispose_all()
+
+
+FROZEN = """
+import os, signal, sys
+from sqlalchemy import text
+from datagen import storage
+conn = storage.connect(sys.argv[1]).connect()
+conn.execute(text("UPDATE run_lease SET heartbeat_at = heartbeat_at WHERE run_name = 'r'"))  # its row lock, not committed
+print("locked", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)  # frozen inside the transaction, as a suspended machine would be
+"""
+
+
+def test_a_process_frozen_inside_a_transaction_does_not_block_the_lease_taker(core_pg_url):  # noqa: F811
+    """A holder frozen between an UPDATE and its COMMIT keeps the row locked; the server ends its idle
+    transaction after IDLE_TX_TIMEOUT (2 x its lease TTL), so whoever takes the lapsed lease over
+    proceeds instead of waiting forever (what stalled a worker in test_jobs' frozen-worker test)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from conftest import REPO, core_env, core_wait_for
+    from datagen import storage
+    from datagen.lease import RunLeaseHolder
+    from datagen.storage import leases
+    from datagen.storage.models import RunLease, utcnow
+
+    engine = storage.connect(core_pg_url)
+    past = utcnow() - timedelta(seconds=5)  # lapsed: free for the taking
+    assert leases.insert_lease(engine, RunLease(run_name="r", holder="frozen", host="elsewhere", pid=1, since=past,
+                                                heartbeat_at=past, expires_at=past))
+    child = subprocess.Popen([sys.executable, "-c", FROZEN, core_pg_url], cwd=REPO, env=core_env(DATAGEN_LEASE_TTL="1"),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        core_wait_for(lambda: open(f"/proc/{child.pid}/stat").read().split(") ")[1][0] == "T", timeout=30)
+        taker, done = RunLeaseHolder(engine, "r", ttl=30), []
+        t0 = time.monotonic()
+        threading.Thread(target=lambda: done.append(taker.acquire(wait=60)), daemon=True).start()
+        core_wait_for(lambda: done, timeout=30)
+        print(f"\nFIGURE lease taken over past a frozen transaction in {time.monotonic() - t0:.1f} s (its idle limit 2 s)")
+        assert leases.get_lease(engine, "r").holder == taker.token
+    finally:
+        child.kill()
+        os.kill(child.pid, signal.SIGCONT) if child.poll() is None else None
+        child.wait(timeout=30)
+        storage.dispose_all()

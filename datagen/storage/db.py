@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
-from datagen.config import db_wait
+from datagen.config import IDLE_TX_TIMEOUT, db_wait
 from datagen.errors import DatabaseGone, StorageError
 from datagen.storage import models  # noqa: F401  (registers the tables)
 from datagen.storage.url import resolve_url
@@ -82,6 +82,12 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _pg_session(dbapi_conn, _record) -> None:
+    with dbapi_conn.cursor() as cur:
+        cur.execute(f"SET idle_in_transaction_session_timeout = {int(IDLE_TX_TIMEOUT * 1000)}")
+    dbapi_conn.commit()
+
+
 _engines: dict[str, Engine] = {}
 
 
@@ -110,6 +116,8 @@ def open_engine(url: str | None = None, create: bool = True) -> Engine:
         raise StorageError(f"cannot use database URL {parsed.render_as_string(hide_password=True)}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _pg_session)
     shown = parsed.render_as_string(hide_password=True)
 
     def _user_facing(ctx) -> None:
