@@ -192,18 +192,22 @@ def test_frozen_worker_loses_its_job_on_lease_expiry(stub_server, core_pg_url): 
     while "started, pid" not in line:
         line = a.stderr.readline()
     child = int(re.search(r"pid (\d+)", line).group(1))
-    for pid in (a.pid, child):
-        subprocess.run(["kill", "-STOP", str(pid)], check=True)
-    expires = queue.get(engine, jid)[0].lease_expires_at
-    wait_for(lambda: len(queue.get(engine, jid)[1]) == 2)
-    job, attempts = queue.get(engine, jid)
-    lag = (attempts[1].started_at - expires).total_seconds()
-    print(f"\nFIGURE lease expiry -> re-claim by another worker: {lag:.2f} s (poll 0.1 s)")
-    assert 0 <= lag < 5
-    out, err = b.communicate(timeout=180)
-    assert b.returncode == 0, err
-    for pid in (child, a.pid):
-        subprocess.run(["kill", "-CONT", str(pid)], check=True)
+    try:
+        for pid in (a.pid, child):
+            subprocess.run(["kill", "-STOP", str(pid)], check=True)
+        expires = queue.get(engine, jid)[0].lease_expires_at
+        wait_for(lambda: len(queue.get(engine, jid)[1]) == 2)
+        job, attempts = queue.get(engine, jid)
+        lag = (attempts[1].started_at - expires).total_seconds()
+        print(f"\nFIGURE lease expiry -> re-claim by another worker: {lag:.2f} s (poll 0.1 s)")
+        assert 0 <= lag < 5
+        out, err = b.communicate(timeout=180)
+        assert b.returncode == 0, err
+    finally:  # never leave a stopped process behind, whatever failed
+        for pid in (child, a.pid):
+            subprocess.run(["kill", "-CONT", str(pid)])
+        if b.poll() is None:
+            b.kill()
     a.send_signal(signal.SIGTERM)
     _, a_err = a.communicate(timeout=60)
     assert a.returncode == 0, a_err

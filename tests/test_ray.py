@@ -75,20 +75,9 @@ def check_run(db, run: str) -> sqlite3.Connection:
     return con
 
 
-def test_two_replicas_on_two_nodes_reach_the_target(cluster, tmp_path):
-    db = tmp_path / "ray.db"
-    r = core_cli("generate", *SMALL, "--ray", cluster.address, "--db", str(db), "--run", "ray-2", "--seed", "3", timeout=1200)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"accepted={TARGET}" in r.stdout
-    con = check_run(db, "ray-2")
-    assert con.execute("select count(*) from request where error is not null").fetchone() == (0,)
-    # The run records where its replicas ran: one on each node, the transformers engine on the CPU.
-    replicas = json.loads(con.execute("select config from run where name = 'ray-2'").fetchone()[0])["ray_replicas"]
-    assert len({r["node"] for r in replicas}) == 2, replicas
-    assert {(r["engine"], r["loop"], r["device"]) for r in replicas} == {("transformers", "dynamic", "cpu")}
-
-
-def test_a_replica_killed_mid_run_is_retried_and_the_run_finishes(cluster, tmp_path):
+def test_two_replicas_on_two_nodes_reach_the_target_through_a_replica_killed_mid_run(cluster, tmp_path):
+    """One run, the normal checks (check_run), the replicas on both nodes, and replica 0 SIGKILLed
+    while a batch is in flight: every failed attempt is that replica's and is answered once on retry."""
     db = tmp_path / "kill.db"
     args = [sys.executable, "-m", "datagen.cli", "generate", *SMALL, "--ray", cluster.address, "--db", str(db),
             "--run", "ray-kill", "--seed", "5"]
@@ -118,6 +107,10 @@ def test_a_replica_killed_mid_run_is_retried_and_the_run_finishes(cluster, tmp_p
     assert proc.returncode == 0, err[-3000:]
     assert f"accepted={TARGET}" in out
     con = check_run(db, "ray-kill")
+    # The run records where its replicas ran: one on each node, the transformers engine on the CPU.
+    replicas = json.loads(con.execute("select config from run where name = 'ray-kill'").fetchone()[0])["ray_replicas"]
+    assert len({r["node"] for r in replicas}) == 2, replicas
+    assert {(r["engine"], r["loop"], r["device"]) for r in replicas} == {("transformers", "dynamic", "cpu")}
     failed = con.execute("select prompt_hash, stage, attempt, error from request where error is not null").fetchall()
     assert failed, "the kill left no failed attempt in the ledger"
     for h, stage, attempt, error in failed:
