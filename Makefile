@@ -4,6 +4,9 @@
 .PHONY: setup demo test bench
 
 N ?= 20
+# Test processes (pytest-xdist): 2 halves the suite's time on a 2-core machine; 3 there was slower
+# (the model tests fight for the cores). `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 
 setup:
 	bash scripts/setup.sh
@@ -14,7 +17,7 @@ demo: setup
 
 test:
 	bash scripts/setup.sh test
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: setup
 	.venv/bin/python bench/generate.py

@@ -23,6 +23,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist (make test runs 2 workers) each worker's models get an equal share of the cores:
+# two llama.cpp or torch processes each taking every core of the 2-core VM spun against each other
+# (the Ray and llama.cpp server tests took 1.5x as long as alone). Children get it through core_env.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = str(max(1, (os.cpu_count() or 1) // WORKERS))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", THREADS)
+    os.environ.setdefault("DATAGEN_THREADS", THREADS)
+
 
 def core_wait_for(cond, timeout: float = 90, step: float = 0.1):
     """Poll `cond` until it returns something truthy (returned), failing after `timeout` seconds."""
@@ -45,6 +54,8 @@ def core_env(**extra: str) -> dict[str, str]:
     """The environment for a child process: no real keys or URLs leak in from the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATAGEN_"))}
     env["PYTHONPATH"] = str(REPO)
+    if WORKERS > 1:
+        env["DATAGEN_THREADS"] = THREADS
     env.update(extra)
     return env
 

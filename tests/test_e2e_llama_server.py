@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import core_free_port
+from conftest import THREADS, core_free_port
 
 from datagen.backends.local import builtin_gguf
 
@@ -32,7 +32,7 @@ def llama_server(tmp_path_factory):
     cmd = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(builtin_gguf()), "--model_alias", "smollm2",
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2",
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", THREADS,
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
