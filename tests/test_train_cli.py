@@ -32,30 +32,49 @@ def data(tmp_path_factory):
     return write_alpaca(tmp_path_factory.mktemp("data") / "train.json", n=12)
 
 
-def test_qlora_then_generate_chat_and_merge(tmp_path, llama, data):
-    out = tmp_path / "run"
+def in_process(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """`train ARGS` through the same Typer app in this process: generate, chat and merge load a model
+    either way, and a process would add importing torch and transformers (3-5 s each) to each call."""
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    r = CliRunner().invoke(app, list(args), input=input)
+    assert r.exception is None or isinstance(r.exception, SystemExit), (args, r.exception)
+    return subprocess.CompletedProcess(["train", *args], r.exit_code, r.stdout, r.stderr)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, llama, data):
+    """One real `train qlora` process, shared by the tests that need an adapter: (its result, its output dir)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
     r = train_cli("qlora", "--data", str(data), "--model-name-or-path", str(llama), "--output-dir", str(out), "--bits", "16",
                   "--max-steps", "3", "--per-device-batch-size", "4", "--lora-rank", "8", "--packing", "--learning-rate", "5e-3")
+    return r, out
+
+
+def test_qlora_then_generate_chat_and_merge(tmp_path, trained):
+    r, out = trained
     assert r.returncode == 0, r.stderr
     assert "device cpu" in r.stderr and "float32" in r.stderr and "template chatml" in r.stderr  # says what it runs on
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in rows] == [1, 2, 3]
     assert (out / "loss.png").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()
 
-    g = train_cli("generate", "--adapter", str(out / "adapter"), "--prompt", "repeat the words sky moon", "--max-new-tokens", "8")
+    g = in_process("generate", "--adapter", str(out / "adapter"), "--prompt", "repeat the words sky moon", "--max-new-tokens", "8")
     assert g.returncode == 0, g.stderr
     # Random weights say nothing in particular, but greedy decoding is deterministic, and the run's
     # output dir names the same adapter as its adapter/ folder.
-    g_dir = train_cli("generate", "--adapter", str(out), "--prompt", "repeat the words sky moon", "--max-new-tokens", "8")
+    g_dir = in_process("generate", "--adapter", str(out), "--prompt", "repeat the words sky moon", "--max-new-tokens", "8")
     assert g_dir.returncode == 0 and g_dir.stdout == g.stdout and g.stdout.endswith("\n"), g_dir.stderr
-    c = train_cli("chat", "--adapter", str(out / "adapter"), "--max-new-tokens", "4", input="hello\nsecond turn\n\n")
+    c = in_process("chat", "--adapter", str(out / "adapter"), "--max-new-tokens", "4", input="hello\nsecond turn\n\n")
     assert c.returncode == 0, c.stderr
     assert c.stdout.count("bot> ") == 2 and "chatml template" in c.stderr
 
-    m = train_cli("merge", "--adapter", str(out), "--out", str(tmp_path / "merged"), "--dtype", "fp32")  # the output dir itself
+    m = in_process("merge", "--adapter", str(out), "--out", str(tmp_path / "merged"), "--dtype", "fp32")  # the output dir itself
     assert m.returncode == 0, m.stderr
     assert (tmp_path / "merged" / "config.json").is_file()
-    g2 = train_cli("generate", "--base", str(tmp_path / "merged"), "--prompt", "repeat the words sky moon", "--max-new-tokens", "8")
+    g2 = in_process("generate", "--base", str(tmp_path / "merged"), "--prompt", "repeat the words sky moon", "--max-new-tokens", "8")
     assert g2.returncode == 0 and g2.stdout == g.stdout  # merged model, same template, same greedy answer
 
 
@@ -63,7 +82,7 @@ def test_config_file_and_flags_override(tmp_path, llama, data):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"data: {data}\nmodel-name-or-path: {llama}\noutput_dir: {tmp_path / 'run'}\nbits: 16\nmax_steps: 5\n"
                    "lora_rank: 4\nper_device_batch_size: 2\n")
-    r = train_cli("qlora", "--config", str(cfg), "--max-steps", "2")
+    r = in_process("qlora", "--config", str(cfg), "--max-steps", "2")
     assert r.returncode == 0, r.stderr
     rows = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
     assert len(rows) == 2  # the flag beat the file's max_steps 5
@@ -121,11 +140,9 @@ def test_bad_input_is_one_line_no_traceback(tmp_path, llama, data):
     assert p.returncode == 1 and p.stderr == f"error: data file not found: {tmp_path / 'missing.json'}\n"
 
 
-def test_merge_into_4bit_is_refused(tmp_path, llama, data):
-    out = tmp_path / "run"
-    assert train_cli("qlora", "--data", str(data), "--model-name-or-path", str(llama), "--output-dir", str(out), "--bits", "16",
-                     "--max-steps", "1", "--lora-rank", "4").returncode == 0
-    r = train_cli("merge", "--adapter", str(out / "adapter"), "--out", str(tmp_path / "m"), "--bits", "4")
+def test_merge_into_4bit_is_refused(tmp_path, trained):
+    _, out = trained
+    r = in_process("merge", "--adapter", str(out / "adapter"), "--out", str(tmp_path / "m"), "--bits", "4")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: refusing to merge into a 4-bit model")
     assert not (tmp_path / "m").exists()
