@@ -14,6 +14,8 @@ from test_train_cli import train_cli
 from train import data as D
 from datagen.errors import TrainError
 
+pytestmark = pytest.mark.heavy  # training with torch
+
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
