@@ -27,7 +27,7 @@ pytestmark = pytest.mark.heavy  # a Ray cluster and two model replicas
 
 TARGET = 2  # small: each accepted sample costs this tiny model several 160-token requests on one core
 SMALL = ["--api", "local", "--model", "smollm2", "--replicas", "2", "-n", str(TARGET), "--batch-size", "8",
-         "--max-tokens", "160", "--no-progress"]
+         "--max-tokens", "160", "--new-per-prompt", "2", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
