@@ -276,8 +276,8 @@ def test_push_to_hub_without_token_or_network_is_one_line_and_keeps_the_folder(c
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hub = f"http://127.0.0.1:{server.server_address[1]}"
     base = core_env(HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT=hub)  # no stored token there
-    base.pop("HF_TOKEN", None)
-    base.pop("HUGGING_FACE_HUB_TOKEN", None)
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):  # in-process model tests set offline mode in this worker
+        base.pop(name, None)
     try:
         out = tmp_path / "pushed"
         args = ("export", "--db", str(db), "--format", "hf", "--out", str(out), "--push-to-hub", "someone/nightly")
