@@ -4,10 +4,9 @@
 .PHONY: setup demo test bench
 
 N ?= 20
-# Test processes (pytest-xdist). On a 2-core machine 2 leave a core idle a fifth of the time (tests
-# waiting on stub latencies and leases); a third fills it, while tests marked heavy (models) still
-# take at most one core each (tests/conftest.py). `make test TEST_WORKERS=0` runs it in one process.
-TEST_WORKERS ?= 3
+# Test processes (pytest-xdist): 2 halves the suite's time on a 2-core machine; 3 there was slower
+# (the model tests fight for the cores). `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 
 setup:
 	bash scripts/setup.sh

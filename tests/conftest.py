@@ -23,52 +23,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Under pytest-xdist (make test runs 3 workers) tests marked `heavy` (models, fuzzing: busy cores
-# for many seconds) take one of HEAVY_SLOTS slots, one per core, so the workers beyond that run the
-# tests that mostly wait (stub latencies, leases, polls) instead of a third model fighting two for
-# the cores. Each heavy test's models get an equal share of the cores: two llama.cpp or torch
-# processes each taking every core of the 2-core VM spun against each other (the Ray and llama.cpp
-# server tests took 1.5x as long as alone). Children get it through core_env.
+# Under pytest-xdist (make test runs 2 workers) each worker's models get an equal share of the cores:
+# two llama.cpp or torch processes each taking every core of the 2-core VM spun against each other
+# (the Ray and llama.cpp server tests took 1.5x as long as alone). Children get it through core_env.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-HEAVY_SLOTS = max(1, min(WORKERS, os.cpu_count() or 1))
-THREADS = str(max(1, (os.cpu_count() or 1) // HEAVY_SLOTS))
+THREADS = str(max(1, (os.cpu_count() or 1) // WORKERS))
 if WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", THREADS)
     os.environ.setdefault("DATAGEN_THREADS", THREADS)
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "heavy: keeps cores busy for seconds (a model, a fuzzer); at most one per core at once")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    """A heavy test holds a slot (an flock on one of HEAVY_SLOTS files, named after this checkout, so
-    shared by its workers and reused by later runs) from its setup, module fixtures included, to its teardown."""
-    if WORKERS <= HEAVY_SLOTS or item.get_closest_marker("heavy") is None:
-        yield
-        return
-    import fcntl
-    import hashlib
-
-    tag = hashlib.sha1(str(REPO).encode()).hexdigest()[:12]
-    files = [open(Path(tempfile.gettempdir()) / f"datagen-tests-heavy-{tag}-{k}.lock", "w") for k in range(HEAVY_SLOTS)]
-    held = None
-    while held is None:  # poll: a worker waits here only while every core has a heavy test
-        for f in files:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = f
-                break
-            except BlockingIOError:
-                continue
-        else:
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        for f in files:
-            f.close()  # closing the held file releases its lock
 
 
 def core_wait_for(cond, timeout: float = 90, step: float = 0.1):

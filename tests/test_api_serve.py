@@ -124,7 +124,6 @@ def test_an_export_that_fails_midway_does_not_look_complete(serve, tmp_path):
     assert curl.returncode != 0, curl.stderr
 
 
-@pytest.mark.heavy  # the fuzzer and the server it drives keep a core busy each
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_the_whole_schema_holds(serve, tmp_path, backend, request):
     """Schemathesis over every operation with every check, with and without the token, on both databases

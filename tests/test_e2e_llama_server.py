@@ -21,8 +21,6 @@ from conftest import THREADS, core_free_port
 
 from datagen.backends.local import builtin_gguf
 
-pytestmark = pytest.mark.heavy  # a llama.cpp server generating
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -12,8 +12,6 @@ from datagen.backends import FatalBackendError, local_engine, make_backend
 from datagen.backends.llamacpp import LlamaCppBackend
 from datagen.records import Prompt, Stage
 
-pytestmark = pytest.mark.heavy  # llama.cpp generating
-
 # Different lengths, budgets and stops, more prompts than slots (3), so sequences join as others end.
 CASES = [
     ("List three fruits.", 24, []),

@@ -16,8 +16,6 @@ from datagen.backends import FatalBackendError
 from datagen.backends.local import LocalBackend, materialize, resolve_model
 from datagen.records import Prompt, Stage
 
-pytestmark = pytest.mark.heavy  # the embedded model generating
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -23,8 +23,6 @@ from ray.cluster_utils import Cluster
 from conftest import REPO, core_cli, core_env, core_one_line_error
 from datagen.backends.ray_pool import NAMESPACE, replica_name
 
-pytestmark = pytest.mark.heavy  # a Ray cluster and two model replicas
-
 TARGET = 2  # small: each accepted sample costs this tiny model several 160-token requests on one core
 SMALL = ["--api", "local", "--model", "smollm2", "--replicas", "2", "-n", str(TARGET), "--batch-size", "8",
          "--max-tokens", "160", "--new-per-prompt", "2", "--no-progress"]

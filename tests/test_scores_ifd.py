@@ -26,8 +26,6 @@ from datagen.scores import ifd
 from datagen.scores import models as M
 from datagen.storage import scores as S
 
-pytestmark = pytest.mark.heavy  # the embedded model scoring
-
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 

@@ -15,8 +15,6 @@ import pytest
 
 from conftest import core_wait_for
 
-pytestmark = pytest.mark.heavy  # the embedded model generating
-
 PROMPTS = ["Write a haiku about tea.", "List three prime numbers.", "What is the capital of France? Answer in one word.",
            "Explain photosynthesis briefly.", "Give me a synonym for happy."]
 

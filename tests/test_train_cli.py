@@ -13,8 +13,6 @@ import pytest
 
 from tests.train_helpers import make_llama, write_alpaca
 
-pytestmark = pytest.mark.heavy  # training and generating with torch
-
 REPO = Path(__file__).resolve().parents[1]
 
 

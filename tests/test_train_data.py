@@ -12,8 +12,6 @@ from tests.train_helpers import make_baichuan, make_llama, make_tokenizer, write
 from train import data as D
 from train import templates as T
 
-pytestmark = pytest.mark.heavy  # tokenizing and forward passes with torch
-
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):

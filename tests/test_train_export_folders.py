@@ -14,8 +14,6 @@ from test_train_cli import train_cli
 from train import data as D
 from datagen.errors import TrainError
 
-pytestmark = pytest.mark.heavy  # training with torch
-
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):

@@ -13,8 +13,6 @@ from tests.train_helpers import make_baichuan, make_bloom, make_llama, write_alp
 from train import model as M
 from train import qlora as Q
 
-pytestmark = pytest.mark.heavy  # training with torch
-
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):

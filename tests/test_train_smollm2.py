@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from conftest import core_cli
 from datagen import storage
 from datagen.records import Candidate, Instance, Status
 from train import qlora as Q
 from train.chat import Chat
-
-pytestmark = pytest.mark.heavy  # 4-bit QLoRA on SmolLM2
 
 
 def test_smollm2_qlora_4bit_learns(tmp_path):
