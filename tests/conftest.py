@@ -107,10 +107,10 @@ def stub_server():
             proc.wait()
 
 
-# Commands whose tests need no process of their own (no signals, no long run, no import-time
-# settings): run in this process, through the same App (its one-line errors and exit codes), which
-# saves a Python start (1.5-4 s on a loaded 2-core machine) per call.
-IN_PROCESS = {"export", "runs", "batches", "dedup", "seeds", "db", "jobs", "schedule"}
+# Commands run in this process, through the same App (its one-line errors and exit codes), which
+# saves a Python start (1.5-4 s on a loaded 2-core machine) per call. Tests of process behaviour
+# (signals, kill -9, two processes racing) start `python -m datagen.cli` themselves.
+IN_PROCESS = {"export", "runs", "batches", "dedup", "seeds", "db", "jobs", "schedule", "generate", "score", "select", "report"}
 # ... unless an option brings in a library that reads its settings from the environment at import
 # (huggingface_hub: HF_ENDPOINT, HF_HUB_OFFLINE).
 NEEDS_PROCESS = {"--push-to-hub"}
@@ -146,10 +146,11 @@ def _cli_in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.Co
     return subprocess.CompletedProcess(["datagen", *args], code, out.getvalue(), err.getvalue())
 
 
-def core_cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`datagen ARGS` with text output captured: in this process for IN_PROCESS commands, else
-    `python -m datagen.cli ARGS` in the repository root."""
-    if args and args[0] in IN_PROCESS and not NEEDS_PROCESS & set(args):
+def core_cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None, process: bool = False) -> subprocess.CompletedProcess:
+    """`datagen ARGS` with text output captured: in this process for IN_PROCESS commands, else (or
+    with `process=True`, e.g. for code injected through PYTHONPATH) `python -m datagen.cli ARGS` in
+    the repository root."""
+    if not process and args and args[0] in IN_PROCESS and not NEEDS_PROCESS & set(args):
         return _cli_in_process(args, env or core_env())
     return subprocess.run(
         [sys.executable, "-m", "datagen.cli", *args],

@@ -275,7 +275,11 @@ def test_batch_mode_refuses_what_cannot_work(tmp_path):
     assert "--mode batch" in core_one_line_error(local)
     assert not (tmp_path / "x.db").exists()
     # A server without /v1/batches (llama.cpp, vLLM, Ollama): one line naming the missing API.
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)  # answers every request with 501
+    class Quiet(BaseHTTPRequestHandler):  # answers every request with 501, logging nothing to the CLI's stderr
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}/v1"

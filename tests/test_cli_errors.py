@@ -11,8 +11,8 @@ from conftest import core_cli, core_env, core_free_port, core_one_line_error
 from datagen import storage
 
 
-def generate(*extra: str, env=None):
-    return core_cli("generate", "--api", "chat", "--model", "stub", "-n", "2", "--no-progress", *extra, env=env)
+def generate(*extra: str, env=None, process=False):
+    return core_cli("generate", "--api", "chat", "--model", "stub", "-n", "2", "--no-progress", *extra, env=env, process=process)
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_a_crash_inside_generate_is_one_line_and_the_run_resumes(stub_server, tm
     db = str(tmp_path / "crash.db")
     args = ("--base-url", server.base_url, "--db", db, "--run", "c1")
     env = core_env(PYTHONPATH=f"{inject}:{REPO}", DATAGEN_CACHE=str(tmp_path / "cache"))
-    err = core_one_line_error(generate(*args, env=env))
+    err = core_one_line_error(generate(*args, env=env, process=True))  # the fault is injected at start
     assert "run 'c1' failed (ValueError: Unable to create tensor (injected))" in err
     assert "datagen generate --run c1" in err
     log = err.split("traceback in ")[1].rstrip(")")
