@@ -196,7 +196,11 @@ async def _generate_held(ctx: RunContext, on_start) -> tuple[str, Progress]:
                 ctx.engine, run.id, open_only=True, stages=BatchRun.stages):
             # Only batches the provider may never have seen are left (a run that failed before its first
             # create): those it does not know are dropped, a known one keeps the run in batch mode.
-            if not await drop_unsent(ctx.engine, run.id, provider_for(ctx.backend, ctx.opts.max_tries), _say, stages=BatchRun.stages):
+            try:
+                provider = provider_for(ctx.backend, ctx.opts.max_tries)
+            except InputError:  # a backend with no Batch API cannot tell whether the provider saw them
+                _refuse_in_flight(ctx.name)
+            if not await drop_unsent(ctx.engine, run.id, provider, _say, stages=BatchRun.stages):
                 _refuse_in_flight(ctx.name)
         ctx.open()
     except BaseException:

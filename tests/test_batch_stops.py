@@ -160,6 +160,11 @@ def test_a_batch_the_provider_never_saw_is_dropped_when_the_run_goes_online(stub
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
     assert q(db, "select status, provider_id from batch") == [("submitting", None)]
     assert broken.stats()["batches_created"] == 0
+    # Online on a backend with no Batch API to ask (here the local default: no --api given): nothing
+    # can tell whether the provider saw the batch, so it stays, and the line says what to do.
+    unknown = core_cli("generate", "--run", "early", "--mode", "online", "--db", str(db), "-n", "3", "--no-progress")
+    assert "has batches in flight" in core_one_line_error(unknown)
+    assert q(db, "select status, provider_id from batch") == [("submitting", None)]
     healthy = stub_server()
     online = core_cli("generate", "--run", "early", "--mode", "online", "--api", "chat", "--model", "stub", "--base-url",
                       healthy.base_url, "--db", str(db), "-n", "3", "--no-progress")
