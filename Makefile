@@ -1,7 +1,7 @@
 # The two commands a new user needs:
 #   make demo   set up, generate a small dataset on the embedded model (no key, no network), export it
 #   make test   set up with test tools, run the whole test suite
-.PHONY: setup demo test bench
+.PHONY: setup demo test coverage bench
 
 N ?= 20
 # Test processes (pytest-xdist): 2 halves the suite's time on a 2-core machine; 3 there was slower
@@ -18,6 +18,16 @@ demo: setup
 test:
 	bash scripts/setup.sh test
 	.venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+# The suite under coverage, the processes it starts included (their data lands beside this file).
+# Paths are absolute: Ray workers and some children run elsewhere than the repository root.
+coverage:
+	bash scripts/setup.sh test
+	rm -rf .coverage .coverage.*
+	printf '[run]\nparallel = true\npatch = subprocess\nsigterm = true\nsource = $(CURDIR)/datagen, $(CURDIR)/api, $(CURDIR)/train\ndata_file = $(CURDIR)/.coverage\n' > .coveragerc
+	.venv/bin/python -m coverage run --rcfile=.coveragerc -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	.venv/bin/python -m coverage combine --rcfile=.coveragerc -q
+	.venv/bin/python -m coverage report --rcfile=.coveragerc --precision=2 --sort=miss
 
 bench: setup
 	.venv/bin/python bench/generate.py
