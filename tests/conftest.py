@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -58,6 +59,12 @@ def core_env(**extra: str) -> dict[str, str]:
         env["DATAGEN_THREADS"] = THREADS
     env.update(extra)
     return env
+
+
+def core_ctrl_c_able() -> None:
+    """Popen's preexec_fn for a child that must stop on SIGINT: a child of a background job (the suite
+    started with `&`) inherits SIGINT ignored, where a terminal's Ctrl-C needs the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class StubServer:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, core_env
+from conftest import REPO, core_ctrl_c_able, core_env
 from conftest import core_wait_for as wait_for
 from test_postgres import core_pg_url  # noqa: F401  (fixture)
 
@@ -182,7 +182,8 @@ def test_ctrl_c_cancellations_are_not_errors(stub_server, tmp_path):
     server = stub_server("--latency", "0.5")
     db = f"sqlite:///{tmp_path / 'int.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", "generate", *gen_args(server, 200, "ctrlc"), "--db", db,
-                             "--no-progress"], cwd=REPO, env=core_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--no-progress"], cwd=REPO, env=core_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=core_ctrl_c_able)
     engine = storage.connect(db)
     wait_for(lambda: kept(engine, "ctrlc") >= 1, timeout=120)
     proc.send_signal(signal.SIGINT)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, core_cli, core_env, core_wait_for
+from conftest import REPO, core_cli, core_ctrl_c_able, core_env, core_wait_for
 
 TARGET = 40
 
@@ -200,10 +200,8 @@ def test_ctrl_c_and_sigterm_leave_the_run_interrupted_without_phantom_errors(stu
     server = stub_server("--latency", "0.3")
     db = tmp_path / "stop.db"
     for sig, run in ((signal.SIGINT, "ctrl-c"), (signal.SIGTERM, "term")):
-        # A child of a background job inherits SIGINT ignored; a terminal's Ctrl-C needs the default.
         proc = subprocess.Popen(gen_args(server, db, run, "-n", "500", "--concurrency", "8"), cwd=REPO, env=core_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=core_ctrl_c_able)
         deadline = time.monotonic() + 60
         while rows(db, run) < 12 and time.monotonic() < deadline:
             time.sleep(0.02)
