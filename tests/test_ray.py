@@ -23,7 +23,7 @@ from ray.cluster_utils import Cluster
 from conftest import REPO, core_cli, core_env, core_one_line_error
 from datagen.backends.ray_pool import NAMESPACE, replica_name
 
-TARGET = 2  # small: each accepted sample costs this tiny model several 160-token requests on one core
+TARGET = 1  # small: each accepted sample costs this tiny model several 160-token requests on one core
 # --threshold 1: the 135M model often copies seed tasks word for word, and rejecting them made this
 # run's length a lottery (1 to 9 bootstrap rounds, 15-230 s); this test is about Ray, the filter has
 # its own (test_similarity.py, test_client_faults.py).
