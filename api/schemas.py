@@ -268,3 +268,5 @@ READ_ERRORS = {
     421: _error("Host name not served here (DNS rebinding guard)"),
 }
 WRITE_ERRORS = {**READ_ERRORS, 409: _error("conflicts with a kept instruction, the filters, or the state of a job or schedule")}
+# A run with nothing kept (yet, or any more after a review) has no report: the data's state, not the request.
+REPORT_ERRORS = {**READ_ERRORS, 409: _error("the run (or the --vs run) has no kept samples: nothing to report")}

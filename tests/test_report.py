@@ -269,6 +269,9 @@ def test_api_serves_the_same_figures_and_page(engine):
         assert page.headers["content-security-policy"] == render.CSP
         assert client.get("/api/report", params={"run": "nosuch"}).json() == {"detail": "no run named 'nosuch'"}
         assert client.get("/api/report", params={"run": "clean", "vs": "zh-verb"}).status_code == 422
+        # Nothing kept is the data's state (a review may have discarded it all), not a bad request.
+        empty = client.get("/api/report.html", params={"run": "clean", "vs": "empty"})
+        assert (empty.status_code, empty.json()) == (409, {"detail": "run 'empty' has no kept samples: nothing to report"})
         shell = client.get("/report")
         assert shell.status_code == 200 and render.STYLE_HASH in shell.headers["content-security-policy"]
 

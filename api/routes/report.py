@@ -12,13 +12,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from api.deps import EngineDep
-from api.schemas import READ_ERRORS, Text
+from api.schemas import REPORT_ERRORS, Text
 from datagen.report import build, to_html
 
-router = APIRouter(tags=["report"], responses=READ_ERRORS)
+router = APIRouter(tags=["report"], responses=REPORT_ERRORS)
 # The page's errors are JSON like every other route's, not HTML: say so, code by code.
 HTML_ERRORS = {code: {"description": v["description"], "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-               for code, v in READ_ERRORS.items()}
+               for code, v in REPORT_ERRORS.items()}
 RunName = Annotated[Text, Query(min_length=1, max_length=200, description="run name")]
 VsName = Annotated[Text | None, Query(max_length=200, description="another run of the same language to compare against")]
 

@@ -18,7 +18,7 @@ from rapidfuzz.distance import LCSseq
 from rapidfuzz.process import cdist
 
 from datagen import config
-from datagen.errors import InputError, NotFound
+from datagen.errors import Conflict, InputError, NotFound
 from datagen.records import KEPT, Status
 from datagen.report import verbs
 from datagen.similarity import SimilarityIndex, _fmeasure_vec, tokenize
@@ -244,7 +244,7 @@ def run_figures(engine, name: str, timings: dict | None = None) -> dict:
         raise NotFound(f"no run named {name!r}")
     fun = funnel(engine, run.id)
     if not fun["kept"]:
-        raise InputError(f"run {name!r} has no kept samples: nothing to report")
+        raise Conflict(f"run {name!r} has no kept samples: nothing to report")
     lang = run.lang
     samples = list(store.kept_samples(engine, run.id))
     texts = [s.instruction for s in samples]
@@ -379,7 +379,7 @@ def _runnable(engine, name: str) -> tuple[str, int]:
     if run is None:
         raise NotFound(f"no run named {name!r}")
     if not store.kept_count(engine, run.id):
-        raise InputError(f"run {name!r} has no kept samples: nothing to report")
+        raise Conflict(f"run {name!r} has no kept samples: nothing to report")
     return run.lang, run.id
 
 
