@@ -199,8 +199,8 @@ async def _generate_held(ctx: RunContext, on_start) -> tuple[str, Progress]:
             try:
                 provider = provider_for(ctx.backend, ctx.opts.max_tries)
             except InputError:  # a backend with no Batch API cannot tell whether the provider saw them
-                _refuse_in_flight(ctx.name)
-            if not await drop_unsent(ctx.engine, run.id, provider, _say, stages=BatchRun.stages):
+                provider = None
+            if provider is None or not await drop_unsent(ctx.engine, run.id, provider, _say, stages=BatchRun.stages):
                 _refuse_in_flight(ctx.name)
         ctx.open()
     except BaseException:

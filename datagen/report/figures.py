@@ -229,7 +229,7 @@ def _seed_tokens(run, lang: str) -> tuple[str, list[list[str]]]:
 
 
 def run_figures(engine, name: str, timings: dict | None = None) -> dict:
-    """Every figure of one run. An unknown run is NotFound; a run with no kept sample an InputError.
+    """Every figure of one run. An unknown run is NotFound; a run with no kept sample a Conflict.
     `timings`, when given, receives the seconds each phase took (the benchmark reads them)."""
     clock = [time.perf_counter()]
 
@@ -239,12 +239,8 @@ def run_figures(engine, name: str, timings: dict | None = None) -> dict:
             timings[phase] = timings.get(phase, 0.0) + now - clock[0]
         clock[0] = now
 
-    run = get_run(engine, name)
-    if run is None:
-        raise NotFound(f"no run named {name!r}")
+    run = _runnable(engine, name)
     fun = funnel(engine, run.id)
-    if not fun["kept"]:
-        raise Conflict(f"run {name!r} has no kept samples: nothing to report")
     lang = run.lang
     samples = list(store.kept_samples(engine, run.id))
     texts = [s.instruction for s in samples]
@@ -373,24 +369,24 @@ def compare(a: dict, b: dict) -> dict:
     return {"figures": rows, "moved_most": [r["figure"] for r in moved[: config.REPORT_MOVED]]}
 
 
-def _runnable(engine, name: str) -> tuple[str, int]:
-    """(lang, run id) of a run that can be reported; one line otherwise (checked before any work)."""
+def _runnable(engine, name: str):
+    """The run, if it can be reported; one line otherwise (checked before any work)."""
     run = get_run(engine, name)
     if run is None:
         raise NotFound(f"no run named {name!r}")
     if not store.kept_count(engine, run.id):
         raise Conflict(f"run {name!r} has no kept samples: nothing to report")
-    return run.lang, run.id
+    return run
 
 
 def build(engine, run: str, vs: str | None = None) -> dict:
     """The report's data: one run's figures, or two runs' with the comparison."""
-    lang, _ = _runnable(engine, run)
+    lang = _runnable(engine, run).lang
     if vs is None:
         return {"schema": SCHEMA, "run": run_figures(engine, run)}
     if vs == run:
         raise InputError(f"--vs {vs!r} is the run itself: name another run")
-    other, _ = _runnable(engine, vs)
+    other = _runnable(engine, vs).lang
     if lang != other:
         raise InputError(f"run {run!r} is {lang} and run {vs!r} is {other}: compare runs of one language")
     a, b = run_figures(engine, run), run_figures(engine, vs)
