@@ -159,6 +159,7 @@ class Batches:
     validating 0.2*delay, in_progress 0.6*delay (lines finish evenly spread), finalizing 0.2*delay."""
 
     MAX_LINES, MAX_BYTES = 50_000, 200 * 1024 * 1024  # OpenAI's limits per batch input file
+    CANCELLING = 0.5  # seconds a cancelled batch stays `cancelling`, at most
     ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 
     def __init__(self, stub: "Stub", delay: float = 1.0, line_error_every: int = 0, expire_batches: int = 0,
@@ -364,9 +365,15 @@ class Batches:
                 data = "".join(json.dumps(r) + "\n" for r in recs).encode()
                 b[key] = self._store_file(data, f"batch_{b['id']}_{name}.jsonl", "batch_output")["id"]
 
+    async def _pause(self, b: dict, seconds: float) -> None:
+        """Sleep, cut short by a cancel: a cancelled batch stops validating and running at once."""
+        end = time.monotonic() + seconds
+        while b["id"] not in self.cancel_requested and (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.05))
+
     async def _run(self, b: dict, lines: list[str], nbytes: int, fail: bool, expire: int | None) -> None:
         d = self.delay
-        await asyncio.sleep(0.2 * d)
+        await self._pause(b, 0.2 * d)
         cancelled_early = b["id"] in self.cancel_requested
         errors = None if cancelled_early else (
             [{"code": "invalid_request", "message": "stub: injected validation failure", "line": 1, "param": None}]
@@ -386,7 +393,7 @@ class Batches:
                 break
             wait = start + 0.6 * d * (i + 1) / n - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self._pause(b, wait)
             elif i % 100 == 0:
                 await asyncio.sleep(0)  # a long batch must not starve the HTTP routes
             if b["id"] in self.cancel_requested:
@@ -402,7 +409,7 @@ class Batches:
                 bu["total_tokens"] += u["total_tokens"]
         rest = reqs[len(out) + len(errs):]
         if b["id"] in self.cancel_requested:
-            await asyncio.sleep(0.2 * d)
+            await asyncio.sleep(min(0.2 * d, self.CANCELLING))  # long delays stand for slow lines, not a slow stop
             code, final = "batch_cancelled", "cancelled"
             message = "This request was not executed because the batch was cancelled."
         elif rest:
