@@ -4,9 +4,10 @@
 .PHONY: setup demo test coverage bench
 
 N ?= 20
-# Test processes (pytest-xdist): 2 halves the suite's time on a 2-core machine; 3 there was slower
-# (the model tests fight for the cores). `make test TEST_WORKERS=0` runs it in one process.
-TEST_WORKERS ?= 2
+# Test processes (pytest-xdist): one per core and one more, because about a third of the suite's time
+# is spent waiting on the processes and servers it starts (on the 2-core VM, 3 took 6 min 29 s where
+# 2 took 7 min 43 s). `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= $(shell echo $$(( $$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) + 1 )))
 
 setup:
 	bash scripts/setup.sh

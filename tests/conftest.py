@@ -24,9 +24,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Under pytest-xdist (make test runs 2 workers) each worker's models get an equal share of the cores:
-# two llama.cpp or torch processes each taking every core of the 2-core VM spun against each other
-# (the Ray and llama.cpp server tests took 1.5x as long as alone). Children get it through core_env.
+# Under pytest-xdist (make test runs one worker per core and one more) each worker's models get an
+# equal share of the cores, at least one: two llama.cpp or torch processes each taking every core of
+# the 2-core VM spun against each other (the Ray and llama.cpp server tests took 1.5x as long as
+# alone). Children get it through core_env.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = str(max(1, (os.cpu_count() or 1) // WORKERS))
 if WORKERS > 1:
