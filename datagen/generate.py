@@ -73,7 +73,7 @@ async def generate(opts: GenerateOptions, on_start=None, resume_only: bool = Fal
         b.provider_id for b in storage.list_batches(engine, existing.id, open_only=True, stages=BatchRun.stages)):
         _refuse_in_flight(name)
     if existing and existing.lang != opts.lang:
-        raise InputError(f"run {name!r} is a {existing.lang} run; pass --lang {existing.lang} to resume it")
+        raise InputError(f"run {name!r} is a {existing.lang} run: leave out --lang to resume it")
     if existing and opts.mode != "batch":
         kept = storage.run_stats(engine, existing.id).kept
         if kept >= opts.pipeline.target:  # say so, rather than a "succeeded" that added nothing
@@ -147,14 +147,16 @@ def _checked(opts: GenerateOptions):
 
 
 def _resumed(opts: GenerateOptions, run) -> GenerateOptions:
-    """`generate --run NAME` without --mode continues a batch run as it was started: every option
-    left at its default takes the run's stored value, so a scheduled job needs only the name.
-    Options of this invocation (config.PER_CALL: --no-wait, --lease-wait, ...) are always this call's."""
-    if opts.mode is not None or run is None:
+    """`generate --run NAME` continues a run as it was started: every option left at its default
+    takes the run's stored value (its API, model, server, target, mode...), so a scheduled job needs
+    only the name and `--mode online` moves a batch run to the same server. Options of this
+    invocation (config.PER_CALL: --no-wait, --lease-wait, ...) are always this call's; a model and
+    a server belong to their API, so another --api leaves them at this call's values."""
+    if run is None:
         return opts
     stored = json.loads(run.config or "{}")
-    if stored.get("mode") != "batch":
-        return opts
+    if opts.api and opts.api != stored.get("api"):
+        stored = {k: v for k, v in stored.items() if k not in ("model", "base_url")}
     defaults = GenerateOptions()
 
     def merge(given, default, saved: dict) -> dict:

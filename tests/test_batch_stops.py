@@ -73,6 +73,11 @@ def test_per_call_options_come_from_this_invocation_and_run_options_from_the_db(
     # A per-call option left out is this call's default, never the value stored by the first call.
     got = _resumed(GenerateOptions(run="r"), run)
     assert (got.wait, got.lease_wait, got.poll_interval) == (True, 0.0, 30.0)
+    # --mode online moves the run to the same server; another --api leaves model and server behind.
+    got = _resumed(GenerateOptions(run="r", mode="online"), run)
+    assert (got.mode, got.api, got.model, got.base_url, got.pipeline.target) == ("online", "chat", "stub", "http://127.0.0.1:9/v1", 7)
+    got = _resumed(GenerateOptions(run="r", mode="online", api="local"), run)
+    assert (got.api, got.model, got.base_url, got.pipeline.target) == ("local", None, None, 7)
 
 
 def test_resume_by_name_with_no_wait_runs_one_round(stub_server, tmp_path):
@@ -160,14 +165,13 @@ def test_a_batch_the_provider_never_saw_is_dropped_when_the_run_goes_online(stub
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
     assert q(db, "select status, provider_id from batch") == [("submitting", None)]
     assert broken.stats()["batches_created"] == 0
-    # Online on a backend with no Batch API to ask (here the local default: no --api given): nothing
-    # can tell whether the provider saw the batch, so it stays, and the line says what to do.
-    unknown = core_cli("generate", "--run", "early", "--mode", "online", "--db", str(db), "-n", "3", "--no-progress")
+    # Online on a backend with no Batch API to ask (the local model): nothing can tell whether the
+    # provider saw the batch, so it stays, and the line says what to do.
+    unknown = core_cli("generate", "--run", "early", "--mode", "online", "--api", "local", "--db", str(db), "-n", "3", "--no-progress")
     assert "has batches in flight" in core_one_line_error(unknown)
     assert q(db, "select status, provider_id from batch") == [("submitting", None)]
-    healthy = stub_server()
-    online = core_cli("generate", "--run", "early", "--mode", "online", "--api", "chat", "--model", "stub", "--base-url",
-                      healthy.base_url, "--db", str(db), "-n", "3", "--no-progress")
+    healthy = stub_server()  # the run's API and model come back from the run; only the server is new
+    online = core_cli("generate", "--run", "early", "--mode", "online", "--base-url", healthy.base_url, "--db", str(db), "--no-progress")
     assert online.returncode == 0, online.stderr
     assert "dropped; the provider never saw it" in online.stderr
     assert q(db, "select count(*) from batch") == [(0,)]

@@ -251,3 +251,27 @@ def test_a_running_run_is_shown_running_only_while_its_lease_is_held(tmp_path):
     holder.release()
     assert [r.state for r, _ in storage.list_runs(engine)] == ["interrupted"]
     storage.dispose_all()
+
+
+def test_a_run_resumed_by_name_alone_keeps_its_api_model_server_and_target(stub_server, tmp_path):
+    """`generate --run NAME` (what a schedule or a tired user types) goes on as the run was started:
+    not on the default local model, and not at the default target."""
+    server = stub_server()
+    db = tmp_path / "by-name.db"
+    first = core_cli(*gen_args(server, db, "named", "-n", "3")[3:])
+    assert first.returncode == 0, first.stderr
+    served = server.stats()["served"]
+
+    # A server in the environment is for new runs; this run keeps the one it was started on.
+    elsewhere = core_env(OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="sk-test")
+    again = core_cli("generate", "--run", "named", "--db", str(db), "--no-progress", env=elsewhere)
+    assert again.returncode == 0, again.stderr
+    assert "already has 3 accepted of the 3 asked for" in again.stdout  # the run's target, not the default 100
+
+    grown = core_cli("generate", "--run", "named", "--db", str(db), "-n", "5", "--no-progress", env=elsewhere)
+    assert grown.returncode == 0, grown.stderr
+    assert "accepted=5 " in grown.stdout and server.stats()["served"] > served  # the run's own server answered
+    con = sqlite3.connect(db)
+    assert con.execute("select api, model, target from run").fetchall() == [("chat", "stub", 5)]
+    assert con.execute("select distinct model from request").fetchall() == [("stub",)]
+    assert count(db, "status = 'accepted'") == 5
