@@ -124,9 +124,18 @@ IN_PROCESS = {"export", "runs", "batches", "dedup", "seeds", "db", "jobs", "sche
 NEEDS_PROCESS = {"--push-to-hub"}
 
 
-def _cli_in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess:
+class _OutOfTime(BaseException):
+    """Raised by SIGALRM in an in-process call; a BaseException, so no `except Exception` swallows it."""
+
+
+def _out_of_time(signum, frame):
+    raise _OutOfTime
+
+
+def _cli_in_process(args: tuple[str, ...], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     import contextlib
     import io
+    import threading
     import traceback
 
     from datagen import storage
@@ -137,6 +146,11 @@ def _cli_in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.Co
     os.environ.clear()
     os.environ.update(env)
     os.chdir(REPO)
+    # The same limit as a process gets (subprocess.run's timeout): a hang fails this test, not the suite.
+    timed = threading.current_thread() is threading.main_thread()
+    if timed:
+        previous = signal.signal(signal.SIGALRM, _out_of_time)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -146,7 +160,12 @@ def _cli_in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.Co
             except Exception:  # a bug: the traceback a process would print
                 traceback.print_exc()
                 code = 1
+    except _OutOfTime:
+        raise subprocess.TimeoutExpired(["datagen", *args], timeout, out.getvalue(), err.getvalue()) from None
     finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(saved)
@@ -159,7 +178,7 @@ def core_cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None
     with `process=True`, e.g. for code injected through PYTHONPATH) `python -m datagen.cli ARGS` in
     the repository root."""
     if not process and args and args[0] in IN_PROCESS and not NEEDS_PROCESS & set(args):
-        return _cli_in_process(args, env or core_env())
+        return _cli_in_process(args, env or core_env(), timeout)
     return subprocess.run(
         [sys.executable, "-m", "datagen.cli", *args],
         cwd=REPO, env=env or core_env(), capture_output=True, text=True, timeout=timeout,

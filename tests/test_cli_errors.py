@@ -207,3 +207,19 @@ def test_a_stored_job_no_process_can_start_fails_alone_and_the_worker_carries_on
     job, attempts = queue.get(engine, bad.id)
     assert job.state == "failed" and "cannot start" in job.exit_message and "null" in job.exit_message, job.exit_message
     assert queue.get(engine, good.id)[0].state == "failed"  # claimed and run (no such file): the worker lived on
+
+
+def test_an_in_process_call_keeps_the_time_limit_a_process_gets(stub_server, tmp_path):
+    """The suite runs most commands in its own process (conftest.IN_PROCESS). A hung call there must
+    fail its test at core_cli's timeout, as subprocess.run would, and leave the next call working."""
+    import time
+
+    silent = stub_server("--faults", "timeout", "--fault-rate", "1", "--hang", "3600")
+    db = str(tmp_path / "hung.db")
+    t0 = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        core_cli("generate", "--api", "chat", "--model", "stub", "--base-url", silent.base_url, "--db", db, "--run", "hung",
+                 "-n", "1", "--timeout", "600", "--stall-timeout", "600", "--no-progress", timeout=2)
+    assert time.monotonic() - t0 < 30
+    after = core_cli("runs", "--db", db)
+    assert after.returncode == 0 and "hung" in after.stdout, after.stderr
