@@ -92,8 +92,9 @@ def test_score_filter_sort_and_the_judges_suggestion_in_the_browser(scored_serve
         page.wait_for_function("() => document.querySelectorAll('#list li').length === 2")
 
         # The detail: the judge's verdict beside the buttons, its reason as text (the <img> never becomes one).
-        page.wait_for_selector("#judge-suggest .verdict")
-        assert page.text_content("#judge-suggest").startswith("judge accuracy 4 → reject")
+        # Waited for, not read at once: the pane may still show the sample selected before the filter.
+        page.wait_for_function("() => document.querySelector('#judge-suggest .verdict') && "
+                               "document.querySelector('#judge-suggest').textContent.startsWith('judge accuracy 4 → reject')")
         page.keyboard.press("j")
         page.wait_for_function("() => document.querySelector('#judge-suggest')?.textContent.startsWith('judge accuracy 4.5 → approve')")
         assert "<img src=x onerror=alert(1)> verdict 4.5" in page.text_content("#judge-suggest")
