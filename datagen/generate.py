@@ -73,7 +73,7 @@ async def generate(opts: GenerateOptions, on_start=None, resume_only: bool = Fal
         b.provider_id for b in storage.list_batches(engine, existing.id, open_only=True, stages=BatchRun.stages)):
         _refuse_in_flight(name)
     if existing and existing.lang != opts.lang:
-        raise InputError(f"run {name!r} is a {existing.lang} run: leave out --lang to resume it")
+        raise InputError(f"run {name!r} is in {existing.lang}: leave out --lang to resume it")
     if existing and opts.mode != "batch":
         kept = storage.run_stats(engine, existing.id).kept
         if kept >= opts.pipeline.target:  # say so, rather than a "succeeded" that added nothing

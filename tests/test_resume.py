@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, core_cli, core_ctrl_c_able, core_env, core_wait_for
+from conftest import REPO, core_cli, core_ctrl_c_able, core_env, core_one_line_error, core_wait_for
 
 TARGET = 40
 
@@ -274,4 +274,8 @@ def test_a_run_resumed_by_name_alone_keeps_its_api_model_server_and_target(stub_
     con = sqlite3.connect(db)
     assert con.execute("select api, model, target from run").fetchall() == [("chat", "stub", 5)]
     assert con.execute("select distinct model from request").fetchall() == [("stub",)]
+    assert count(db, "status = 'accepted'") == 5
+    # A run is one language: asking for another is one line, and nothing is generated.
+    other = core_cli("generate", "--run", "named", "--db", str(db), "--lang", "zh", "-n", "6", "--no-progress", env=elsewhere)
+    assert core_one_line_error(other) == "error: run 'named' is in en: leave out --lang to resume it"
     assert count(db, "status = 'accepted'") == 5
